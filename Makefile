@@ -1,0 +1,29 @@
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test lint bench analyze-example clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check daemon tests bench
+
+test: $(STAMP) lint
+	$(BIN)/pytest -q
+
+analyze-example: $(STAMP)
+	$(BIN)/canaryd analyze --input examples/replay-bad-canary.json; echo "exit code: $$?"
+
+bench: $(STAMP)
+	$(BIN)/python bench/decision_quality.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info daemon/*.egg-info
