@@ -1,0 +1,281 @@
+"""Outbound notifications on rollback and promotion: a generic JSON webhook or Slack's `text`.
+
+Delivery never blocks or breaks a decision: the controller calls `Notifier.fire(event)`, which
+only schedules a guarded background task. Each target is tried once, then retried `retries`
+times with exponential backoff on connection errors, timeouts, 5xx and 429 (a numeric
+Retry-After is honoured, capped); other 4xx are the receiver's final answer. Failures are
+logged with the target's scheme and host only, since webhook URLs (Slack's in particular)
+carry their secret in the path. On shutdown, `await notifier.close()` waits for deliveries in
+flight, up to a timeout, then cancels the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import aiohttp
+
+__all__ = ["DeliveryResult", "Event", "NotifyTarget", "Notifier", "event_json", "redact_url", "slack_text"]
+
+log = logging.getLogger("canaryd.notify")
+
+MAX_RETRY_AFTER = 10.0  # seconds; a receiver must not hold a delivery hostage
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyTarget:
+    url: str
+    format: Literal["json", "slack"] = "json"
+    timeout: float = 5.0  # seconds, per attempt
+
+    def __post_init__(self) -> None:
+        if self.format not in ("json", "slack"):
+            raise ValueError(f"format: {self.format!r} is not one of json, slack")
+        if urlsplit(self.url).scheme not in ("http", "https"):
+            raise ValueError(f"url: {redact_url(self.url)!r} must be an http:// or https:// URL")
+        if not self.timeout > 0:
+            raise ValueError(f"timeout: must be > 0 seconds, got {self.timeout}")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    kind: Literal["rollback", "promotion"]
+    namespace: str
+    canary: str
+    trigger: str  # analysis | alert | manual | timeout for a rollback; auto | manual for a promotion
+    reasons: Sequence[str]
+    weight: float  # the canary's share (percent) when the event happened
+    at: datetime
+    decision: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    target: str  # redacted URL
+    ok: bool
+    attempts: int
+    status: int | None = None
+    error: str | None = None
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    """The generic webhook body."""
+    return {
+        "kind": event.kind,
+        "namespace": event.namespace,
+        "canary": event.canary,
+        "trigger": event.trigger,
+        "reasons": list(event.reasons),
+        "weight": event.weight,
+        "at": event.at.isoformat(),
+        "decision": _jsonable(event.decision),
+    }
+
+
+def slack_text(event: Event) -> str:
+    """One readable line for Slack (mrkdwn; &, <, > escaped as Slack requires)."""
+    what = "rolled back" if event.kind == "rollback" else "promoted"
+    line = (
+        f"canaryd: {event.namespace}/{event.canary} {what} at {event.weight:g}% "
+        f"(trigger: {event.trigger}, {event.at.isoformat(timespec='seconds')})"
+    )
+    if event.reasons:
+        line += " - " + "; ".join(r.replace("\n", " ") for r in event.reasons)
+    return line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def redact_url(url: str) -> str:
+    """scheme://host[:port]/… without credentials, path or query, which may hold secrets."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "?"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<invalid url>"
+    return f"{parts.scheme}://{host}{port}/…"
+
+
+class _Retryable(Exception):
+    def __init__(self, reason: str, status: int | None = None, delay: float | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.delay = delay
+
+
+class Notifier:
+    """Sends events to every target concurrently; see the module doc for the guarantees."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        targets: Sequence[NotifyTarget],
+        *,
+        retries: int = 3,
+        backoff: float = 0.2,
+    ) -> None:
+        if retries < 0:
+            raise ValueError(f"retries: must be >= 0, got {retries}")
+        self._session = session
+        self._targets = tuple(targets)
+        self._retries = retries
+        self._backoff = backoff
+        self._tasks: set[asyncio.Task[list[DeliveryResult]]] = set()
+        self._closed = False
+
+    @property
+    def pending(self) -> int:
+        return len(self._tasks)
+
+    def fire(self, event: Event) -> None:
+        """Schedule delivery in the background and return at once. Must run inside the event loop."""
+        if not self._targets:
+            return
+        if self._closed:
+            log.warning("notify: %s event for %s/%s dropped: notifier is closed",
+                        event.kind, event.namespace, event.canary)
+            return
+        task = asyncio.get_running_loop().create_task(
+            self.send(event), name=f"notify {event.kind} {event.namespace}/{event.canary}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[list[DeliveryResult]]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            log.warning("notify: delivery cancelled (%s)", task.get_name())
+            return
+        exc = task.exception()
+        if exc is not None:  # send() catches everything; this is a bug, but never a silent one
+            log.error("notify: delivery task failed (%s)", task.get_name(), exc_info=exc)
+
+    async def send(self, event: Event) -> list[DeliveryResult]:
+        """Deliver to every target concurrently; never raises (except on cancellation)."""
+        return list(await asyncio.gather(*(self._deliver(t, event) for t in self._targets)))
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        """Wait for deliveries in flight, up to `timeout` seconds; cancel what is left."""
+        if not self._tasks:
+            return
+        tasks = set(self._tasks)
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        if pending:
+            log.warning("notify: %d deliveries still running after %.1fs; cancelling", len(pending), timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Refuse new events and drain. The session belongs to the caller and stays open."""
+        self._closed = True
+        await self.drain(timeout)
+
+    async def _deliver(self, target: NotifyTarget, event: Event) -> DeliveryResult:
+        where = redact_url(target.url)
+        try:
+            body = {"text": slack_text(event)} if target.format == "slack" else event_json(event)
+            payload = json.dumps(body, allow_nan=False).encode()
+        except (TypeError, ValueError) as e:  # pragma: no cover - _jsonable makes this unreachable
+            log.error("notify: cannot encode %s event for %s: %s", event.kind, where, e)
+            return DeliveryResult(where, False, 0, error=f"encode: {e}")
+
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                status = await self._post(target, payload)
+            except _Retryable as e:
+                if attempts > self._retries:
+                    log.warning("notify: %s event for %s/%s to %s failed after %d attempts: %s",
+                                event.kind, event.namespace, event.canary, where, attempts, e)
+                    return DeliveryResult(where, False, attempts, e.status, str(e))
+                delay = self._backoff * 2 ** (attempts - 1)
+                if e.delay is not None:
+                    delay = max(delay, e.delay)
+                log.info("notify: attempt %d to %s failed (%s); retrying in %.2fs", attempts, where, e, delay)
+                await asyncio.sleep(delay)
+                continue
+            except Exception as e:  # anything unforeseen: log it, never raise to the decision path
+                log.error("notify: %s event to %s failed: %s: %s", event.kind, where, type(e).__name__, e)
+                return DeliveryResult(where, False, attempts, error=f"{type(e).__name__}: {e}")
+            if 200 <= status < 300:
+                return DeliveryResult(where, True, attempts, status)
+            reason = f"HTTP {status} (not retried)"
+            log.warning("notify: %s event for %s/%s to %s rejected: %s",
+                        event.kind, event.namespace, event.canary, where, reason)
+            return DeliveryResult(where, False, attempts, status, reason)
+
+    async def _post(self, target: NotifyTarget, payload: bytes) -> int:
+        """POST once; return a final status, or raise _Retryable."""
+        try:
+            async with self._session.post(
+                target.url,
+                data=payload,
+                headers={"Content-Type": "application/json"},
+                timeout=aiohttp.ClientTimeout(total=target.timeout),
+                allow_redirects=False,
+            ) as resp:
+                await resp.read()  # let the connection be reused
+                if resp.status == 429 or resp.status >= 500:
+                    raise _Retryable(f"HTTP {resp.status}", resp.status, _retry_after(resp.headers))
+                return resp.status
+        except TimeoutError:
+            raise _Retryable(f"timed out after {target.timeout:g}s") from None
+        except aiohttp.ClientError as e:
+            # The message of a connection error names host and port only, never the path.
+            raise _Retryable(f"{type(e).__name__}: {_client_error_text(e)}") from None
+
+
+def _client_error_text(e: aiohttp.ClientError) -> str:
+    if isinstance(e, aiohttp.ClientConnectorError):
+        return f"cannot connect to {e.host}:{e.port}: {e.os_error.strerror or e.os_error}"
+    if isinstance(e, aiohttp.ClientResponseError):
+        return f"HTTP {e.status} {e.message}"
+    if isinstance(e, aiohttp.InvalidURL):
+        return "invalid URL"
+    return str(e) or type(e).__name__
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None  # an HTTP date: fall back to our own backoff
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER) if math.isfinite(seconds) else None
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON from a decision: datetimes as ISO text, enums as values, NaN/inf as null."""
+    if value is None or isinstance(value, bool | str | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, enum.Enum):
+        return _jsonable(value.value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item"):  # numpy scalars
+        return _jsonable(value.item())
+    if hasattr(value, "tolist"):  # numpy arrays
+        return _jsonable(value.tolist())
+    return str(value)
+
