@@ -1,0 +1,328 @@
+"""Per-metric verdicts composed into one decision: advance, hold or rollback.
+
+The judge is a pure function of (state, snapshot, settings) -> (judgement, new state). The state
+carries what continuous monitoring needs: the counters at the start of the step (for the step's
+window) and at the previous tick (for the anytime-valid tests, which see every tick's increment).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+
+from . import checks
+from .checks import Check, Status
+from .counts import (
+    LimitSequential,
+    RatioSequential,
+    limit_sequential_start,
+    limit_sequential_update,
+    ratio_sequential_start,
+    ratio_sequential_update,
+)
+from .distribution import fraction_above, histogram_quantile
+from .snapshot import ArmSnapshot, Snapshot
+from .verdicts import Action, Decision, Judgement, MetricResult, Verdict
+from .windows import ArmWindow, arm_window, fill_snapshot_baseline
+
+METRICS = ("error_ratio", "latency_ratio", "error_rate", "success_rate", "latency_p95", "latency_p99",
+           "cpu", "memory")
+
+
+@dataclass(frozen=True)
+class JudgeSettings:
+    """What the judge needs from the config; `None` disables a threshold."""
+
+    alpha: float = 0.05
+    min_requests: int = 1000
+    step_duration: float = 300.0
+    max_step_duration: float | None = 900.0
+    timeout_rollback: bool = False  # after max_step_duration a hold becomes: rollback (True) or pause
+    tolerance_pp: float = 1.0
+    error_rate: float | None = 5.0
+    success_rate: float | None = 95.0
+    latency_p95_ms: float | None = 500.0
+    latency_p99_ms: float | None = 1000.0
+    error_ratio: float | None = 2.0
+    latency_ratio: float | None = 1.5
+    cpu: float | None = 80.0
+    memory: float | None = 80.0
+    min_traffic_share: float = 0.5  # below this share of its weight, the canary "is not receiving traffic"
+
+
+@dataclass(frozen=True)
+class Sequentials:
+    """The anytime-valid tests; they run for the whole rollout, across steps."""
+
+    error_ratio: RatioSequential | None
+    latency_ratio: LimitSequential | None
+    error_rate: LimitSequential | None
+    success_rate: LimitSequential | None
+    latency_p95: LimitSequential | None
+    latency_p99: LimitSequential | None
+
+    def p(self, name: str) -> float:
+        seq = getattr(self, name, None)
+        return 1.0 if seq is None else seq.p_value
+
+
+@dataclass(frozen=True)
+class AnalysisState:
+    step_started_at: float
+    weight: float | None
+    baseline: Snapshot | None  # counters at the start of the step
+    last: Snapshot | None  # counters at the previous tick
+    sequentials: Sequentials
+    seen: frozenset[str] = field(default_factory=frozenset)  # metrics that have ever had data
+
+
+def start(settings: JudgeSettings, t: float, *, weight: float | None = None,
+          baseline: Snapshot | None = None) -> AnalysisState:
+    """A new rollout. Without a baseline, the first observed snapshot becomes it."""
+    return AnalysisState(step_started_at=t, weight=weight, baseline=baseline, last=baseline,
+                         sequentials=_fresh_sequentials(settings))
+
+
+def next_step(state: AnalysisState, t: float, *, weight: float | None = None) -> AnalysisState:
+    """The traffic moved to the next step: a new window begins, the anytime tests carry on."""
+    baseline = state.last
+    if baseline is not None:
+        baseline = replace(baseline, t=t, weight=weight)
+    return replace(state, step_started_at=t, weight=weight, baseline=baseline)
+
+
+def _fresh_sequentials(s: JudgeSettings) -> Sequentials:
+    def lim(limit_pct: float | None) -> LimitSequential | None:
+        return None if limit_pct is None else limit_sequential_start(limit_pct / 100.0)
+
+    return Sequentials(
+        error_ratio=None if s.error_ratio is None else ratio_sequential_start(s.error_ratio),
+        latency_ratio=None if s.latency_ratio is None else limit_sequential_start(0.05),
+        error_rate=lim(s.error_rate),
+        success_rate=lim(None if s.success_rate is None else 100.0 - s.success_rate),
+        latency_p95=None if s.latency_p95_ms is None else limit_sequential_start(0.05),
+        latency_p99=None if s.latency_p99_ms is None else limit_sequential_start(0.01),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- ticks
+
+
+def _update_sequentials(seq: Sequentials, inc_c: ArmWindow, inc_s: ArmWindow, step_s: ArmWindow,
+                        s: JudgeSettings) -> Sequentials:
+    updates: dict[str, object] = {}
+    if (seq.error_ratio is not None and None not in (inc_c.errors, inc_c.requests, inc_s.errors, inc_s.requests)):
+        updates["error_ratio"] = ratio_sequential_update(
+            seq.error_ratio, inc_c.errors, inc_c.requests, inc_s.errors, inc_s.requests)  # type: ignore[arg-type]
+    if seq.error_rate is not None and inc_c.errors is not None and inc_c.requests is not None:
+        updates["error_rate"] = limit_sequential_update(seq.error_rate, inc_c.errors, inc_c.requests)
+    bad = inc_c.non_successes
+    if seq.success_rate is not None and bad is not None and inc_c.requests is not None:
+        updates["success_rate"] = limit_sequential_update(seq.success_rate, bad, inc_c.requests)
+    if inc_c.buckets is not None:
+        for name, limit_ms in (("latency_p95", s.latency_p95_ms), ("latency_p99", s.latency_p99_ms)):
+            current = getattr(seq, name)
+            if current is not None and limit_ms is not None:
+                above, total = fraction_above(inc_c.buckets, limit_ms / 1000.0)
+                updates[name] = limit_sequential_update(current, above, total)
+        if seq.latency_ratio is not None and s.latency_ratio is not None and step_s.buckets is not None:
+            p95_s = histogram_quantile(0.95, step_s.buckets)
+            if p95_s is not None:
+                above, total = fraction_above(inc_c.buckets, s.latency_ratio * p95_s)
+                updates["latency_ratio"] = limit_sequential_update(seq.latency_ratio, above, total)
+    return replace(seq, **updates) if updates else seq  # type: ignore[arg-type]
+
+
+def _checks(c: ArmWindow, st: ArmWindow, seq: Sequentials, s: JudgeSettings, *, stable_expected: bool) -> list[Check]:
+    a = s.alpha
+    out: list[Check] = []
+
+    def disabled(name: str, action: Action) -> Check:
+        return checks.skipped(name, action, "disabled in the config")
+
+    def no_stable(name: str) -> Check:
+        return checks.skipped(name, Action.ROLLBACK, "no stable arm to compare with at 100 % canary weight")
+
+    if s.error_ratio is None:
+        out.append(disabled("error_ratio", Action.ROLLBACK))
+    elif not stable_expected:
+        out.append(no_stable("error_ratio"))
+    else:
+        out.append(checks.error_ratio(c, st, r0=s.error_ratio, alpha=a, tolerance_pp=s.tolerance_pp,
+                                      anytime_p=seq.p("error_ratio")))
+    if s.latency_ratio is None:
+        out.append(disabled("latency_ratio", Action.ROLLBACK))
+    elif not stable_expected:
+        out.append(no_stable("latency_ratio"))
+    else:
+        out.append(checks.latency_ratio(c, st, max_ratio=s.latency_ratio, alpha=a,
+                                        anytime_p=seq.p("latency_ratio")))
+    if s.error_rate is None:
+        out.append(disabled("error_rate", Action.ROLLBACK))
+    else:
+        out.append(checks.rate_limit("error_rate", Action.ROLLBACK, c.errors, c.requests, limit_pct=s.error_rate,
+                                     alpha=a, anytime_p=seq.p("error_rate"), what="5xx"))
+    if s.success_rate is None:
+        out.append(disabled("success_rate", Action.ROLLBACK))
+    else:
+        out.append(checks.rate_limit("success_rate", Action.ROLLBACK, c.non_successes, c.requests,
+                                     limit_pct=100.0 - s.success_rate, alpha=a,
+                                     anytime_p=seq.p("success_rate"), what="non-2xx", shown_as_success=True))
+    for name, q, limit, action in (("latency_p95", 0.95, s.latency_p95_ms, Action.WARN),
+                                   ("latency_p99", 0.99, s.latency_p99_ms, Action.ROLLBACK)):
+        if limit is None:
+            out.append(disabled(name, action))
+        else:
+            out.append(checks.latency_limit(name, action, c, st, quantile=q, limit_ms=limit, alpha=a,
+                                            anytime_p=seq.p(name)))
+    for name in ("cpu", "memory"):
+        limit = getattr(s, name)
+        out.append(disabled(name, Action.WARN) if limit is None
+                   else checks.utilisation(name, c, st, limit_pct=limit))
+    return out
+
+
+def holm(p_values: Mapping[str, float]) -> dict[str, float]:
+    """Holm's step-down adjusted p-values: reject where adjusted <= alpha (family-wise error <= alpha)."""
+    ordered = sorted(p_values.items(), key=lambda kv: kv[1])
+    m = len(ordered)
+    adjusted: dict[str, float] = {}
+    running = 0.0
+    for i, (name, p) in enumerate(ordered):
+        running = max(running, min(1.0, (m - i) * p))
+        adjusted[name] = running
+    return adjusted
+
+
+def _settle(check: Check, adjusted: float | None, *, alpha: float, canary_gate: bool,
+            gates_met: bool) -> tuple[MetricResult, bool]:
+    """The metric's verdict, and whether it is inconclusive only because the gates are not met yet."""
+    waiting = False
+    significant = adjusted is not None and adjusted <= alpha and check.significant_ok
+    p_txt = ""
+    if check.anytime_p_value is not None:
+        p_txt = f" (anytime p={checks.fmt_p(check.anytime_p_value)}"
+        p_txt += f", Holm-adjusted {checks.fmt_p(adjusted)})" if adjusted is not None else ")"
+    if check.status is Status.SKIPPED:
+        verdict, reason = Verdict.SKIPPED, f"{check.name}: skipped, {check.summary}"
+    elif check.status is Status.NO_DATA:
+        verdict, reason = Verdict.INCONCLUSIVE, f"{check.name}: no data, {check.summary}"
+    elif check.action is Action.ROLLBACK and significant and (canary_gate or not check.fail_needs_gate):
+        verdict, reason = Verdict.FAIL, f"{check.name}: {check.summary}; {check.fail_why}{p_txt}"
+    elif check.action is Action.WARN and check.exceeds and canary_gate:
+        verdict, reason = Verdict.WARN, f"{check.name}: {check.summary}; exceeds the warning limit"
+    elif check.passes and gates_met:
+        verdict, reason = Verdict.PASS, f"{check.name}: {check.summary}; {check.pass_why}"
+    elif check.passes or check.action is Action.WARN:
+        # Nothing against this metric: only the gates keep it from passing, and they are reported once.
+        verdict, reason = Verdict.INCONCLUSIVE, f"{check.name}: {check.summary}; waiting for the gates"
+        waiting = True
+    else:
+        verdict, reason = Verdict.INCONCLUSIVE, f"{check.name}: {check.summary}; {check.hold_why}{p_txt}"
+    result = MetricResult(
+        name=check.name, verdict=verdict, reason=reason, action=check.action, p_value=check.p_value,
+        anytime_p_value=check.anytime_p_value, adjusted_p_value=adjusted, ratio=check.ratio, ci=check.ci,
+        canary=check.canary, stable=check.stable, limit=check.limit, unit=check.unit, evidence=check.evidence,
+    )
+    return result, waiting
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    m, s = divmod(seconds, 60)
+    h, m = divmod(m, 60)
+    return (f"{h}h" if h else "") + (f"{m}m" if m else "") + (f"{s}s" if s or not (h or m) else "")
+
+
+def _gate_reasons(c: ArmWindow, st: ArmWindow, elapsed: float, s: JudgeSettings, *,
+                  stable_expected: bool, weight: float | None) -> tuple[list[str], bool]:
+    reasons: list[str] = []
+    canary_gate = c.requests is not None and c.requests >= s.min_requests
+    if elapsed < s.step_duration:
+        reasons.append(f"step running {_duration(elapsed)} of its minimum {_duration(s.step_duration)}")
+    if c.requests is None:
+        reasons.append("no request counts for the canary")
+    elif not canary_gate:
+        reasons.append(f"canary has {c.requests:.0f} of the {s.min_requests} requests needed")
+    if stable_expected:
+        if st.requests is None:
+            reasons.append("no request counts for stable")
+        elif st.requests < s.min_requests:
+            reasons.append(f"stable has {st.requests:.0f} of the {s.min_requests} requests needed")
+    if weight is not None and 0 < weight < 100 and c.requests is not None and st.requests is not None:
+        total = c.requests + st.requests
+        share = 100.0 * c.requests / total if total > 0 else 0.0
+        # Only once there is enough traffic for the share to mean something.
+        if total >= max(100.0, s.min_requests / 10) and share < weight * s.min_traffic_share:
+            reasons.append(f"canary not receiving traffic: it served {share:.2f} % of requests "
+                           f"while its weight is {weight:g} %")
+    return reasons, canary_gate
+
+
+def observe(state: AnalysisState, snap: Snapshot, settings: JudgeSettings) -> tuple[Judgement, AnalysisState]:
+    """Judge one tick. `snap` holds cumulative counters; the state knows the step start and last tick."""
+    s = settings
+    if state.baseline is None:
+        state = replace(state, baseline=snap, last=snap, step_started_at=min(state.step_started_at, snap.t))
+        return (Judgement(decision=Decision.HOLD, at=snap.t, reasons=("first sample: collecting a baseline",),
+                          metrics=(), gates_met=False), state)
+    baseline = fill_snapshot_baseline(state.baseline, snap)
+    last = fill_snapshot_baseline(state.last or baseline, snap)
+    c = arm_window(snap.canary, baseline.canary)
+    st = arm_window(snap.stable, baseline.stable)
+    seq = _update_sequentials(state.sequentials, arm_window(snap.canary, last.canary),
+                              arm_window(snap.stable, last.stable), st, s)
+    weight = snap.weight if snap.weight is not None else state.weight
+    stable_expected = weight is None or weight < 100
+    elapsed = snap.t - state.step_started_at
+
+    raw = _checks(c, st, seq, s, stable_expected=stable_expected)
+    seen = state.seen | {ch.name for ch in raw if ch.status is Status.OK}
+    # A metric that never had data has no source: shown as skipped, it does not block.
+    raw = [checks.skipped(ch.name, ch.action, f"no data source ({ch.summary})", ch.unit)
+           if ch.status is Status.NO_DATA and ch.name not in seen else ch for ch in raw]
+    family = {ch.name: ch.anytime_p_value for ch in raw
+              if ch.status is Status.OK and ch.action is Action.ROLLBACK and ch.anytime_p_value is not None}
+    adjusted = holm(family)  # type: ignore[arg-type]
+    gate_reasons, canary_gate = _gate_reasons(c, st, elapsed, s, stable_expected=stable_expected, weight=weight)
+    gates_met = not gate_reasons
+    settled = [_settle(ch, adjusted.get(ch.name), alpha=s.alpha, canary_gate=canary_gate, gates_met=gates_met)
+               for ch in raw]
+    results = tuple(r for r, _ in settled)
+    waiting = {r.name for r, w in settled if w}
+
+    decision, reasons, timed_out = _decide(results, waiting, gate_reasons, elapsed, s)
+    judgement = Judgement(decision=decision, at=snap.t, reasons=tuple(reasons), metrics=results,
+                          gates_met=gates_met, timed_out=timed_out, canary_requests=c.requests or 0.0,
+                          stable_requests=st.requests or 0.0, elapsed=elapsed)
+    new_state = replace(state, baseline=baseline, last=snap, sequentials=seq, seen=seen, weight=weight)
+    return judgement, new_state
+
+
+def _decide(results: Iterable[MetricResult], waiting: set[str], gate_reasons: list[str], elapsed: float,
+            s: JudgeSettings) -> tuple[Decision, list[str], bool]:
+    results = list(results)
+    failed = [m.reason for m in results if m.verdict is Verdict.FAIL]
+    if failed:
+        return Decision.ROLLBACK, failed, False
+    warnings = [m.reason for m in results if m.verdict is Verdict.WARN]
+    blocking = [m.reason for m in results if m.verdict is Verdict.INCONCLUSIVE]
+    if not gate_reasons and not blocking:
+        judged = [m.name for m in results if m.verdict in (Verdict.PASS, Verdict.WARN)]
+        head = f"all judged metrics pass ({', '.join(judged)})" if judged else "no metric to judge"
+        return Decision.ADVANCE, [head, *warnings], False
+    # Metrics held only by the gates are not repeated: the gate reasons say it once.
+    reasons = [*gate_reasons, *(m.reason for m in results
+                                if m.verdict is Verdict.INCONCLUSIVE and m.name not in waiting), *warnings]
+    if s.max_step_duration is not None and elapsed >= s.max_step_duration:
+        why = (f"step held for {_duration(elapsed)}, past max_step_duration {_duration(s.max_step_duration)}")
+        if s.timeout_rollback:
+            return Decision.ROLLBACK, [why + ": rolling back", *reasons], True
+        return Decision.HOLD, [why + ": pausing", *reasons], True
+    return Decision.HOLD, reasons, False
+
+
+def empty_snapshot(t: float, weight: float | None = None) -> Snapshot:
+    """Counters at zero: the daemon accumulates increments from here."""
+    zero = ArmSnapshot(requests=0.0, errors=0.0, successes=None, buckets=None)
+    return Snapshot(t=t, canary=zero, stable=zero, weight=weight)

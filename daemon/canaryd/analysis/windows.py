@@ -1,0 +1,72 @@
+"""Differences of cumulative snapshots: the current step's window, and one tick's increment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .distribution import delta_buckets
+from .snapshot import ArmSnapshot, Snapshot
+
+COUNTER_FIELDS = ("requests", "errors", "successes", "buckets")
+
+
+@dataclass(frozen=True)
+class ArmWindow:
+    """Counts accumulated between two snapshots; gauges as read at the later one."""
+
+    requests: float | None
+    errors: float | None
+    successes: float | None
+    buckets: tuple[tuple[float, float], ...] | None
+    cpu: float | None
+    memory: float | None
+
+    @property
+    def non_successes(self) -> float | None:
+        # Where 2xx are not reported, success is whatever is not a 5xx (the replay format's rule).
+        if self.requests is None:
+            return None
+        if self.successes is not None:
+            return max(0.0, self.requests - self.successes)
+        if self.errors is not None:
+            return self.errors
+        return None
+
+
+def _sub(later: float | None, earlier: float | None) -> float | None:
+    if later is None or earlier is None:
+        return None
+    # A counter that went backwards is a reset the source should have absorbed; never a negative count.
+    return max(0.0, later - earlier)
+
+
+def arm_window(later: ArmSnapshot, earlier: ArmSnapshot) -> ArmWindow:
+    buckets = None
+    if later.buckets is not None and earlier.buckets is not None:
+        try:
+            buckets = delta_buckets(later.buckets, earlier.buckets)
+        except ValueError:
+            buckets = None  # bucket layout changed (a redeploy with new buckets): no comparable data
+    return ArmWindow(
+        requests=_sub(later.requests, earlier.requests),
+        errors=_sub(later.errors, earlier.errors),
+        successes=_sub(later.successes, earlier.successes),
+        buckets=buckets,
+        cpu=later.cpu,
+        memory=later.memory,
+    )
+
+
+def fill_baseline(baseline: ArmSnapshot, current: ArmSnapshot) -> ArmSnapshot:
+    """A counter that first appears after the baseline starts counting from where it first appeared."""
+    missing = {f: getattr(current, f) for f in COUNTER_FIELDS
+               if getattr(baseline, f) is None and getattr(current, f) is not None}
+    return replace(baseline, **missing) if missing else baseline
+
+
+def fill_snapshot_baseline(baseline: Snapshot, current: Snapshot) -> Snapshot:
+    canary = fill_baseline(baseline.canary, current.canary)
+    stable = fill_baseline(baseline.stable, current.stable)
+    if canary is baseline.canary and stable is baseline.stable:
+        return baseline
+    return replace(baseline, canary=canary, stable=stable)

@@ -1,0 +1,9 @@
+"""Sub-commands. Each module exposes `register(subparsers)` and sets `handler` on its parser."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from . import analyze, validate
+
+COMMANDS: tuple[ModuleType, ...] = (analyze, validate)

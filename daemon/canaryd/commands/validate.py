@@ -1,0 +1,26 @@
+"""`canaryd validate FILE`: OK, or every problem in the config; exit 0 or 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..config import ConfigError, load_config
+from .common import EXIT_USAGE
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="check a config file", description=__doc__)
+    p.add_argument("file", help="the config file (YAML, config v1)")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.file)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{args.file}: OK ({len(config.canaries)} canaries, {len(config.alerts)} alert rules)")
+    return 0
