@@ -1,0 +1,358 @@
+"""Tests on counts: canary vs stable error-rate ratio, and one arm against an absolute limit.
+
+Two flavours of each:
+- fixed horizon (exact conditional binomial test, Clopper-Pearson interval): valid when read once;
+- anytime-valid (mixture SPRT, after Lindon & Malek 2022): valid however often it is read, which is
+  what a daemon that looks at every tick needs.
+
+Counts may be fractional: Prometheus' increase() extrapolates. Every binomial tail and quantile is
+therefore written with the regularized incomplete beta function, which is the binomial on integers and
+its continuous extension in between.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import special
+
+# --------------------------------------------------------------------------------------------------
+# Shared pieces
+
+
+def _count(name: str, value: float) -> float:
+    """A count must be a finite real >= 0; anything else is a caller bug worth naming."""
+    v = float(value)
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"{name}: must be a finite count >= 0, got {value!r}")
+    return v
+
+
+def _alpha(alpha: float) -> float:
+    a = float(alpha)
+    if not 0 < a < 1:
+        raise ValueError(f"alpha: must be in (0, 1), got {alpha!r}")
+    return a
+
+
+def _sf_at_least(x: float, n: float, p: float) -> float:
+    """P(X >= x) for X ~ Bin(n, p), continuous in x and n: I_p(x, n - x + 1); 1 for x <= 0."""
+    if x <= 0:
+        return 1.0
+    return min(1.0, float(special.betainc(x, n - x + 1.0, p)))
+
+
+def _cp_lower(x: float, n: float, tail: float) -> float:
+    """Clopper-Pearson lower bound with `tail` probability below it (continuous in x, n)."""
+    if x <= 0:
+        return 0.0
+    return float(special.betaincinv(x, n - x + 1.0, tail))
+
+
+def _cp_upper(x: float, n: float, tail: float) -> float:
+    """Clopper-Pearson upper bound with `tail` probability above it (continuous in x, n)."""
+    if x >= n:
+        return 1.0
+    return float(special.betaincinv(x + 1.0, n - x, 1.0 - tail))
+
+
+def upper_bound(x: float, n: float, alpha: float = 0.05) -> float:
+    """One-sided (1 - alpha) Clopper-Pearson upper bound on a rate x/n (continuous in x, n).
+
+    For the upper end of the two-sided (1 - alpha) interval pass alpha / 2. n == 0 gives 1.0 (nothing
+    known); x > n (extrapolation noise) is treated as x == n.
+    """
+    x, n, a = _count("x", x), _count("n", n), _alpha(alpha)
+    if n == 0:
+        return 1.0
+    return _cp_upper(min(x, n), n, a)
+
+
+def _exp(log_value: float) -> float:
+    return math.exp(log_value) if log_value < 709.0 else math.inf
+
+
+# --------------------------------------------------------------------------------------------------
+# Fixed horizon: canary / stable rate ratio
+
+
+@dataclass(frozen=True)
+class RatioTest:
+    """Conditional binomial test of H0: rate_c / rate_s <= r0 (one-sided, 'canary worse')."""
+
+    x_c: float
+    n_c: float
+    x_s: float
+    n_s: float
+    r0: float
+    p0: float | None  # P(an error is the canary's) under H0 at the boundary; None without requests
+    ratio: float | None  # ((x_c + 1/2)/n_c) / ((x_s + 1/2)/n_s): finite even when stable has no errors
+    ci: tuple[float, float] | None  # exact two-sided (1 - alpha) interval; upper may be math.inf
+    p_value: float
+
+
+def _odds_to_ratio(p: float, n_c: float, n_s: float) -> float:
+    # Given m errors, the canary's share p has odds rho * n_c / n_s.
+    return math.inf if p >= 1.0 else p / (1.0 - p) * n_s / n_c
+
+
+def rate_ratio_test(
+    x_c: float, n_c: float, x_s: float, n_s: float, *, r0: float = 2.0, alpha: float = 0.05
+) -> RatioTest:
+    """Is the canary's error rate more than r0 times the stable's?
+
+    Given m = x_c + x_s errors, x_c ~ Bin(m, p0) with p0 = r0·n_c / (r0·n_c + n_s) at the H0 boundary;
+    the p-value is P(X >= x_c), equal to scipy.stats.binomtest(..., alternative='greater') on integers.
+    No requests on either arm, or no errors at all, is no evidence: p = 1.
+    """
+    x_c, n_c, x_s, n_s = _count("x_c", x_c), _count("n_c", n_c), _count("x_s", x_s), _count("n_s", n_s)
+    a = _alpha(alpha)
+    r0 = float(r0)
+    if not (math.isfinite(r0) and r0 > 0):
+        raise ValueError(f"r0: must be a finite ratio > 0, got {r0!r}")
+    if n_c == 0 or n_s == 0:
+        return RatioTest(x_c, n_c, x_s, n_s, r0, None, None, None, 1.0)
+    p0 = r0 * n_c / (r0 * n_c + n_s)
+    m = x_c + x_s
+    p_value = 1.0 if m == 0 else _sf_at_least(x_c, m, p0)
+    ratio = ((x_c + 0.5) / n_c) / ((x_s + 0.5) / n_s)
+    if m == 0:
+        ci = (0.0, math.inf)
+    else:
+        lo = _cp_lower(x_c, m, a / 2)
+        hi = _cp_upper(x_c, m, a / 2)
+        ci = (_odds_to_ratio(lo, n_c, n_s), _odds_to_ratio(hi, n_c, n_s))
+    return RatioTest(x_c, n_c, x_s, n_s, r0, p0, ratio, ci, p_value)
+
+
+# --------------------------------------------------------------------------------------------------
+# Fixed horizon: one arm against an absolute limit
+
+
+@dataclass(frozen=True)
+class LimitTest:
+    """Exact binomial test of H0: rate <= limit (one-sided, 'worse than the limit')."""
+
+    x: float
+    n: float
+    limit: float
+    rate: float | None
+    p_value: float
+    lower: float  # two-sided (1 - alpha) Clopper-Pearson interval on the rate
+    upper: float
+
+
+def _limit(limit: float) -> float:
+    v = float(limit)
+    if not 0 < v < 1:
+        raise ValueError(f"limit: must be a rate in (0, 1) (a fraction, not a percentage), got {limit!r}")
+    return v
+
+
+def rate_limit_test(x: float, n: float, limit: float, *, alpha: float = 0.05) -> LimitTest:
+    """Is the rate x/n above `limit`? ("error rate > 5 %", "more than 1 % of requests above 1 s").
+
+    p = P(X >= x), X ~ Bin(n, limit): binomtest(x, n, limit, alternative='greater') on integers.
+    x > n (the two counters extrapolated differently) is treated as x == n.
+    """
+    x, n, lim, a = _count("x", x), _count("n", n), _limit(limit), _alpha(alpha)
+    if n == 0:
+        return LimitTest(x, n, lim, None, 1.0, 0.0, 1.0)
+    x = min(x, n)
+    return LimitTest(
+        x, n, lim, x / n, _sf_at_least(x, n, lim), _cp_lower(x, n, a / 2), _cp_upper(x, n, a / 2)
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Anytime-valid: mixture SPRT over an odds-ratio grid
+#
+# Both sequential tests are the same binomial problem. For the ratio test, given the errors of one
+# tick, each is the canary's with probability p = rho·dn_c / (rho·dn_c + dn_s); its odds are
+# rho·dn_c/dn_s, so rho/r0 is exactly the odds ratio against the H0 boundary. For the limit test the
+# odds ratio is odds(p)/odds(limit). With u = log(odds ratio) and q0 the null probability, one tick with
+# x "hits" out of m contributes
+#     log LR(u) = x·u − m·log(1 + q0·(e^u − 1)).
+# Each LR(u), u > 0, is a nonnegative supermartingale under every null q <= q0 (the expected one-tick
+# factor is linear in q and equals 1 at q0), even when q0 changes between ticks as the traffic split
+# moves; a prior-weighted sum with weights summing to 1 is one too, so by Ville's inequality
+# P(sup_t E_t >= 1/alpha) <= alpha. That is what makes p = 1 / max E valid at every look.
+
+
+@dataclass(frozen=True)
+class MixturePrior:
+    """Discrete prior on u = log(odds ratio) > 0; weights sum to 1 (stored as logs)."""
+
+    log_effects: tuple[float, ...]
+    log_weights: tuple[float, ...]
+
+
+def log_normal_prior(
+    center: float, sd: float, *, lo: float = 1.1, hi: float = 50.0, points: int = 32
+) -> MixturePrior:
+    """A grid of odds ratios geometrically spaced in [lo, hi], weighted by a normal in log space."""
+    if not (1 < lo < hi and points >= 1 and sd > 0 and center > 0):
+        raise ValueError("prior: need 1 < lo < hi, points >= 1, sd > 0, center > 0")
+    u = np.linspace(math.log(lo), math.log(hi), points)
+    logw = -0.5 * ((u - math.log(center)) / sd) ** 2
+    logw -= special.logsumexp(logw)
+    return MixturePrior(tuple(float(v) for v in u), tuple(float(v) for v in logw))
+
+
+# Why these priors: the judge must catch canaries 1.5x-5x over the allowed ratio (true ratio 3x-10x with
+# r0 = 2) from tens to hundreds of errors. A mixture pays roughly log(1/weight) of evidence for the
+# components near the truth, so weight is centred at odds ratio 2 (rho = 4 when r0 = 2), sd 1 in log
+# space: odds ratios 1.3-5 keep weights within a factor ~3 of the peak; tiny effects (thousands of
+# errors needed anyway) and huge ones (caught after a handful of errors at any weight) get little. The
+# grid step (~0.12 in log) loses little against a continuous prior. Simulated (5/25/50 % split, 0.5 %
+# stable errors, 1000 req per 30 s tick), rho = 5 is rejected in a median of 11 ticks and rho = 10 in 3;
+# centres 1.5-3 and sds 0.7-1.5 all land within a tick of this, so the choice is not delicate.
+DEFAULT_RATIO_PRIOR = log_normal_prior(2.0, 1.0)
+# The limit tests see every request as a trial, so small odds ratios (1.1-2: a 5.5-10 % error rate
+# against 5 %) are detectable within a step and get the weight.
+DEFAULT_LIMIT_PRIOR = log_normal_prior(1.5, 0.8, lo=1.05)
+
+
+def _mixture_step(
+    log_lr: tuple[float, ...], prior: MixturePrior, hits: float, trials: float, q0: float
+) -> tuple[tuple[float, ...], float]:
+    u = np.asarray(prior.log_effects)
+    new = np.asarray(log_lr) + hits * u - trials * np.log1p(q0 * np.expm1(u))
+    weighted = new + np.asarray(prior.log_weights)
+    top = float(weighted.max())  # log-sum-exp by hand: scipy's is slow for 32 points
+    log_e = top + math.log(float(np.exp(weighted - top).sum())) if math.isfinite(top) else top
+    return tuple(new.tolist()), log_e
+
+
+def _increments(*values: float) -> tuple[float, ...] | None:
+    """Non-finite or negative increments (missing data, counter resets) carry no usable information."""
+    vals = tuple(float(v) for v in values)
+    if any(not math.isfinite(v) or v < 0 for v in vals):
+        return None
+    return vals
+
+
+@dataclass(frozen=True)
+class RatioSequential:
+    """State of the anytime-valid test of H0: rate_c / rate_s <= r0. Update with ratio_sequential_update."""
+
+    r0: float
+    prior: MixturePrior
+    log_lr: tuple[float, ...]  # per grid point: log L(rho) / L(r0), accumulated over ticks
+    log_e: float = 0.0
+    max_log_e: float = 0.0
+    x_c: float = 0.0  # totals over the ticks that were used
+    n_c: float = 0.0
+    x_s: float = 0.0
+    n_s: float = 0.0
+    ticks: int = 0
+
+    @property
+    def e_value(self) -> float:
+        return _exp(self.log_e)
+
+    @property
+    def max_e_value(self) -> float:
+        return _exp(self.max_log_e)
+
+    @property
+    def p_value(self) -> float:
+        """Anytime-valid p-value: valid at every look, non-increasing over time."""
+        return min(1.0, math.exp(-self.max_log_e))
+
+
+def ratio_sequential_start(r0: float = 2.0, *, prior: MixturePrior | None = None) -> RatioSequential:
+    r0 = float(r0)
+    if not (math.isfinite(r0) and r0 > 0):
+        raise ValueError(f"r0: must be a finite ratio > 0, got {r0!r}")
+    prior = prior or DEFAULT_RATIO_PRIOR
+    return RatioSequential(r0=r0, prior=prior, log_lr=(0.0,) * len(prior.log_effects))
+
+
+def ratio_sequential_update(
+    state: RatioSequential, dx_c: float, dn_c: float, dx_s: float, dn_s: float
+) -> RatioSequential:
+    """Add one tick's increments (errors and requests of each arm since the previous tick).
+
+    Pure: returns a new state. Negative or non-finite increments are ignored, and so is a tick where
+    one arm served no requests (its errors say nothing about the ratio).
+    """
+    inc = _increments(dx_c, dn_c, dx_s, dn_s)
+    if inc is None:
+        return state
+    dx_c, dn_c, dx_s, dn_s = inc
+    if dn_c == 0 or dn_s == 0:
+        return state
+    q0 = state.r0 * dn_c / (state.r0 * dn_c + dn_s)
+    log_lr, log_e = state.log_lr, state.log_e
+    if dx_c + dx_s > 0:
+        log_lr, log_e = _mixture_step(state.log_lr, state.prior, dx_c, dx_c + dx_s, q0)
+    return RatioSequential(
+        r0=state.r0,
+        prior=state.prior,
+        log_lr=log_lr,
+        log_e=log_e,
+        max_log_e=max(state.max_log_e, log_e),
+        x_c=state.x_c + dx_c,
+        n_c=state.n_c + dn_c,
+        x_s=state.x_s + dx_s,
+        n_s=state.n_s + dn_s,
+        ticks=state.ticks + 1,
+    )
+
+
+@dataclass(frozen=True)
+class LimitSequential:
+    """State of the anytime-valid test of H0: rate <= limit. Update with limit_sequential_update."""
+
+    limit: float
+    prior: MixturePrior
+    log_lr: tuple[float, ...]
+    log_e: float = 0.0
+    max_log_e: float = 0.0
+    x: float = 0.0
+    n: float = 0.0
+    ticks: int = 0
+
+    @property
+    def e_value(self) -> float:
+        return _exp(self.log_e)
+
+    @property
+    def max_e_value(self) -> float:
+        return _exp(self.max_log_e)
+
+    @property
+    def p_value(self) -> float:
+        """Anytime-valid p-value: valid at every look, non-increasing over time."""
+        return min(1.0, math.exp(-self.max_log_e))
+
+
+def limit_sequential_start(limit: float, *, prior: MixturePrior | None = None) -> LimitSequential:
+    prior = prior or DEFAULT_LIMIT_PRIOR
+    return LimitSequential(limit=_limit(limit), prior=prior, log_lr=(0.0,) * len(prior.log_effects))
+
+
+def limit_sequential_update(state: LimitSequential, dx: float, dn: float) -> LimitSequential:
+    """Add one tick's increments (dx "bad" requests out of dn). Pure; negative or non-finite ignored.
+
+    dx > dn (counters extrapolated differently) is treated as dx == dn.
+    """
+    inc = _increments(dx, dn)
+    if inc is None or inc[1] == 0:
+        return state
+    dn = inc[1]
+    dx = min(inc[0], dn)
+    log_lr, log_e = _mixture_step(state.log_lr, state.prior, dx, dn, state.limit)
+    return LimitSequential(
+        limit=state.limit,
+        prior=state.prior,
+        log_lr=log_lr,
+        log_e=log_e,
+        max_log_e=max(state.max_log_e, log_e),
+        x=state.x + dx,
+        n=state.n + dn,
+        ticks=state.ticks + 1,
+    )
