@@ -70,6 +70,11 @@ def fmt_p(p: float | None) -> str:
     return f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}"
 
 
+def limit_fraction(limit_pct: float) -> float:
+    """A percentage limit as the open-interval fraction the tests need (0 % and 100 % are edge configs)."""
+    return min(max(limit_pct / 100.0, 1e-6), 1.0 - 1e-6)
+
+
 def _rate(x: float, n: float) -> float | None:
     return 100.0 * x / n if n > 0 else None
 
@@ -90,7 +95,9 @@ def error_ratio(canary: ArmWindow, stable: ArmWindow, *, r0: float, alpha: float
     ub = 100.0 * upper_bound(x_c, n_c, alpha) if n_c > 0 else None
     bound = (rate_s or 0.0) + tolerance_pp
     passes = n_c > 0 and n_s > 0 and ub is not None and ub <= bound
-    ratio_txt = "n/a" if test.ratio is None else f"{test.ratio:.2f}×"
+    # With no 5xx in either arm the +½ estimate is only the traffic split: show no ratio at all.
+    ratio = test.ratio if x_c + x_s > 0 else None
+    ratio_txt = "n/a (no 5xx in either arm)" if ratio is None else f"{ratio:.2f}×"
     ci_txt = ""
     if test.ci is not None:
         hi = "∞" if math.isinf(test.ci[1]) else f"{test.ci[1]:.2f}"
@@ -99,7 +106,7 @@ def error_ratio(canary: ArmWindow, stable: ArmWindow, *, r0: float, alpha: float
     return Check(
         name=name, action=action, status=Status.OK, summary=summary, unit="%", limit=r0,
         canary=rate_c, stable=rate_s, p_value=test.p_value, anytime_p_value=anytime_p,
-        ratio=test.ratio, ci=test.ci, passes=passes,
+        ratio=ratio, ci=test.ci, passes=passes,
         pass_why=f"upper bound {pct(ub)} within stable + {tolerance_pp:g} pp = {pct(bound)}",
         hold_why=(f"upper bound {pct(ub)} above stable + {tolerance_pp:g} pp = {pct(bound)}; "
                   "not enough evidence either way yet"),
@@ -114,7 +121,7 @@ def rate_limit(name: str, action: Action, x: float | None, n: float | None, *, l
     """An absolute limit on a share of the canary's requests (5xx, or not-2xx for the success rate)."""
     if x is None or n is None:
         return no_data(name, action, f"no {what} counts for the canary", unit="%")
-    test = rate_limit_test(x, n, limit_pct / 100.0, alpha=alpha)
+    test = rate_limit_test(x, n, limit_fraction(limit_pct), alpha=alpha)
     rate = _rate(x, n)
     if shown_as_success:
         value = None if rate is None else 100.0 - rate
@@ -182,6 +189,8 @@ def latency_ratio(canary: ArmWindow, stable: ArmWindow, *, max_ratio: float, alp
     p95_s = histogram_quantile(0.95, stable.buckets)
     if p95_c is None or p95_s is None:
         return no_data(name, action, "no latency observations for one of the arms", unit="ms")
+    if [le for le, _ in canary.buckets] != [le for le, _ in stable.buckets]:
+        return no_data(name, action, "the arms' histograms have different buckets", unit="ms")
     mw = mann_whitney_buckets(bucket_counts(canary.buckets), bucket_counts(stable.buckets))
     threshold = max_ratio * p95_s
     above, total = fraction_above(canary.buckets, threshold)

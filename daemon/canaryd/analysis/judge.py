@@ -7,11 +7,11 @@ window) and at the previous tick (for the anytime-valid tests, which see every t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from . import checks
-from .checks import Check, Status
+from .checks import Check, Status, limit_fraction
 from .counts import (
     LimitSequential,
     RatioSequential,
@@ -93,7 +93,7 @@ def next_step(state: AnalysisState, t: float, *, weight: float | None = None) ->
 
 def _fresh_sequentials(s: JudgeSettings) -> Sequentials:
     def lim(limit_pct: float | None) -> LimitSequential | None:
-        return None if limit_pct is None else limit_sequential_start(limit_pct / 100.0)
+        return None if limit_pct is None else limit_sequential_start(limit_fraction(limit_pct))
 
     return Sequentials(
         error_ratio=None if s.error_ratio is None else ratio_sequential_start(s.error_ratio),
@@ -134,52 +134,55 @@ def _update_sequentials(seq: Sequentials, inc_c: ArmWindow, inc_s: ArmWindow, st
 
 
 def _checks(c: ArmWindow, st: ArmWindow, seq: Sequentials, s: JudgeSettings, *, stable_expected: bool) -> list[Check]:
-    a = s.alpha
+    """Every metric's check; one that cannot be computed becomes no-data with the error, never a crash."""
     out: list[Check] = []
-
-    def disabled(name: str, action: Action) -> Check:
-        return checks.skipped(name, action, "disabled in the config")
-
-    def no_stable(name: str) -> Check:
-        return checks.skipped(name, Action.ROLLBACK, "no stable arm to compare with at 100 % canary weight")
-
-    if s.error_ratio is None:
-        out.append(disabled("error_ratio", Action.ROLLBACK))
-    elif not stable_expected:
-        out.append(no_stable("error_ratio"))
-    else:
-        out.append(checks.error_ratio(c, st, r0=s.error_ratio, alpha=a, tolerance_pp=s.tolerance_pp,
-                                      anytime_p=seq.p("error_ratio")))
-    if s.latency_ratio is None:
-        out.append(disabled("latency_ratio", Action.ROLLBACK))
-    elif not stable_expected:
-        out.append(no_stable("latency_ratio"))
-    else:
-        out.append(checks.latency_ratio(c, st, max_ratio=s.latency_ratio, alpha=a,
-                                        anytime_p=seq.p("latency_ratio")))
-    if s.error_rate is None:
-        out.append(disabled("error_rate", Action.ROLLBACK))
-    else:
-        out.append(checks.rate_limit("error_rate", Action.ROLLBACK, c.errors, c.requests, limit_pct=s.error_rate,
-                                     alpha=a, anytime_p=seq.p("error_rate"), what="5xx"))
-    if s.success_rate is None:
-        out.append(disabled("success_rate", Action.ROLLBACK))
-    else:
-        out.append(checks.rate_limit("success_rate", Action.ROLLBACK, c.non_successes, c.requests,
-                                     limit_pct=100.0 - s.success_rate, alpha=a,
-                                     anytime_p=seq.p("success_rate"), what="non-2xx", shown_as_success=True))
-    for name, q, limit, action in (("latency_p95", 0.95, s.latency_p95_ms, Action.WARN),
-                                   ("latency_p99", 0.99, s.latency_p99_ms, Action.ROLLBACK)):
-        if limit is None:
-            out.append(disabled(name, action))
-        else:
-            out.append(checks.latency_limit(name, action, c, st, quantile=q, limit_ms=limit, alpha=a,
-                                            anytime_p=seq.p(name)))
-    for name in ("cpu", "memory"):
-        limit = getattr(s, name)
-        out.append(disabled(name, Action.WARN) if limit is None
-                   else checks.utilisation(name, c, st, limit_pct=limit))
+    for name, action, compute in _check_plan(c, st, seq, s, stable_expected=stable_expected):
+        try:
+            out.append(compute())
+        except (ValueError, ArithmeticError) as e:
+            out.append(checks.no_data(name, action, f"cannot be computed: {e}"))
     return out
+
+
+def _check_plan(c: ArmWindow, st: ArmWindow, seq: Sequentials, s: JudgeSettings, *,
+                stable_expected: bool) -> list[tuple[str, Action, Callable[[], Check]]]:
+    a = s.alpha
+    R, W = Action.ROLLBACK, Action.WARN
+
+    def disabled(name: str, action: Action) -> Callable[[], Check]:
+        return lambda: checks.skipped(name, action, "disabled in the config")
+
+    def comparison(name: str, limit: float | None, compute: Callable[[], Check]) -> Callable[[], Check]:
+        if limit is None:
+            return disabled(name, R)
+        if not stable_expected:
+            return lambda: checks.skipped(name, R, "no stable arm to compare with at 100 % canary weight")
+        return compute
+
+    def limited(name: str, action: Action, limit: float | None, compute: Callable[[], Check]) -> Callable[[], Check]:
+        return disabled(name, action) if limit is None else compute
+
+    return [
+        ("error_ratio", R, comparison("error_ratio", s.error_ratio, lambda: checks.error_ratio(
+            c, st, r0=s.error_ratio, alpha=a, tolerance_pp=s.tolerance_pp, anytime_p=seq.p("error_ratio")))),
+        ("latency_ratio", R, comparison("latency_ratio", s.latency_ratio, lambda: checks.latency_ratio(
+            c, st, max_ratio=s.latency_ratio, alpha=a, anytime_p=seq.p("latency_ratio")))),
+        ("error_rate", R, limited("error_rate", R, s.error_rate, lambda: checks.rate_limit(
+            "error_rate", R, c.errors, c.requests, limit_pct=s.error_rate, alpha=a,
+            anytime_p=seq.p("error_rate"), what="5xx"))),
+        ("success_rate", R, limited("success_rate", R, s.success_rate, lambda: checks.rate_limit(
+            "success_rate", R, c.non_successes, c.requests, limit_pct=100.0 - s.success_rate, alpha=a,
+            anytime_p=seq.p("success_rate"), what="non-2xx", shown_as_success=True))),
+        ("latency_p95", W, limited("latency_p95", W, s.latency_p95_ms, lambda: checks.latency_limit(
+            "latency_p95", W, c, st, quantile=0.95, limit_ms=s.latency_p95_ms, alpha=a,
+            anytime_p=seq.p("latency_p95")))),
+        ("latency_p99", R, limited("latency_p99", R, s.latency_p99_ms, lambda: checks.latency_limit(
+            "latency_p99", R, c, st, quantile=0.99, limit_ms=s.latency_p99_ms, alpha=a,
+            anytime_p=seq.p("latency_p99")))),
+        ("cpu", W, limited("cpu", W, s.cpu, lambda: checks.utilisation("cpu", c, st, limit_pct=s.cpu))),
+        ("memory", W, limited("memory", W, s.memory,
+                              lambda: checks.utilisation("memory", c, st, limit_pct=s.memory))),
+    ]
 
 
 def holm(p_values: Mapping[str, float]) -> dict[str, float]:
