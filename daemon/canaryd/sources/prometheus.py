@@ -1,0 +1,457 @@
+"""Async client of Prometheus' HTTP API, and the batched per-tick fetch of every canary's counters.
+
+`PrometheusClient` wraps an injected `aiohttp.ClientSession`: timeouts, retries with exponential backoff
+on 5xx / timeouts / connection errors (never on 4xx), and one exception type, `SourceError`, that
+never lets an aiohttp error through. Non-finite sample values (NaN, ±Inf) are dropped as "no data".
+
+`fetch_increments` reads requests, errors, successes and latency buckets for ALL arms with one query
+per metric: arms whose selectors are plain equality matchers on the same labels (the default,
+`job="..."`) are merged into `label=~"v1|v2|..."`, summed `by` those labels and split again. Any other
+selector gets a query of its own. CPU and memory are whole expressions, queried per arm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import re
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import aiohttp
+
+from canaryd.analysis.snapshot import ArmSnapshot, Buckets
+
+log = logging.getLogger("canaryd.prometheus")
+
+ErrorKind = Literal["prometheus", "connection", "timeout", "http"]
+COUNTER_METRICS = ("requests", "errors", "successes", "latency_buckets")
+GAUGE_METRICS = ("cpu", "memory")
+# errors/successes with no series while requests has data mean "none happened", not "no data":
+# client libraries create a status series only when the first such response is served.
+_ZERO_WHEN_REQUESTS = ("errors", "successes")
+
+
+class SourceError(Exception):
+    """A query that could not be answered. `kind` says by whom: Prometheus itself (with its errorType),
+    or the transport (connection, timeout, http status)."""
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        *,
+        error_type: str | None = None,
+        status: int | None = None,
+        query: str | None = None,
+    ) -> None:
+        self.kind = kind
+        self.message = message
+        self.error_type = error_type
+        self.status = status
+        self.query = query
+        detail = f" ({error_type})" if error_type else ""
+        super().__init__(f"Prometheus {kind} error{detail}: {message}")
+
+
+@dataclass(frozen=True)
+class Series:
+    labels: Mapping[str, str]
+    value: float
+
+
+@dataclass(frozen=True)
+class RangeSeries:
+    labels: Mapping[str, str]
+    points: tuple[tuple[float, float], ...]  # (unix time, value), non-finite values dropped
+
+
+class PrometheusClient:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        *,
+        timeout: float = 10,
+        retries: int = 3,
+        backoff: float = 0.2,
+        on_error: Callable[[SourceError], None] | None = None,
+    ) -> None:
+        self._session = session
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self._on_error = on_error
+
+    async def query(self, expr: str, at: float | None = None) -> list[Series]:
+        """Instant query. A vector or scalar result becomes Series; an empty result is []."""
+        params = {"query": expr}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        data = await self._call("query", params, expr)
+        try:
+            kind, result = data["resultType"], data["result"]
+            if kind == "scalar":
+                rows = [({}, result)]
+            elif kind == "vector":
+                rows = [(r["metric"], r["value"]) for r in result]
+            else:
+                raise ValueError(f"resultType {kind!r} where an instant vector or scalar was expected")
+            series = [Series(dict(labels), float(value[1])) for labels, value in rows]
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise self._fail(SourceError("http", f"unexpected response shape: {e}", query=expr), 1) from e
+        return [s for s in series if math.isfinite(s.value)]
+
+    async def query_range(self, expr: str, start: float, end: float, step: float) -> list[RangeSeries]:
+        """Range query; series left with no finite point are dropped."""
+        params = {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": _duration(step)}
+        data = await self._call("query_range", params, expr)
+        out = []
+        try:
+            if data["resultType"] != "matrix":
+                raise ValueError(f"resultType {data['resultType']!r} where a matrix was expected")
+            for r in data["result"]:
+                points = tuple((float(t), float(v)) for t, v in r["values"])
+                points = tuple(p for p in points if math.isfinite(p[1]))
+                if points:
+                    out.append(RangeSeries(dict(r["metric"]), points))
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise self._fail(SourceError("http", f"unexpected response shape: {e}", query=expr), 1) from e
+        return out
+
+    async def _call(self, endpoint: str, params: dict[str, str], expr: str) -> Any:
+        url = f"{self.base_url}/api/v1/{endpoint}"
+        # Ask Prometheus to give up when we do, so an abandoned query does not keep it busy.
+        form = {**params, "timeout": _duration(self.timeout)}
+        attempts = self.retries + 1
+        for attempt in range(1, attempts + 1):
+            retryable: SourceError
+            try:
+                # POST: a batched regex of a thousand selectors is too long for a URL.
+                async with self._session.post(
+                    url, data=form, timeout=aiohttp.ClientTimeout(total=self.timeout)
+                ) as resp:
+                    status = resp.status
+                    text = await resp.text()
+            except TimeoutError as e:  # before ClientError: aiohttp's timeouts are both
+                retryable = SourceError("timeout", f"no answer from {url} within {self.timeout}s", query=expr)
+                cause: BaseException | None = e
+            except aiohttp.ClientError as e:
+                retryable = SourceError("connection", f"{url}: {e or type(e).__name__}", query=expr)
+                cause = e
+            else:
+                error = _response_error(status, text, expr)
+                if error is None:
+                    return json.loads(text)["data"]
+                if status < 500:
+                    raise self._fail(error, attempt)
+                retryable, cause = error, None
+            if attempt == attempts:
+                raise self._fail(retryable, attempt) from cause
+            log.debug(
+                "Prometheus query failed, retrying",
+                extra={"event": "prometheus_retry", "kind": retryable.kind, "attempt": attempt, "query": expr},
+            )
+            await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")
+
+    def _fail(self, error: SourceError, attempts: int) -> SourceError:
+        log.warning(
+            "%s",
+            error,
+            extra={
+                "event": "prometheus_error",
+                "kind": error.kind,
+                "error_type": error.error_type,
+                "status": error.status,
+                "query": error.query,
+                "attempts": attempts,
+                "prometheus_url": self.base_url,
+            },
+        )
+        if self._on_error is not None:
+            self._on_error(error)
+        return error
+
+
+def _response_error(status: int, text: str, expr: str) -> SourceError | None:
+    """None for a successful answer, else the error it carries."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("status") == "error":
+        return SourceError(
+            "prometheus",
+            str(body.get("error", "")),
+            error_type=str(body.get("errorType", "")) or None,
+            status=status,
+            query=expr,
+        )
+    if status >= 400:
+        return SourceError("http", f"HTTP {status}: {text[:200]}", status=status, query=expr)
+    if not (isinstance(body, dict) and body.get("status") == "success" and isinstance(body.get("data"), dict)):
+        return SourceError("http", f"not a Prometheus API answer: {text[:200]!r}", status=status, query=expr)
+    return None
+
+
+def _duration(seconds: float) -> str:
+    """A PromQL duration ("30s", "1500ms"); Prometheus accepts only integers with units."""
+    ms = round(seconds * 1000)
+    if ms <= 0:
+        raise ValueError(f"a query window or step must be at least 1ms, got {seconds!r}s")
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+
+# --- selectors ---------------------------------------------------------------------------------------
+
+_MATCHER_RE = re.compile(
+    r"""\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`)\s*(,|$)""",
+    re.DOTALL,
+)
+_SIMPLE_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
+                   "\\": "\\", '"': '"', "'": "'"}
+_ESCAPE_RE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|[0-7]{3}|.)", re.DOTALL)
+
+
+def _unquote(literal: str) -> str | None:
+    """The value of a PromQL string literal; None for an escape we do not understand."""
+    quote, body = literal[0], literal[1:-1]
+    if quote == "`":
+        return body
+    bad = False
+
+    def one(m: re.Match[str]) -> str:
+        nonlocal bad
+        esc = m[1]
+        if esc in _SIMPLE_ESCAPES:
+            return _SIMPLE_ESCAPES[esc]
+        if esc[0] in "xuU" and len(esc) > 1:
+            return chr(int(esc[1:], 16))
+        if len(esc) == 3 and esc.isdigit():
+            return chr(int(esc, 8))
+        bad = True
+        return ""
+
+    value = _ESCAPE_RE.sub(one, body)
+    return None if bad else value
+
+
+def equality_matchers(selector: str) -> tuple[tuple[str, str], ...] | None:
+    """`job="a", namespace='orion'` → (("job", "a"), ("namespace", "orion")), sorted by label.
+
+    None when the selector is anything else (a regex or negative matcher, a repeated label, syntax we do
+    not parse): such a selector is queried on its own, never merged.
+    """
+    pos, found = 0, {}
+    text = selector.strip()
+    while pos < len(text):
+        m = _MATCHER_RE.match(text, pos)
+        if m is None or m[2] != "=" or m[1] in found:
+            return None
+        value = _unquote(m[3])
+        if value is None:
+            return None
+        found[m[1]] = value
+        pos = m.end()
+    return tuple(sorted(found.items())) or None
+
+
+_RE2_SPECIAL = re.compile(r"([\\.+*?()|\[\]{}^$])")
+
+
+def _promql_string(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _regex_any(values: Sequence[str]) -> str:
+    """A PromQL string literal holding a (fully anchored) regex that matches exactly `values`."""
+    return _promql_string("|".join(_RE2_SPECIAL.sub(r"\\\1", v) for v in sorted(set(values))))
+
+
+# --- batched fetch -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArmTarget:
+    key: str  # "orion/auth-service"
+    arm: str  # "canary" | "stable"
+    selector: str  # label matchers without braces: job="auth-service-canary"
+    namespace: str
+    deployment: str
+    # Per-target templates overriding the shared ones, for a canary with its own queries.
+    queries: Mapping[str, str | None] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    increments: dict[tuple[str, str], ArmSnapshot]  # (key, arm) → this window's increments
+    errors: list[SourceError]
+    queries: int  # queries issued this fetch
+
+    @property
+    def all_failed(self) -> bool:
+        """Every query failed: treat Prometheus as down."""
+        return self.queries > 0 and len(self.errors) >= self.queries
+
+
+_SENTINEL = "\x00selector\x00"
+
+
+@dataclass
+class _Plan:
+    """One query to issue and how to split its answer among targets."""
+
+    metric: str
+    expr: str
+    by: tuple[str, ...]  # split labels; () means the single result belongs to all `targets`
+    targets: dict[tuple[str, ...], list[ArmTarget]]  # split-label values → targets
+
+
+def _render(template: str, metric: str, target: ArmTarget, **extra: str) -> str:
+    try:
+        return template.format(namespace=target.namespace, deployment=target.deployment, **extra)
+    except (KeyError, IndexError, ValueError) as e:
+        raise ValueError(
+            f"query template for {metric!r} of {target.key} ({target.arm}) is invalid: {e!r}; "
+            f"placeholders are {{selector}}, {{namespace}}, {{deployment}}, literal braces doubled"
+        ) from e
+
+
+def _plan_counters(targets: Sequence[ArmTarget], queries: Mapping[str, str | None], window: float) -> list[_Plan]:
+    win = _duration(window)
+    groups: dict[tuple[str, str, tuple[str, ...]], _Plan] = {}
+    plans: list[_Plan] = []
+    for metric in COUNTER_METRICS:
+        le = ("le",) if metric == "latency_buckets" else ()
+        for t in targets:
+            template = _template(metric, t, queries)
+            if template is None:
+                continue
+            shape = _render(template, metric, t, selector=_SENTINEL)
+            matchers = equality_matchers(t.selector)
+            if matchers is None or _SENTINEL not in shape:
+                expr = _wrap(shape.replace(_SENTINEL, t.selector), le, win)
+                plans.append(_Plan(metric, expr, (), {(): [t]}))
+                continue
+            labels = tuple(name for name, _ in matchers)
+            plan = groups.get((metric, shape, labels))
+            if plan is None:
+                plan = groups[(metric, shape, labels)] = _Plan(metric, shape, labels, defaultdict(list))
+                plans.append(plan)
+            plan.targets[tuple(v for _, v in matchers)].append(t)
+    for (_, shape, labels), plan in groups.items():
+        values = list(plan.targets)
+        merged = ",".join(f"{name}=~{_regex_any([v[i] for v in values])}" for i, name in enumerate(labels))
+        le = ("le",) if plan.metric == "latency_buckets" else ()
+        plan.expr = _wrap(shape.replace(_SENTINEL, merged), labels + le, win)
+    return plans
+
+
+def _template(metric: str, target: ArmTarget, queries: Mapping[str, str | None]) -> str | None:
+    if target.queries is not None and metric in target.queries:
+        return target.queries[metric]
+    return queries.get(metric)
+
+
+def _wrap(series: str, by: tuple[str, ...], window: str) -> str:
+    return f"sum by ({', '.join(by)}) (increase({series}[{window}]))"
+
+
+def _buckets(rows: Sequence[tuple[str, float]]) -> Buckets | None:
+    """Cumulative (le, count) sorted, +Inf last, monotone; None without a +Inf bucket."""
+    by_le: dict[float, float] = defaultdict(float)
+    for le, value in rows:
+        try:
+            bound = float(le)  # "+Inf", "0.05", "1e-3", "1.0"
+        except ValueError:
+            continue
+        if not math.isnan(bound):
+            by_le[bound] += value  # "1" and "1.0" from different client libraries are one bucket
+    total = by_le.get(math.inf)
+    if total is None:
+        return None
+    out: list[tuple[float, float]] = []
+    running = 0.0
+    for bound in sorted(by_le):
+        # increase() extrapolates each bucket series on its own, so neighbours may disagree slightly.
+        running = max(running, min(by_le[bound], total))
+        out.append((bound, running))
+    return tuple(out)
+
+
+async def fetch_increments(
+    client: PrometheusClient,
+    targets: Sequence[ArmTarget],
+    queries: Mapping[str, str | None],
+    window: float,
+    *,
+    concurrency: int = 16,
+) -> FetchResult:
+    """Increments over the last `window` seconds for every target, one query per metric for all of them.
+
+    `queries` maps metric → template (see module docstring); metrics absent or None are not queried and
+    their fields stay None. A failed query leaves its field None for the targets it covered and is
+    recorded in `errors`; the others still count.
+    """
+    unknown = sorted(set(queries) - set(COUNTER_METRICS) - set(GAUGE_METRICS))
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; allowed: {', '.join(COUNTER_METRICS + GAUGE_METRICS)}")
+    plans = _plan_counters(targets, queries, window)
+    gauges: list[tuple[str, ArmTarget, str]] = []
+    for metric in GAUGE_METRICS:
+        for t in targets:
+            template = _template(metric, t, queries)
+            if template is not None:
+                gauges.append((metric, t, _render(template, metric, t, selector=t.selector, window=_duration(window))))
+
+    gate = asyncio.Semaphore(concurrency)
+    errors: list[SourceError] = []
+
+    async def run(expr: str) -> list[Series] | None:
+        async with gate:
+            try:
+                return await client.query(expr)
+            except SourceError as e:
+                errors.append(e)
+                return None
+
+    counter_results = await asyncio.gather(*(run(p.expr) for p in plans))
+    gauge_results = await asyncio.gather(*(run(expr) for _, _, expr in gauges))
+
+    fields: dict[tuple[str, str], dict[str, Any]] = {(t.key, t.arm): {} for t in targets}
+    answered: dict[tuple[str, str], set[str]] = defaultdict(set)  # metrics whose query succeeded
+    for plan, result in zip(plans, counter_results, strict=True):
+        if result is None:
+            continue
+        rows: dict[tuple[str, ...], list[Series]] = defaultdict(list)
+        for s in result:
+            rows[tuple(s.labels.get(name, "") for name in plan.by)].append(s)
+        for values, group in plan.targets.items():
+            got = rows.get(values, [])
+            for t in group:
+                answered[(t.key, t.arm)].add(plan.metric)
+                if not got:
+                    continue
+                if plan.metric == "latency_buckets":
+                    fields[(t.key, t.arm)]["buckets"] = _buckets([(s.labels.get("le", ""), s.value) for s in got])
+                else:
+                    fields[(t.key, t.arm)][plan.metric] = sum(s.value for s in got)
+    for (metric, t, _), result in zip(gauges, gauge_results, strict=True):
+        if result:
+            # A percentage per arm is expected; if the template yields several series, be conservative.
+            fields[(t.key, t.arm)][metric] = max(s.value for s in result)
+
+    increments = {}
+    for arm_key, values in fields.items():
+        if values.get("requests") is not None:
+            for metric in _ZERO_WHEN_REQUESTS:
+                if metric in answered[arm_key] and values.get(metric) is None:
+                    values[metric] = 0.0
+        increments[arm_key] = ArmSnapshot(**values)
+    return FetchResult(increments=increments, errors=errors, queries=len(plans) + len(gauges))
