@@ -271,6 +271,7 @@ DEFAULT_ALERTS: tuple[AlertRule, ...] = (
     AlertRule("CanaryHighErrorRate", AlertAction.ROLLBACK),
     AlertRule("CanaryPodCrashLooping", AlertAction.ROLLBACK),
     AlertRule("CanaryLatencyHigherThanStable", AlertAction.HOLD),
+    AlertRule("CanaryErrorRateHigherThanStable", AlertAction.ROLLBACK),
 )
 
 
