@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import analyze, validate
+from . import analyze, run, validate
 
-COMMANDS: tuple[ModuleType, ...] = (analyze, validate)
+COMMANDS: tuple[ModuleType, ...] = (run, analyze, validate)

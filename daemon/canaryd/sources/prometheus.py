@@ -323,8 +323,9 @@ def _render(template: str, metric: str, target: ArmTarget, **extra: str) -> str:
         ) from e
 
 
-def _plan_counters(targets: Sequence[ArmTarget], queries: Mapping[str, str | None], window: float) -> list[_Plan]:
-    win = _duration(window)
+def _plan_counters(targets: Sequence[ArmTarget], queries: Mapping[str, str | None],
+                   window: float | None) -> list[_Plan]:
+    win = None if window is None else _duration(window)
     groups: dict[tuple[str, str, tuple[str, ...]], _Plan] = {}
     plans: list[_Plan] = []
     for metric in COUNTER_METRICS:
@@ -359,7 +360,9 @@ def _template(metric: str, target: ArmTarget, queries: Mapping[str, str | None])
     return queries.get(metric)
 
 
-def _wrap(series: str, by: tuple[str, ...], window: str) -> str:
+def _wrap(series: str, by: tuple[str, ...], window: str | None) -> str:
+    if window is None:  # the counters' current totals; the caller takes differences between ticks
+        return f"sum by ({', '.join(by)}) ({series})"
     return f"sum by ({', '.join(by)}) (increase({series}[{window}]))"
 
 
@@ -389,11 +392,15 @@ async def fetch_increments(
     client: PrometheusClient,
     targets: Sequence[ArmTarget],
     queries: Mapping[str, str | None],
-    window: float,
+    window: float | None,
     *,
+    gauge_window: float = 60.0,
     concurrency: int = 16,
 ) -> FetchResult:
     """Increments over the last `window` seconds for every target, one query per metric for all of them.
+
+    With `window=None` the counters' current totals (`sum by (...) (counter)`) are returned instead, for
+    a caller that differences them between ticks: exact counts, and no window shorter than two scrapes.
 
     `queries` maps metric → template (see module docstring); metrics absent or None are not queried and
     their fields stay None. A failed query leaves its field None for the targets it covered and is
@@ -408,7 +415,8 @@ async def fetch_increments(
         for t in targets:
             template = _template(metric, t, queries)
             if template is not None:
-                gauges.append((metric, t, _render(template, metric, t, selector=t.selector, window=_duration(window))))
+                win = _duration(gauge_window if window is None else window)
+                gauges.append((metric, t, _render(template, metric, t, selector=t.selector, window=win)))
 
     gate = asyncio.Semaphore(concurrency)
     errors: list[SourceError] = []

@@ -1,0 +1,248 @@
+"""Schedules analysis ticks, routes alerts and manual commands to each canary's task.
+
+One guarded task per canary (worker.py) owns that canary's state; the controller only fans out. Each
+tick reads every progressing canary's counters from Prometheus with one query per metric, then
+posts the increments to the workers. A Prometheus failure becomes a visible hold, never a step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .actuator import ActuationError, Actuator
+from .alerts import AlertDeduper, AlertOutcome, CanaryIndex, WebhookMessage, plan_alerts
+from .analysis.snapshot import ArmSnapshot
+from .config import AlertAction, CanaryConfig, Config, Queries
+from .metrics import Metrics
+from .notify import Notifier
+from .rollout import Phase, TransitionError, Trigger
+from .sources.counters import advance
+from .sources.prometheus import ArmTarget, PrometheusClient, SourceError, fetch_increments
+from .worker import CanaryWorker, Command, SourceDown, Tick
+
+log = logging.getLogger("canaryd.controller")
+
+ActuatorFactory = Callable[[CanaryConfig], Actuator]
+COMMAND_TIMEOUT = 10.0  # seconds an API call or webhook waits for its change to be made
+
+
+class UnknownCanary(LookupError):
+    pass
+
+
+class NotLeader(RuntimeError):
+    pass
+
+
+@dataclass
+class AlertReport:
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
+    retry: bool = False  # some action could not be applied now: answer 503 so Alertmanager retries
+
+
+class Controller:
+    def __init__(self, config: Config, *, metrics: Metrics, prometheus: PrometheusClient,
+                 actuator_factory: ActuatorFactory, notifier: Notifier | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.prometheus = prometheus
+        self.actuator_factory = actuator_factory
+        self.notifier = notifier
+        self.clock = clock
+        self.dry_run = not config.kubernetes.enabled
+        self.workers: dict[str, CanaryWorker] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.deduper = AlertDeduper()
+        self.is_leader = True  # leader election (when enabled) switches this
+        self.problems: dict[str, str] = {}  # component → why it is not ready
+        self.last_tick_at: float | None = None
+        self.last_queries = 0
+        self._totals: dict[tuple[str, str], ArmSnapshot] = {}  # counter totals at the last good read
+        self._index = CanaryIndex([])
+
+    # ------------------------------------------------------------------------------------------ life
+
+    async def start(self) -> None:
+        for canary in self.config.canaries:
+            await self._add(canary)
+        self._index = CanaryIndex([(c.namespace, c.name) for c in self.config.canaries])
+
+    async def _add(self, canary: CanaryConfig) -> None:
+        worker = CanaryWorker(canary, self.actuator_factory(canary), metrics=self.metrics, notifier=self.notifier,
+                              clock=self.clock, dry_run=self.dry_run)
+        try:
+            await worker.restore()
+        except ActuationError as e:
+            worker.error = str(e)
+            log.error("cannot read the route's saved state", extra={"canary": canary.key, "error": str(e)})
+        self.workers[canary.key] = worker
+        self._tasks[canary.key] = asyncio.create_task(self._guard(worker), name=f"canary {canary.key}")
+
+    async def _guard(self, worker: CanaryWorker) -> None:
+        try:
+            await worker.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # run() guards each command; this is the last line
+            log.exception("canary task died", extra={"canary": worker.key})
+            self.problems[f"canary {worker.key}"] = "its task died; see the logs"
+
+    async def stop(self) -> None:
+        tasks = list(self._tasks.values())
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def reload(self, config: Config) -> None:
+        """Apply a new config: new canaries start idle, removed ones stop, the others keep their place."""
+        new = {c.key: c for c in config.canaries}
+        for key in list(self.workers):
+            if key not in new:
+                self._tasks.pop(key).cancel()
+                worker = self.workers.pop(key)
+                self.metrics.forget(worker.config.namespace, worker.config.name)
+        for key, canary in new.items():
+            if key in self.workers:
+                self.workers[key].reconfigure(canary)
+            else:
+                await self._add(canary)
+        self.config = config
+        self._index = CanaryIndex([(c.namespace, c.name) for c in config.canaries])
+
+    def tick_interval(self) -> float:
+        intervals = [c.settings.interval for c in self.config.canaries] or [self.config.defaults.interval]
+        return max(0.2, min(intervals))
+
+    async def run_ticks(self) -> None:
+        """The analysis loop; runs until cancelled."""
+        interval = self.tick_interval()
+        next_at = time.monotonic() + interval
+        while True:
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            next_at += interval
+            if next_at < time.monotonic():  # a slow tick: skip, do not pile up
+                next_at = time.monotonic() + interval
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.exception("tick failed")
+                self.problems["analysis"] = f"tick failed: {type(e).__name__}: {e}"
+            interval = self.tick_interval()
+
+    # ------------------------------------------------------------------------------------------ ticks
+
+    async def tick(self) -> int:
+        """Read every progressing canary's increments and post them. Returns the number of queries."""
+        now = self.clock()
+        active = [w for w in self.workers.values() if w.rollout.phase is Phase.PROGRESSING]
+        self.last_tick_at = now
+        # A canary that stops progressing forgets its baseline: its next rollout starts from a fresh read.
+        keys = {w.key for w in active}
+        self._totals = {k: v for k, v in self._totals.items() if k[0] in keys}
+        if not active:
+            self.last_queries = 0
+            return 0
+        default_queries = asdict(Queries())
+        targets: list[ArmTarget] = []
+        for w in active:
+            c = w.config
+            own = asdict(c.queries)
+            queries = None if own == default_queries else own
+            for arm in ("canary", "stable"):
+                a = getattr(c, arm)
+                targets.append(ArmTarget(key=c.key, arm=arm, selector=a.selector, namespace=c.namespace,
+                                         deployment=a.deployment, queries=queries))
+        # Counter totals, differenced here: exact counts, and no window shorter than two scrapes.
+        result = await fetch_increments(self.prometheus, targets, default_queries, None,
+                                        gauge_window=max(60.0, 2 * self.tick_interval()))
+        self.last_queries = result.queries
+        if result.all_failed:
+            reason = f"Prometheus unreachable: {_describe(result.errors[-1])}"
+            self.problems["prometheus"] = reason
+            for w in active:
+                w.post(SourceDown(now, reason))
+            return result.queries
+        self.problems.pop("prometheus", None)
+        if result.errors:
+            log.warning("some Prometheus queries failed", extra={"errors": [_describe(e) for e in result.errors]})
+        for w in active:
+            arms = []
+            for arm in ("canary", "stable"):
+                key = (w.key, arm)
+                inc, self._totals[key] = advance(self._totals.get(key), result.increments.get(key) or ArmSnapshot())
+                arms.append(inc)
+            w.post(Tick(now, arms[0], arms[1]))
+        return result.queries
+
+    # ------------------------------------------------------------------------------------------ commands
+
+    def worker(self, namespace: str, name: str) -> CanaryWorker:
+        w = self.workers.get(f"{namespace}/{name}")
+        if w is None:
+            raise UnknownCanary(f"no canary {namespace}/{name}; configured: "
+                                + (", ".join(sorted(self.workers)) or "none"))
+        return w
+
+    async def command(self, namespace: str, name: str, verb: str, *, trigger: Trigger = Trigger.MANUAL,
+                      reason: str | None = None, emergency: bool = False) -> dict[str, Any]:
+        if not self.is_leader:
+            raise NotLeader("this replica is not the leader")
+        w = self.worker(namespace, name)
+        return await asyncio.wait_for(w.submit(Command(verb, trigger, reason, emergency)), COMMAND_TIMEOUT)
+
+    async def handle_alerts(self, message: WebhookMessage) -> AlertReport:
+        rules = {r.alertname: r.action.value for r in self.config.alerts}
+        outcomes = plan_alerts(message, self._index, rules, self.deduper)
+        report = AlertReport()
+        for o in outcomes:
+            entry: dict[str, Any] = {"alertname": o.alertname, "status": o.status, "outcome": o.outcome,
+                                     "canary": o.canary_key, "action": o.action}
+            if o.outcome == "accepted" and o.action not in (None, AlertAction.IGNORE.value):
+                entry["result"] = await self._apply_alert(o, report)
+            self.metrics.alert_received(o.alertname or "unknown", o.status, o.outcome)
+            report.outcomes.append(entry)
+        return report
+
+    async def _apply_alert(self, o: AlertOutcome, report: AlertReport) -> str:
+        assert o.canary_key is not None
+        namespace, name = o.canary_key.split("/", 1)
+        summary = o.alert.annotations.get("summary") or o.alert.annotations.get("description") or ""
+        reason = f"alert {o.alertname} firing" + (f": {summary}" if summary else "")
+        verb = "rollback" if o.action == AlertAction.ROLLBACK.value else "pause"
+        try:
+            await self.command(namespace, name, verb, trigger=Trigger.ALERT, reason=reason)
+        except TransitionError as e:
+            return f"no change: {e}"
+        except (ActuationError, NotLeader, TimeoutError) as e:
+            # Forget it, so that Alertmanager's retry is not taken for a duplicate.
+            self.deduper.forget(o.alert)
+            report.retry = True
+            return f"not applied, retry: {e or type(e).__name__}"
+        return f"{verb} applied"
+
+    # ------------------------------------------------------------------------------------------ status
+
+    def canaries(self) -> list[dict[str, Any]]:
+        return [w.status() for w in self.workers.values()]
+
+    def readiness(self) -> tuple[bool, list[str]]:
+        problems = [f"{k}: {v}" for k, v in sorted(self.problems.items())]
+        for w in self.workers.values():
+            if w.error:
+                problems.append(f"canary {w.key}: {w.error}")
+        dead = [k for k, t in self._tasks.items() if t.done()]
+        problems.extend(f"canary {k}: its task has stopped" for k in dead)
+        return not problems, problems
+
+
+def _describe(e: SourceError) -> str:
+    return str(e)

@@ -1,0 +1,135 @@
+"""`canaryd run`: wires config, Prometheus, routers, the controller and the HTTP server together.
+
+Signals: SIGTERM/SIGINT stop it within 5 s (writes in progress finish first); SIGHUP reloads the
+config, and a bad new config is refused with a logged error while the old one keeps running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+from prometheus_client import CollectorRegistry
+
+from .actuator import Actuator, RouterActuator
+from .config import CanaryConfig, Config, ConfigError, load_config
+from .controller import Controller
+from .metrics import Metrics
+from .notify import Notifier, NotifyTarget
+from .routers import make_router
+from .server import make_app, read_token, serve
+from .sources.prometheus import PrometheusClient, SourceError
+
+log = logging.getLogger("canaryd")
+
+SHUTDOWN_GRACE = 3.5  # seconds for in-flight writes; the whole shutdown stays within 5 s
+
+_ERROR_KINDS = {"prometheus": "api", "connection": "connection", "timeout": "timeout", "http": "http"}
+
+
+def dry_run_actuators() -> Callable[[CanaryConfig], Actuator]:
+    def make(c: CanaryConfig) -> Actuator:
+        router = make_router("dry-run", kube=None, namespace=c.namespace, route=c.route,
+                             stable_backend=c.stable.backend or "stable", canary_backend=c.canary.backend or "canary")
+        return RouterActuator(router)
+    return make
+
+
+@dataclass
+class Daemon:
+    """The running daemon's parts; tests build one with their own config and actuators."""
+
+    config: Config
+    config_path: str | None = None
+    actuator_factory: Callable[[CanaryConfig], Actuator] | None = None
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    controller: Controller | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def reload(self) -> bool:
+        """Re-read the config file; on any problem keep the running config."""
+        if self.config_path is None or self.controller is None:
+            return False
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as e:
+            log.error("config reload refused; the running config stays", extra={"problems": e.problems})
+            return False
+        await self.controller.reload(new)
+        self.config = new
+        log.info("config reloaded", extra={"canaries": len(new.canaries)})
+        return True
+
+    async def run(self) -> None:
+        cfg = self.config
+        metrics = Metrics(self.registry)
+        webhook_token = read_token(cfg.server.webhook_token_file)
+        api_token = read_token(cfg.server.api_token_file)
+        async with aiohttp.ClientSession() as session:
+            prometheus = PrometheusClient(session, cfg.prometheus.url, timeout=cfg.prometheus.timeout,
+                                          retries=cfg.prometheus.retries,
+                                          on_error=lambda e: _count_error(metrics, e))
+            targets = [NotifyTarget(n.url, n.format, n.timeout) for n in cfg.notifications]
+            notifier = Notifier(session, targets) if targets else None
+            factory = self.actuator_factory or await self._actuators(stack := contextlib.AsyncExitStack())
+            controller = Controller(cfg, metrics=metrics, prometheus=prometheus, actuator_factory=factory,
+                                    notifier=notifier)
+            self.controller = controller
+            metrics.set_leader(controller.is_leader)
+            await controller.start()
+            app = make_app(controller, self.registry, webhook_token=webhook_token, api_token=api_token)
+            server = asyncio.create_task(serve(app, cfg.server.host, cfg.server.port, ready=self.ready),
+                                         name="http server")
+            ticks = asyncio.create_task(controller.run_ticks(), name="analysis ticks")
+            stopper = asyncio.create_task(self._stop.wait())
+            try:
+                await asyncio.wait({server, ticks, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                for t in (server, ticks):
+                    if t.done() and not t.cancelled() and t.exception() is not None:
+                        raise t.exception()  # type: ignore[misc]
+            finally:
+                log.info("shutting down")
+                ticks.cancel()
+                stopper.cancel()
+                # Let queued commands and writes finish, then stop the tasks and the listener.
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(asyncio.gather(*(w.barrier() for w in controller.workers.values())),
+                                           SHUTDOWN_GRACE)
+                await controller.stop()
+                server.cancel()
+                await asyncio.gather(server, ticks, return_exceptions=True)
+                if notifier is not None:
+                    await notifier.close(timeout=1.0)
+                if self.actuator_factory is None:
+                    await stack.aclose()
+
+    async def _actuators(self, stack: contextlib.AsyncExitStack) -> Callable[[CanaryConfig], Actuator]:
+        if not self.config.kubernetes.enabled:
+            return dry_run_actuators()
+        from .kube_actuator import kube_actuators  # only a cluster-backed daemon needs the client
+        return await kube_actuators(self.config, stack)
+
+
+def _count_error(metrics: Metrics, e: SourceError) -> None:
+    metrics.prometheus_error(_ERROR_KINDS.get(e.kind, "other"))
+
+
+async def run_daemon(daemon: Daemon) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, daemon.stop)
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(daemon.reload()))
+    try:
+        await daemon.run()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)

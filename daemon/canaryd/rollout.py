@@ -1,0 +1,332 @@
+"""One canary's rollout as a pure state machine: phases, steps, timers, promotion and rollback.
+
+Every transition is a function (rollout, input) -> (rollout, effects). The controller performs the
+effects (traffic writes, promotion, notifications) and reports them; nothing here does I/O, so the
+whole life of a rollout can be tested without a clock or a cluster.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Any
+
+from .analysis import judge
+from .analysis.judge import AnalysisState, JudgeSettings
+from .analysis.snapshot import ArmSnapshot, Snapshot
+from .analysis.verdicts import Decision, Judgement
+
+HISTORY = 50  # decisions kept per canary
+
+
+class Phase(str, Enum):
+    IDLE = "idle"
+    PROGRESSING = "progressing"
+    PAUSED = "paused"
+    PROMOTING = "promoting"
+    SUCCEEDED = "succeeded"
+    ROLLED_BACK = "rolled_back"
+
+
+ACTIVE = (Phase.PROGRESSING, Phase.PAUSED, Phase.PROMOTING)
+
+
+class Trigger(str, Enum):
+    ANALYSIS = "analysis"
+    ALERT = "alert"
+    MANUAL = "manual"
+    TIMEOUT = "timeout"
+    SOURCE = "source"  # Prometheus could not be read
+    AUTO = "auto"  # auto_promote
+    START = "start"
+
+
+# ---------------------------------------------------------------------------------------------- effects
+
+
+@dataclass(frozen=True)
+class SetWeight:
+    weight: int
+
+
+@dataclass(frozen=True)
+class Promote:
+    pass
+
+
+@dataclass(frozen=True)
+class Rollback:
+    emergency: bool = False
+
+
+@dataclass(frozen=True)
+class Notify:
+    kind: str  # rollback | promotion
+    trigger: Trigger
+    reasons: tuple[str, ...]
+
+
+Effect = SetWeight | Promote | Rollback | Notify
+
+
+class TransitionError(ValueError):
+    """A command that does not apply in the current phase (answered 409 by the API)."""
+
+
+# ---------------------------------------------------------------------------------------------- state
+
+
+@dataclass(frozen=True)
+class Rollout:
+    steps: tuple[int, ...]
+    settings: JudgeSettings
+    auto_promote: bool = False
+    phase: Phase = Phase.IDLE
+    step: int = -1  # index into steps; -1 before a rollout
+    weight: int = 0
+    step_started_at: float | None = None
+    started_at: float | None = None
+    paused_reason: str | None = None
+    awaiting_promotion: bool = False
+    last_decision: Mapping[str, Any] | None = None
+    history: tuple[Mapping[str, Any], ...] = ()
+    analysis: AnalysisState | None = field(default=None, repr=False)
+    counters: Snapshot | None = field(default=None, repr=False)  # cumulative since the rollout began
+    last_judged_at: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "phase": self.phase.value,
+            "weight": self.weight,
+            "step": self.step,
+            "steps": list(self.steps),
+            "step_started_at": self.step_started_at,
+            "started_at": self.started_at,
+            "paused_reason": self.paused_reason,
+            "awaiting_promotion": self.awaiting_promotion,
+            "auto_promote": self.auto_promote,
+            "last_decision": self.last_decision,
+            "history": list(self.history),
+        }
+
+    def persisted(self) -> dict[str, Any]:
+        """What goes in the route's state annotation: enough to resume after a restart."""
+        last = self.last_decision or {}
+        return {
+            "phase": self.phase.value,
+            "step": self.step,
+            "weight": self.weight,
+            "step_started_at": self.step_started_at,
+            "started_at": self.started_at,
+            "paused_reason": self.paused_reason,
+            "awaiting_promotion": self.awaiting_promotion,
+            "last_decision": {k: last.get(k) for k in ("decision", "trigger", "at", "reasons")} if last else None,
+            "trigger": last.get("trigger"),
+        }
+
+
+def resume(r: Rollout, saved: Mapping[str, Any], now: float) -> Rollout:
+    """Rebuild a rollout from its annotation. Analysis restarts within the same step, never at step 0."""
+    try:
+        phase = Phase(saved["phase"])
+        step = int(saved.get("step", -1))
+        weight = int(saved.get("weight", 0))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"state annotation is not canaryd's: {e}") from None
+    step = min(step, len(r.steps) - 1)
+    started = _float(saved.get("step_started_at"))
+    out = replace(r, phase=phase, step=step, weight=weight, step_started_at=started,
+                  started_at=_float(saved.get("started_at")), paused_reason=saved.get("paused_reason"),
+                  awaiting_promotion=bool(saved.get("awaiting_promotion", False)),
+                  last_decision=saved.get("last_decision"))
+    if phase is Phase.PROGRESSING:
+        # The counters before the restart are gone; the step keeps its start time, the evidence restarts.
+        out = replace(out, analysis=judge.start(r.settings, now, weight=weight),
+                      counters=zero_snapshot(now, weight))
+        out = replace(out, analysis=replace(out.analysis, step_started_at=started if started is not None else now))
+    return out
+
+
+def _float(x: object) -> float | None:
+    try:
+        return None if x is None else float(x)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def zero_snapshot(t: float, weight: float | None) -> Snapshot:
+    zero = ArmSnapshot(requests=0.0, errors=0.0, successes=None, buckets=None)
+    return Snapshot(t=t, canary=zero, stable=zero, weight=weight)
+
+
+# ---------------------------------------------------------------------------------------------- records
+
+
+def _record(r: Rollout, *, at: float, decision: str, trigger: Trigger, reasons: tuple[str, ...] | list[str],
+            judgement: Judgement | None = None) -> Rollout:
+    entry = {"at": at, "decision": decision, "trigger": trigger.value, "step": r.step, "weight": r.weight,
+             "reasons": list(reasons)}
+    last = dict(entry)
+    if judgement is not None:
+        last["metrics"] = [m.to_json() for m in judgement.metrics]
+        last["gates_met"] = judgement.gates_met
+        last["canary_requests"] = judgement.canary_requests
+        last["stable_requests"] = judgement.stable_requests
+    return replace(r, last_decision=last, history=(*r.history, entry)[-HISTORY:])
+
+
+# ---------------------------------------------------------------------------------------------- transitions
+
+
+def start(r: Rollout, now: float) -> tuple[Rollout, list[Effect]]:
+    if r.phase in ACTIVE:
+        raise TransitionError(f"a rollout is already {r.phase.value} at {r.weight} %")
+    weight = r.steps[0]
+    out = replace(r, phase=Phase.PROGRESSING, step=0, weight=weight, step_started_at=now, started_at=now,
+                  paused_reason=None, awaiting_promotion=False, history=(), last_decision=None,
+                  analysis=judge.start(r.settings, now, weight=weight), counters=zero_snapshot(now, weight),
+                  last_judged_at=None)
+    out = _record(out, at=now, decision="start", trigger=Trigger.START,
+                  reasons=[f"rollout started at step 1 of {len(r.steps)}: {weight} %"])
+    return out, [SetWeight(weight)]
+
+
+def accumulate(r: Rollout, now: float, canary: ArmSnapshot, stable: ArmSnapshot) -> Rollout:
+    """Add one tick's increments to the rollout's cumulative counters."""
+    base = r.counters or zero_snapshot(now, r.weight)
+    return replace(r, counters=Snapshot(t=now, canary=_add(base.canary, canary), stable=_add(base.stable, stable),
+                                        weight=r.weight))
+
+
+def _add(total: ArmSnapshot, inc: ArmSnapshot) -> ArmSnapshot:
+    def plus(a: float | None, b: float | None) -> float | None:
+        if b is None:
+            return a
+        return b if a is None else a + b
+
+    buckets = total.buckets
+    if inc.buckets is not None:
+        if buckets is not None and [le for le, _ in buckets] == [le for le, _ in inc.buckets]:
+            buckets = tuple((le, a + b) for (le, a), (_, b) in zip(buckets, inc.buckets, strict=True))
+        else:
+            buckets = inc.buckets  # first histogram, or a new bucket layout: start over from here
+    return ArmSnapshot(requests=plus(total.requests, inc.requests), errors=plus(total.errors, inc.errors),
+                       successes=plus(total.successes, inc.successes), buckets=buckets,
+                       cpu=inc.cpu, memory=inc.memory)
+
+
+def judge_tick(r: Rollout, now: float) -> tuple[Rollout, list[Effect], Judgement | None]:
+    """Judge the counters accumulated so far, and act on the decision."""
+    if r.phase is not Phase.PROGRESSING or r.analysis is None or r.counters is None:
+        return r, [], None
+    snap = replace(r.counters, t=now, weight=r.weight)
+    judgement, analysis = judge.observe(r.analysis, snap, r.settings)
+    r = replace(r, analysis=analysis, last_judged_at=now)
+    d = judgement.decision
+    if d is Decision.ROLLBACK:
+        trigger = Trigger.TIMEOUT if judgement.timed_out else Trigger.ANALYSIS
+        r = _record(r, at=now, decision="rollback", trigger=trigger, reasons=judgement.reasons, judgement=judgement)
+        r2, effects = _rollback(r, trigger, judgement.reasons)
+        return r2, effects, judgement
+    if d is Decision.HOLD:
+        r = _record(r, at=now, decision="hold", trigger=Trigger.ANALYSIS, reasons=judgement.reasons,
+                    judgement=judgement)
+        if judgement.timed_out:
+            r = replace(r, phase=Phase.PAUSED, paused_reason=judgement.reasons[0])
+        return r, [], judgement
+    # advance
+    r = _record(r, at=now, decision="advance", trigger=Trigger.ANALYSIS, reasons=judgement.reasons,
+                judgement=judgement)
+    if r.step + 1 < len(r.steps):
+        step = r.step + 1
+        weight = r.steps[step]
+        r = replace(r, step=step, weight=weight, step_started_at=now,
+                    analysis=judge.next_step(r.analysis, now, weight=weight))
+        return r, [SetWeight(weight)], judgement
+    if r.auto_promote:
+        r2, effects = _promote(r, Trigger.AUTO, now)
+        return r2, effects, judgement
+    reason = "last step passed; waiting for POST .../promote (auto_promote is off)"
+    return replace(r, phase=Phase.PAUSED, awaiting_promotion=True, paused_reason=reason), [], judgement
+
+
+def source_down(r: Rollout, now: float, reason: str) -> Rollout:
+    """Prometheus could not be read: hold, visibly, and never count it toward anything."""
+    if r.phase is not Phase.PROGRESSING:
+        return r
+    return _record(r, at=now, decision="hold", trigger=Trigger.SOURCE, reasons=[f"no data: {reason}"])
+
+
+def _rollback(r: Rollout, trigger: Trigger, reasons: tuple[str, ...] | list[str], *,
+              emergency: bool = False) -> tuple[Rollout, list[Effect]]:
+    out = replace(r, phase=Phase.ROLLED_BACK, weight=0, paused_reason=None, awaiting_promotion=False)
+    return out, [Rollback(emergency=emergency), Notify("rollback", trigger, tuple(reasons))]
+
+
+def _promote(r: Rollout, trigger: Trigger, now: float) -> tuple[Rollout, list[Effect]]:
+    out = replace(r, phase=Phase.PROMOTING, paused_reason=None, awaiting_promotion=False)
+    out = _record(out, at=now, decision="promote", trigger=trigger,
+                  reasons=["promoting: stable takes the canary's version"])
+    return out, [Promote()]
+
+
+def promoted(r: Rollout, now: float, trigger: Trigger) -> tuple[Rollout, list[Effect]]:
+    """The promotion procedure finished: stable runs the new version, the canary is scaled down."""
+    out = replace(r, phase=Phase.SUCCEEDED, weight=0)
+    reasons = ("promoted: stable runs the canary's version, canary scaled to 0",)
+    out = _record(out, at=now, decision="promoted", trigger=trigger, reasons=reasons)
+    return out, [Notify("promotion", trigger, reasons)]
+
+
+def promotion_failed(r: Rollout, now: float, error: str) -> Rollout:
+    """The promotion stopped (for instance the stable rollout timed out): the canary keeps serving."""
+    reason = f"promotion stopped, canary still serving: {error}"
+    out = replace(r, phase=Phase.PAUSED, paused_reason=reason, awaiting_promotion=True)
+    return _record(out, at=now, decision="hold", trigger=Trigger.MANUAL, reasons=[reason])
+
+
+def command(r: Rollout, verb: str, now: float, *, trigger: Trigger = Trigger.MANUAL,
+            reason: str | None = None, emergency: bool = False) -> tuple[Rollout, list[Effect]]:
+    """A manual command or an alert's action: start, promote, rollback, pause, resume."""
+    why = reason or f"{trigger.value} {verb}"
+    if verb == "start":
+        return start(r, now)
+    if verb == "rollback":
+        if r.phase not in ACTIVE:
+            raise TransitionError(f"nothing to roll back: the canary is {r.phase.value}")
+        r = _record(r, at=now, decision="rollback", trigger=trigger, reasons=[why])
+        return _rollback(r, trigger, (why,), emergency=emergency)
+    if verb == "promote":
+        if r.phase not in (Phase.PROGRESSING, Phase.PAUSED):
+            raise TransitionError(f"cannot promote: the canary is {r.phase.value}")
+        return _promote(r, trigger, now)
+    if verb == "pause":
+        if r.phase is not Phase.PROGRESSING:
+            if r.phase is Phase.PAUSED:
+                return r, []
+            raise TransitionError(f"cannot pause: the canary is {r.phase.value}")
+        r = _record(r, at=now, decision="pause", trigger=trigger, reasons=[why])
+        return replace(r, phase=Phase.PAUSED, paused_reason=why), []
+    if verb == "resume":
+        if r.phase is not Phase.PAUSED:
+            raise TransitionError(f"cannot resume: the canary is {r.phase.value}")
+        if r.awaiting_promotion:
+            raise TransitionError("the last step has passed: promote it, or roll it back")
+        # A new window at the same step: the step's timer restarts, the anytime evidence carries on.
+        analysis = r.analysis or judge.start(r.settings, now, weight=r.weight)
+        if r.counters is None:
+            r = replace(r, counters=zero_snapshot(now, r.weight))
+        analysis = judge.next_step(analysis, now, weight=r.weight)
+        r = replace(r, phase=Phase.PROGRESSING, paused_reason=None, step_started_at=now, analysis=analysis)
+        return _record(r, at=now, decision="resume", trigger=trigger, reasons=[why]), []
+    raise TransitionError(f"unknown command {verb!r}; allowed: start, promote, rollback, pause, resume")
+
+
+def due(r: Rollout, now: float, interval: float) -> bool:
+    """Whether this canary's analysis interval has elapsed since it was last judged."""
+    if r.phase is not Phase.PROGRESSING:
+        return False
+    last = r.last_judged_at if r.last_judged_at is not None else r.step_started_at
+    return last is None or now - last >= interval - 1e-6 or math.isclose(now - last, interval)

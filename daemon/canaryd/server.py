@@ -1,0 +1,192 @@
+"""aiohttp: the Alertmanager webhook, the canary API, /metrics, /healthz and /readyz.
+
+Status codes follow DESIGN.md's contract: 200 accepted/duplicate/ignored, 400 malformed, 401 bad
+token, 413 over 1 MiB, 503 when the change cannot be made now (not leader, route unreachable) so
+that Alertmanager retries. Every error body is JSON: {"error": "..."}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from .actuator import ActuationError
+from .alerts import PayloadError, parse_webhook
+from .controller import Controller, NotLeader, UnknownCanary
+from .metrics import render
+from .rollout import TransitionError
+
+log = logging.getLogger("canaryd.server")
+
+MAX_BODY = 1024 * 1024  # 1 MiB
+VERBS = ("start", "promote", "rollback", "pause", "resume")
+
+CONTROLLER: web.AppKey[Controller] = web.AppKey("controller", Controller)
+REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("registry", CollectorRegistry)
+TOKENS: web.AppKey[dict[str, str | None]] = web.AppKey("tokens", dict)
+
+
+def read_token(path: str | None) -> str | None:
+    """A token file's content, stripped; None when no file is configured."""
+    if path is None:
+        return None
+    token = Path(path).read_text(encoding="utf-8").strip()
+    if not token:
+        raise ValueError(f"{path}: the token file is empty")
+    return token
+
+
+def _error(status: int, message: str, **extra: object) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+def _authorized(request: web.Request, expected: str | None) -> bool:
+    if expected is None:
+        return True
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    # Constant-time comparison: the token must not leak through response timing.
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected.encode())
+
+
+async def _body(request: web.Request) -> bytes | web.Response:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        return _error(413, f"body of {request.content_length} bytes is over the 1 MiB limit")
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _error(413, "body is over the 1 MiB limit")
+
+
+# ---------------------------------------------------------------------------------------------- handlers
+
+
+async def webhook(request: web.Request) -> web.Response:
+    controller = request.app[CONTROLLER]
+    if not _authorized(request, request.app[TOKENS].get("webhook")):
+        controller.metrics.alert_received("unknown", "unknown", "unauthorized")
+        return _error(401, "missing or wrong bearer token")
+    body = await _body(request)
+    if isinstance(body, web.Response):
+        return body
+    try:
+        message = parse_webhook(body)
+    except PayloadError as e:
+        controller.metrics.alert_received("unknown", "unknown", "malformed")
+        return _error(400, f"malformed Alertmanager payload: {e}")
+    if not controller.is_leader:
+        return _error(503, "not the leader; Alertmanager will retry (and may reach the leader)")
+    report = await controller.handle_alerts(message)
+    if report.retry:
+        return web.json_response({"error": "some actions could not be applied now; retry",
+                                  "alerts": report.outcomes}, status=503)
+    return web.json_response({"alerts": report.outcomes})
+
+
+async def list_canaries(request: web.Request) -> web.Response:
+    return web.json_response({"canaries": request.app[CONTROLLER].canaries()})
+
+
+async def get_canary(request: web.Request) -> web.Response:
+    try:
+        w = request.app[CONTROLLER].worker(request.match_info["namespace"], request.match_info["name"])
+    except UnknownCanary as e:
+        return _error(404, str(e))
+    return web.json_response(w.status())
+
+
+async def canary_command(request: web.Request) -> web.Response:
+    controller = request.app[CONTROLLER]
+    if not _authorized(request, request.app[TOKENS].get("api")):
+        return _error(401, "missing or wrong bearer token")
+    verb = request.match_info["verb"]
+    emergency = request.query.get("emergency", "").lower() in ("1", "true", "yes")
+    try:
+        status = await controller.command(request.match_info["namespace"], request.match_info["name"], verb,
+                                          emergency=emergency)
+    except UnknownCanary as e:
+        return _error(404, str(e))
+    except TransitionError as e:
+        return _error(409, str(e))
+    except NotLeader as e:
+        return _error(503, str(e))
+    except ActuationError as e:
+        return _error(503, f"the change could not be made: {e}")
+    except TimeoutError:
+        return _error(503, "the canary's task did not answer in time; retry")
+    return web.json_response(status)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body, content_type = render(request.app[REGISTRY], request.headers.get("Accept"))
+    resp = web.Response(body=body)
+    resp.headers["Content-Type"] = content_type
+    return resp
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    controller = request.app[CONTROLLER]
+    ready, problems = controller.readiness()
+    body = {"ready": ready, "leader": controller.is_leader, "problems": problems,
+            "last_tick_at": controller.last_tick_at}
+    return web.json_response(body, status=200 if ready else 503)
+
+
+@web.middleware
+async def _json_errors(request: web.Request,
+                       handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """No traceback reaches a client: unknown paths and methods get JSON, a bug gets a logged 500."""
+    try:
+        return await handler(request)
+    except web.HTTPException as e:
+        if e.status == 413:
+            return _error(413, "body is over the 1 MiB limit")
+        if e.status >= 400:
+            return _error(e.status, e.reason)
+        raise
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("request failed", extra={"path": request.path})
+        return _error(500, "internal error; see the daemon's logs")
+
+
+def make_app(controller: Controller, registry: CollectorRegistry, *, webhook_token: str | None = None,
+             api_token: str | None = None) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[_json_errors])
+    app[CONTROLLER] = controller
+    app[REGISTRY] = registry
+    app[TOKENS] = {"webhook": webhook_token, "api": api_token}
+    app.router.add_post("/webhooks/alertmanager", webhook)
+    app.router.add_get("/api/v1/canaries", list_canaries)
+    app.router.add_get("/api/v1/canaries/{namespace}/{name}", get_canary)
+    app.router.add_post("/api/v1/canaries/{namespace}/{name}/{verb:" + "|".join(VERBS) + "}", canary_command)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+async def serve(app: web.Application, host: str, port: int, *, ready: asyncio.Event | None = None) -> None:
+    """Run the app until cancelled; cleans up in `finally`."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        log.info("listening", extra={"host": host, "port": port})
+        if ready is not None:
+            ready.set()
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

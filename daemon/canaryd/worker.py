@@ -1,0 +1,277 @@
+"""One canary's task: the only place its rollout state changes.
+
+Ticks, alerts and manual commands arrive on one queue and are handled in order, so an alert and a
+tick never race. Each command's outcome is returned through a future, so the webhook and the API
+answer only once the change has been made (or has failed, and can be retried).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from . import rollout as ro
+from .actuator import ActuationError, Actuator
+from .analysis.judge import METRICS
+from .analysis.snapshot import ArmSnapshot
+from .analysis.verdicts import Judgement
+from .config import CanaryConfig
+from .metrics import MetricObservation, Metrics
+from .notify import Event, Notifier
+from .rollout import Phase, Rollout, Trigger
+from .settings import judge_settings
+
+log = logging.getLogger("canaryd.worker")
+
+
+@dataclass(frozen=True)
+class Tick:
+    now: float
+    canary: ArmSnapshot
+    stable: ArmSnapshot
+
+
+@dataclass(frozen=True)
+class SourceDown:
+    now: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class Command:
+    verb: str  # start | promote | rollback | pause | resume
+    trigger: Trigger = Trigger.MANUAL
+    reason: str | None = None
+    emergency: bool = False
+
+
+@dataclass
+class _Item:
+    message: Tick | SourceDown | Command | Callable[[], None]
+    done: asyncio.Future[Any] | None = field(default=None)
+
+
+def new_rollout(c: CanaryConfig) -> Rollout:
+    return Rollout(steps=c.settings.traffic_steps, settings=judge_settings(c.settings),
+                   auto_promote=c.settings.auto_promote)
+
+
+class CanaryWorker:
+    def __init__(self, config: CanaryConfig, actuator: Actuator, *, metrics: Metrics, notifier: Notifier | None,
+                 clock: Callable[[], float] = time.time, dry_run: bool = False) -> None:
+        self.config = config
+        self.actuator = actuator
+        self.metrics = metrics
+        self.notifier = notifier
+        self.clock = clock
+        self.dry_run = dry_run
+        self.rollout = new_rollout(config)
+        self.error: str | None = None  # the last actuation error, shown in the status until a write works
+        self.pending_rollback: ro.Rollback | None = None  # a rollback whose write failed: retried every tick
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._report()
+
+    @property
+    def key(self) -> str:
+        return self.config.key
+
+    # ------------------------------------------------------------------------------------------ public
+
+    def status(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "namespace": c.namespace,
+            "name": c.name,
+            "route": c.route,
+            "mesh": c.settings.mesh.value,
+            "dry_run": self.dry_run,
+            **self.rollout.to_json(),
+            "error": self.error,
+        }
+
+    def post(self, message: Tick | SourceDown) -> None:
+        """Fire and forget: ticks do not wait for their judgement."""
+        self._queue.put_nowait(_Item(message))
+
+    async def submit(self, command: Command) -> dict[str, Any]:
+        """Queue a command and wait until it has been applied. Raises TransitionError or ActuationError."""
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Item(command, done))
+        return await done
+
+    async def barrier(self) -> None:
+        """Wait until everything queued before this call has been handled (used at shutdown)."""
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Item(lambda: None, done))
+        await done
+
+    def reconfigure(self, config: CanaryConfig) -> None:
+        """A reloaded config: the next steps and judgements use it; the current position is kept."""
+        def apply() -> None:
+            self.config = config
+            settings = judge_settings(config.settings)
+            self.rollout = replace(self.rollout, steps=config.settings.traffic_steps, settings=settings,
+                                   auto_promote=config.settings.auto_promote)
+        self._queue.put_nowait(_Item(apply))
+
+    async def restore(self) -> None:
+        """Resume from the state saved on the route, if any (a restarted daemon continues, never restarts)."""
+        saved = await self.actuator.read_state()
+        if saved:
+            self.rollout = ro.resume(self.rollout, saved, self.clock())
+            log.info("resumed rollout from the route's state annotation",
+                     extra={"canary": self.key, "phase": self.rollout.phase.value, "step": self.rollout.step,
+                            "weight": self.rollout.weight})
+            self._report()
+
+    async def run(self) -> None:
+        while True:
+            item = await self._queue.get()
+            try:
+                result = await self._handle(item.message)
+            except asyncio.CancelledError:
+                if item.done is not None and not item.done.done():
+                    item.done.cancel()
+                raise
+            except Exception as e:  # guarded: one command's failure never stops the canary's task
+                if item.done is not None and not item.done.done():
+                    item.done.set_exception(e)
+                elif not isinstance(e, ro.TransitionError | ActuationError):
+                    log.exception("canary task error", extra={"canary": self.key})
+            else:
+                if item.done is not None and not item.done.done():
+                    item.done.set_result(result)
+
+    # ------------------------------------------------------------------------------------------ handling
+
+    async def _handle(self, message: Tick | SourceDown | Command | Callable[[], None]) -> dict[str, Any]:
+        if isinstance(message, Tick):
+            await self._tick(message)
+        elif isinstance(message, SourceDown):
+            if ro.due(self.rollout, message.now, self.config.settings.interval):
+                self.rollout = replace(ro.source_down(self.rollout, message.now, message.reason),
+                                       last_judged_at=message.now)
+                # Every verdict is unknown while the source is down: say so rather than keep stale ones.
+                self.metrics.observe_decision(self.config.namespace, self.config.name, "hold",
+                                              [MetricObservation(m, "inconclusive") for m in METRICS])
+                self._report()
+        elif isinstance(message, Command):
+            await self._command(message)
+        else:
+            message()
+        return self.status()
+
+    async def _tick(self, tick: Tick) -> None:
+        if self.pending_rollback is not None:
+            await self._retry_rollback()
+        r = self.rollout
+        if r.phase is not Phase.PROGRESSING:
+            return
+        r = ro.accumulate(r, tick.now, tick.canary, tick.stable)
+        if not ro.due(r, tick.now, self.config.settings.interval):
+            self.rollout = r
+            return
+        started = time.perf_counter()
+        new, effects, judgement = ro.judge_tick(r, tick.now)
+        self.metrics.observe_analysis(time.perf_counter() - started)
+        await self._commit(r, new, effects, judgement)
+
+    async def _command(self, cmd: Command) -> None:
+        now = self.clock()
+        old = self.rollout
+        new, effects = ro.command(old, cmd.verb, now, trigger=cmd.trigger, reason=cmd.reason,
+                                  emergency=cmd.emergency)
+        await self._commit(old, new, effects, None)
+        if self.error and (self.pending_rollback is not None or any(isinstance(e, ro.SetWeight) for e in effects)):
+            raise ActuationError(self.error)
+
+    async def _commit(self, old: Rollout, new: Rollout, effects: list[ro.Effect], judgement: Judgement | None) -> None:
+        """Perform a transition's effects; keep the transition only if they worked (rollback excepted)."""
+        ns, name = self.config.namespace, self.config.name
+        self.rollout = new
+        for effect in effects:
+            if isinstance(effect, ro.SetWeight):
+                if not await self._write(lambda e=effect: self.actuator.set_weight(e.weight, self.rollout.persisted())):
+                    # The traffic did not move: stay where we were, and say why.
+                    self.rollout = ro.source_down(replace(old, analysis=new.analysis, counters=new.counters,
+                                                          last_judged_at=new.last_judged_at),
+                                                  self.clock(), f"router write failed: {self.error}")
+                    self._report(judgement)
+                    return
+            elif isinstance(effect, ro.Rollback):
+                self.metrics.rollback(ns, name, self._last_trigger())
+                if not await self._write(lambda e=effect: self.actuator.rollback(self.rollout.persisted(),
+                                                                               emergency=e.emergency)):
+                    self.pending_rollback = effect  # never give up on taking traffic off a bad canary
+            elif isinstance(effect, ro.Promote):
+                self._report(judgement)
+                if await self._write(lambda: self.actuator.promote(self.rollout.persisted())):
+                    trigger = Trigger(self.rollout.last_decision.get("trigger", "manual")) \
+                        if self.rollout.last_decision else Trigger.MANUAL
+                    self.rollout, more = ro.promoted(self.rollout, self.clock(), trigger)
+                    self.metrics.promotion(ns, name)
+                    await self._persist()
+                    effects.extend(more)
+                else:
+                    self.rollout = ro.promotion_failed(self.rollout, self.clock(), self.error or "unknown error")
+                    await self._persist()
+            elif isinstance(effect, ro.Notify):
+                self._notify(effect)
+        self._report(judgement)
+
+    async def _write(self, action: Callable[[], Any]) -> bool:
+        ns, name = self.config.namespace, self.config.name
+        try:
+            await action()
+        except ActuationError as e:
+            self.error = str(e)
+            self.metrics.router_update(ns, name, "error")
+            log.error("route update failed", extra={"canary": self.key, "error": self.error})
+            return False
+        self.error = None
+        self.metrics.router_update(ns, name, "ok")
+        return True
+
+    async def _persist(self) -> None:
+        await self._write(lambda: self.actuator.set_weight(self.rollout.weight, self.rollout.persisted()))
+
+    async def _retry_rollback(self) -> None:
+        effect = self.pending_rollback
+        assert effect is not None
+        if await self._write(lambda: self.actuator.rollback(self.rollout.persisted(), emergency=effect.emergency)):
+            self.pending_rollback = None
+            log.info("rollback written after retry", extra={"canary": self.key})
+
+    def _last_trigger(self) -> str:
+        last = self.rollout.last_decision or {}
+        return str(last.get("trigger") or "manual")
+
+    def _notify(self, effect: ro.Notify) -> None:
+        if self.notifier is None:
+            return
+        r = self.rollout
+        self.notifier.fire(Event(kind=effect.kind, namespace=self.config.namespace, canary=self.config.name,
+                                 trigger=effect.trigger.value, reasons=list(effect.reasons), weight=r.weight,
+                                 at=datetime.now(UTC), decision=r.last_decision))
+
+    def _report(self, judgement: Judgement | None = None) -> None:
+        ns, name = self.config.namespace, self.config.name
+        r = self.rollout
+        self.metrics.set_phase(ns, name, r.phase.value)
+        self.metrics.set_weight(ns, name, r.weight)
+        if judgement is not None:
+            self.metrics.observe_decision(ns, name, judgement.decision.value, [
+                MetricObservation(m.name, m.verdict.value, m.anytime_p_value, m.ratio) for m in judgement.metrics])
+            log.info("decision", extra={"canary": self.key, "decision": judgement.decision.value,
+                                        "phase": r.phase.value, "weight": r.weight, "step": r.step,
+                                        "reasons": list(judgement.reasons)})
+
+
+def decision_summary(status: Mapping[str, Any]) -> str:
+    last = status.get("last_decision") or {}
+    return f"{last.get('decision', '-')} ({last.get('trigger', '-')})"
