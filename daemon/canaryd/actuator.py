@@ -22,6 +22,10 @@ class Actuator(Protocol):
         """The state annotation saved with the route, to resume after a restart."""
         ...
 
+    async def read_weight(self) -> int:
+        """The canary's percentage on the route now (an operator may have set it by hand)."""
+        ...
+
     async def set_weight(self, weight: int, state: Mapping[str, Any]) -> None: ...
 
     async def promote(self, state: Mapping[str, Any]) -> None:
@@ -42,6 +46,12 @@ class RouterActuator:
     async def read_state(self) -> Mapping[str, Any] | None:
         try:
             return (await self.router.read()).state
+        except RouterError as e:
+            raise ActuationError(str(e)) from e
+
+    async def read_weight(self) -> int:
+        try:
+            return (await self.router.read()).canary_weight
         except RouterError as e:
             raise ActuationError(str(e)) from e
 

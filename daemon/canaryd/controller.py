@@ -23,7 +23,7 @@ from .notify import Notifier
 from .rollout import Phase, TransitionError, Trigger
 from .sources.counters import advance
 from .sources.prometheus import ArmTarget, PrometheusClient, SourceError, fetch_increments
-from .worker import CanaryWorker, Command, SourceDown, Tick
+from .worker import CanaryWorker, Command, Refresh, SourceDown, Tick
 
 log = logging.getLogger("canaryd.controller")
 
@@ -140,9 +140,19 @@ class Controller:
 
     # ------------------------------------------------------------------------------------------ ticks
 
+    async def refresh_from_routes(self) -> None:
+        """Every canary re-reads its saved state (a new leader starts from what the routes say)."""
+        await asyncio.gather(*(w.refresh() for w in self.workers.values()), return_exceptions=True)
+
     async def tick(self) -> int:
         """Read every progressing canary's increments and post them. Returns the number of queries."""
         now = self.clock()
+        if not self.is_leader:
+            # Followers do not judge; they keep their read-only view current from the routes.
+            self.last_tick_at = now
+            for w in self.workers.values():
+                w.post(Refresh())
+            return 0
         active = [w for w in self.workers.values() if w.rollout.phase is Phase.PROGRESSING]
         self.last_tick_at = now
         # A canary that stops progressing forgets its baseline: its next rollout starts from a fresh read.
@@ -193,11 +203,11 @@ class Controller:
         return w
 
     async def command(self, namespace: str, name: str, verb: str, *, trigger: Trigger = Trigger.MANUAL,
-                      reason: str | None = None, emergency: bool = False) -> dict[str, Any]:
+                      reason: str | None = None, emergency: bool = False, step: int = 0) -> dict[str, Any]:
         if not self.is_leader:
             raise NotLeader("this replica is not the leader")
         w = self.worker(namespace, name)
-        return await asyncio.wait_for(w.submit(Command(verb, trigger, reason, emergency)), COMMAND_TIMEOUT)
+        return await asyncio.wait_for(w.submit(Command(verb, trigger, reason, emergency, step)), COMMAND_TIMEOUT)
 
     async def handle_alerts(self, message: WebhookMessage) -> AlertReport:
         rules = {r.alertname: r.action.value for r in self.config.alerts}

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from .actuator import Actuator, RouterActuator
 from .config import CanaryConfig, Config, ConfigError, load_config
 from .controller import Controller
+from .leader import LeaderGuard, run_leadership
 from .metrics import Metrics
 from .notify import Notifier, NotifyTarget
 from .routers import make_router
@@ -80,12 +81,35 @@ class Daemon:
                                           on_error=lambda e: _count_error(metrics, e))
             targets = [NotifyTarget(n.url, n.format, n.timeout) for n in cfg.notifications]
             notifier = Notifier(session, targets) if targets else None
-            factory = self.actuator_factory or await self._actuators(stack := contextlib.AsyncExitStack())
+            stack = contextlib.AsyncExitStack()
+            kube = None
+            factory = self.actuator_factory
+            if factory is None and cfg.kubernetes.enabled:
+                from .kube_actuator import connect, kube_actuators  # only a cluster-backed daemon needs it
+                kube = await connect(cfg)
+                stack.push_async_callback(kube.close)
+                factory = await kube_actuators(cfg, stack, kube)
+            elif factory is None:
+                factory = dry_run_actuators()
+            electing = kube is not None and cfg.kubernetes.leader_election.enabled
+            controller: Controller | None = None
+            if electing:
+                inner = factory
+                factory = lambda c: LeaderGuard(inner(c), lambda: controller is not None and controller.is_leader)  # noqa: E731
             controller = Controller(cfg, metrics=metrics, prometheus=prometheus, actuator_factory=factory,
                                     notifier=notifier)
             self.controller = controller
+            if electing:
+                controller.is_leader = False
             metrics.set_leader(controller.is_leader)
             await controller.start()
+            background = []
+            if kube is not None:
+                from .watcher import run_watchers
+                background.append(asyncio.create_task(run_watchers(controller, kube), name="watchers"))
+                if electing:
+                    background.append(asyncio.create_task(
+                        run_leadership(controller, kube, cfg.kubernetes.leader_election, metrics), name="leader"))
             app = make_app(controller, self.registry, webhook_token=webhook_token, api_token=api_token)
             server = asyncio.create_task(serve(app, cfg.server.host, cfg.server.port, ready=self.ready),
                                          name="http server")
@@ -100,6 +124,9 @@ class Daemon:
                 log.info("shutting down")
                 ticks.cancel()
                 stopper.cancel()
+                for t in background:
+                    t.cancel()
+                await asyncio.gather(*background, return_exceptions=True)
                 # Let queued commands and writes finish, then stop the tasks and the listener.
                 with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                     await asyncio.wait_for(asyncio.gather(*(w.barrier() for w in controller.workers.values())),
@@ -109,14 +136,7 @@ class Daemon:
                 await asyncio.gather(server, ticks, return_exceptions=True)
                 if notifier is not None:
                     await notifier.close(timeout=1.0)
-                if self.actuator_factory is None:
-                    await stack.aclose()
-
-    async def _actuators(self, stack: contextlib.AsyncExitStack) -> Callable[[CanaryConfig], Actuator]:
-        if not self.config.kubernetes.enabled:
-            return dry_run_actuators()
-        from .kube_actuator import kube_actuators  # only a cluster-backed daemon needs the client
-        return await kube_actuators(self.config, stack)
+                await stack.aclose()
 
 
 def _count_error(metrics: Metrics, e: SourceError) -> None:

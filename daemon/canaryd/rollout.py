@@ -180,16 +180,17 @@ def _record(r: Rollout, *, at: float, decision: str, trigger: Trigger, reasons: 
 # ---------------------------------------------------------------------------------------------- transitions
 
 
-def start(r: Rollout, now: float) -> tuple[Rollout, list[Effect]]:
+def start(r: Rollout, now: float, *, step: int = 0, reason: str | None = None) -> tuple[Rollout, list[Effect]]:
     if r.phase in ACTIVE:
         raise TransitionError(f"a rollout is already {r.phase.value} at {r.weight} %")
-    weight = r.steps[0]
-    out = replace(r, phase=Phase.PROGRESSING, step=0, weight=weight, step_started_at=now, started_at=now,
+    step = max(0, min(step, len(r.steps) - 1))
+    weight = r.steps[step]
+    out = replace(r, phase=Phase.PROGRESSING, step=step, weight=weight, step_started_at=now, started_at=now,
                   paused_reason=None, awaiting_promotion=False, history=(), last_decision=None,
                   analysis=judge.start(r.settings, now, weight=weight), counters=zero_snapshot(now, weight),
                   last_judged_at=None)
     out = _record(out, at=now, decision="start", trigger=Trigger.START,
-                  reasons=[f"rollout started at step 1 of {len(r.steps)}: {weight} %"])
+                  reasons=[reason or f"rollout started at step {step + 1} of {len(r.steps)}: {weight} %"])
     return out, [SetWeight(weight)]
 
 
@@ -287,12 +288,18 @@ def promotion_failed(r: Rollout, now: float, error: str) -> Rollout:
     return _record(out, at=now, decision="hold", trigger=Trigger.MANUAL, reasons=[reason])
 
 
+def step_for_weight(steps: tuple[int, ...], weight: int) -> int:
+    """The step an operator's hand-set weight corresponds to: the last step not above it."""
+    below = [i for i, w in enumerate(steps) if w <= weight]
+    return below[-1] if below else 0
+
+
 def command(r: Rollout, verb: str, now: float, *, trigger: Trigger = Trigger.MANUAL,
-            reason: str | None = None, emergency: bool = False) -> tuple[Rollout, list[Effect]]:
+            reason: str | None = None, emergency: bool = False, step: int = 0) -> tuple[Rollout, list[Effect]]:
     """A manual command or an alert's action: start, promote, rollback, pause, resume."""
     why = reason or f"{trigger.value} {verb}"
     if verb == "start":
-        return start(r, now)
+        return start(r, now, step=step, reason=reason)
     if verb == "rollback":
         if r.phase not in ACTIVE:
             raise TransitionError(f"nothing to roll back: the canary is {r.phase.value}")

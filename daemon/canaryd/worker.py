@@ -43,16 +43,22 @@ class SourceDown:
 
 
 @dataclass(frozen=True)
+class Refresh:
+    """Re-read the state saved on the route (a follower's view, or a new leader taking over)."""
+
+
+@dataclass(frozen=True)
 class Command:
     verb: str  # start | promote | rollback | pause | resume
     trigger: Trigger = Trigger.MANUAL
     reason: str | None = None
     emergency: bool = False
+    step: int = 0  # where a start begins
 
 
 @dataclass
 class _Item:
-    message: Tick | SourceDown | Command | Callable[[], None]
+    message: Tick | SourceDown | Refresh | Command | Callable[[], None]
     done: asyncio.Future[Any] | None = field(default=None)
 
 
@@ -94,7 +100,7 @@ class CanaryWorker:
             "error": self.error,
         }
 
-    def post(self, message: Tick | SourceDown) -> None:
+    def post(self, message: Tick | SourceDown | Refresh) -> None:
         """Fire and forget: ticks do not wait for their judgement."""
         self._queue.put_nowait(_Item(message))
 
@@ -119,10 +125,15 @@ class CanaryWorker:
                                    auto_promote=config.settings.auto_promote)
         self._queue.put_nowait(_Item(apply))
 
+    async def refresh(self) -> None:
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Item(Refresh(), done))
+        await done
+
     async def restore(self) -> None:
         """Resume from the state saved on the route, if any (a restarted daemon continues, never restarts)."""
         saved = await self.actuator.read_state()
-        if saved:
+        if saved and _position(saved) != _position(self.rollout.persisted()):
             self.rollout = ro.resume(self.rollout, saved, self.clock())
             log.info("resumed rollout from the route's state annotation",
                      extra={"canary": self.key, "phase": self.rollout.phase.value, "step": self.rollout.step,
@@ -149,8 +160,13 @@ class CanaryWorker:
 
     # ------------------------------------------------------------------------------------------ handling
 
-    async def _handle(self, message: Tick | SourceDown | Command | Callable[[], None]) -> dict[str, Any]:
-        if isinstance(message, Tick):
+    async def _handle(self, message: Tick | SourceDown | Refresh | Command | Callable[[], None]) -> dict[str, Any]:
+        if isinstance(message, Refresh):
+            try:
+                await self.restore()
+            except ActuationError as e:
+                self.error = str(e)
+        elif isinstance(message, Tick):
             await self._tick(message)
         elif isinstance(message, SourceDown):
             if ro.due(self.rollout, message.now, self.config.settings.interval):
@@ -176,6 +192,16 @@ class CanaryWorker:
         if not ro.due(r, tick.now, self.config.settings.interval):
             self.rollout = r
             return
+        self.rollout = r
+        if not self.dry_run:
+            # Someone may have acted on the route directly (`canaryd rollback`, kubectl): theirs wins.
+            try:
+                await self.restore()
+            except ActuationError as e:
+                self.error = str(e)
+            if self.rollout.phase is not Phase.PROGRESSING:
+                return
+            r = self.rollout
         started = time.perf_counter()
         new, effects, judgement = ro.judge_tick(r, tick.now)
         self.metrics.observe_analysis(time.perf_counter() - started)
@@ -185,7 +211,7 @@ class CanaryWorker:
         now = self.clock()
         old = self.rollout
         new, effects = ro.command(old, cmd.verb, now, trigger=cmd.trigger, reason=cmd.reason,
-                                  emergency=cmd.emergency)
+                                  emergency=cmd.emergency, step=cmd.step)
         await self._commit(old, new, effects, None)
         if self.error and (self.pending_rollback is not None or any(isinstance(e, ro.SetWeight) for e in effects)):
             raise ActuationError(self.error)
@@ -272,6 +298,7 @@ class CanaryWorker:
                                         "reasons": list(judgement.reasons)})
 
 
-def decision_summary(status: Mapping[str, Any]) -> str:
-    last = status.get("last_decision") or {}
-    return f"{last.get('decision', '-')} ({last.get('trigger', '-')})"
+def _position(state: Mapping[str, Any]) -> tuple[object, object, object]:
+    """Where a rollout stands; a saved state that differs here was changed by someone else."""
+    return state.get("phase"), state.get("step"), state.get("weight")
+

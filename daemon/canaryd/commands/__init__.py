@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import analyze, run, validate
+from . import analyze, operate, run, validate
 
-COMMANDS: tuple[ModuleType, ...] = (run, analyze, validate)
+COMMANDS: tuple[ModuleType, ...] = (run, analyze, operate, validate)

@@ -1,0 +1,121 @@
+"""`canaryd status|promote|rollback SERVICE`: act on the cluster directly, as the seed's manual steps do.
+
+The route's `canaryd.io/state` annotation is updated in the same write as the weights, so a running
+daemon sees what was done and does not undo it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from ..actuator import ActuationError
+from ..config import ConfigError
+from ..kube import KubeError
+from .cluster import add_cluster_args, canary_from_args
+from .common import EXIT_USAGE, fail
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("status", help="show a canary's phase, weight, step and last decision")
+    add_cluster_args(p)
+    p.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    p.set_defaults(handler=lambda a: _run(a, _status))
+    p = sub.add_parser("promote", help="promote the canary: stable takes its version, traffic back to stable")
+    add_cluster_args(p)
+    p.set_defaults(handler=lambda a: _run(a, _promote))
+    p = sub.add_parser("rollback", help="roll the canary back: all traffic to stable, canary scaled to 0")
+    add_cluster_args(p)
+    p.add_argument("--emergency", action="store_true",
+                   help="only cut the traffic (one write): no scaling, no waiting")
+    p.set_defaults(handler=lambda a: _run(a, _rollback))
+
+
+def _run(args: argparse.Namespace, action) -> int:
+    try:
+        config, canary = canary_from_args(args)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as e:
+        return fail(args.command, str(e))
+    try:
+        return asyncio.run(action(args, config, canary))
+    except (KubeError, ActuationError, ValueError) as e:
+        print(f"canaryd {args.command}: {e}", file=sys.stderr)
+        return 1
+
+
+async def _actuator(config, canary):
+    from ..kube_actuator import KubeActuator, connect, router_for
+    kube = await connect(config)
+    return kube, KubeActuator(kube, router_for(kube, canary), canary)
+
+
+def _state(saved: Mapping[str, Any] | None, *, phase: str, decision: str, reason: str) -> dict[str, Any]:
+    now = time.time()
+    state = dict(saved or {})
+    state.update(phase=phase, weight=0, paused_reason=None, awaiting_promotion=False, trigger="manual",
+                 last_decision={"decision": decision, "trigger": "manual", "at": now, "reasons": [reason]})
+    return state
+
+
+async def _status(args, config, canary) -> int:
+    kube, act = await _actuator(config, canary)
+    async with kube:
+        route = await act.router.read()
+    state = dict(route.state or {})
+    if args.output == "json":
+        print(json.dumps({"namespace": canary.namespace, "name": canary.name, "route": canary.route,
+                          "mesh": canary.settings.mesh.value, "weight": route.canary_weight,
+                          "stable_weight": route.stable_weight, "state": state}, indent=2))
+        return 0
+    steps = canary.settings.traffic_steps
+    last = state.get("last_decision") or {}
+    started = state.get("step_started_at")
+    print(f"canary    {canary.namespace}/{canary.name} ({canary.settings.mesh.value} route {canary.route})")
+    print(f"phase     {state.get('phase', 'idle (no canaryd state on the route)')}")
+    print(f"weight    canary {route.canary_weight} % / stable {route.stable_weight} %")
+    if state.get("step") is not None and state.get("step", -1) >= 0:
+        print(f"step      {state['step'] + 1} of {len(steps)} ({', '.join(map(str, steps))})")
+    if started:
+        print(f"since     {datetime.fromtimestamp(float(started), UTC).isoformat(timespec='seconds')}")
+    if state.get("paused_reason"):
+        print(f"paused    {state['paused_reason']}")
+    if last:
+        print(f"decision  {last.get('decision')} (trigger {last.get('trigger')})")
+        for reason in last.get("reasons") or []:
+            print(f"  - {reason}")
+    return 0
+
+
+async def _promote(args, config, canary) -> int:
+    kube, act = await _actuator(config, canary)
+    async with kube:
+        saved = await act.read_state()
+        print(f"promoting {canary.key}: setting {canary.stable.deployment} to {canary.canary.deployment}'s "
+              f"images, waiting up to {canary.settings.progress_deadline:g}s for its rollout ...")
+        state = _state(saved, phase="succeeded", decision="promoted", reason="promoted from the command line")
+        await act.promote(state)
+    print(f"promoted: {canary.stable.deployment} runs the new version, traffic 100 % stable, "
+          f"{canary.canary.deployment} scaled to 0")
+    return 0
+
+
+async def _rollback(args, config, canary) -> int:
+    kube, act = await _actuator(config, canary)
+    async with kube:
+        saved = await act.read_state()
+        kind = "emergency rollback" if args.emergency else "rollback"
+        state = _state(saved, phase="rolled_back", decision="rollback", reason=f"manual {kind} from the command line")
+        await act.rollback(state, emergency=args.emergency)
+    extra = "" if args.emergency else f", {canary.canary.deployment} scaled to 0"
+    print(f"rolled back {canary.key}: traffic 100 % stable{extra}")
+    return 0
