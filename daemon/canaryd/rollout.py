@@ -124,6 +124,8 @@ class Rollout:
             "awaiting_promotion": self.awaiting_promotion,
             "last_decision": {k: last.get(k) for k in ("decision", "trigger", "at", "reasons")} if last else None,
             "trigger": last.get("trigger"),
+            # DESIGN.md: the history of decisions is part of the state a restarted daemon resumes.
+            "history": list(self.history),
         }
 
 
@@ -140,7 +142,12 @@ def resume(r: Rollout, saved: Mapping[str, Any], now: float) -> Rollout:
     out = replace(r, phase=phase, step=step, weight=weight, step_started_at=started,
                   started_at=_float(saved.get("started_at")), paused_reason=saved.get("paused_reason"),
                   awaiting_promotion=bool(saved.get("awaiting_promotion", False)),
-                  last_decision=saved.get("last_decision"))
+                  last_decision=saved.get("last_decision"),
+                  history=tuple(h for h in saved.get("history") or () if isinstance(h, Mapping))[-HISTORY:])
+    if phase is Phase.PROMOTING:
+        # Nothing finishes a promotion cut short by a restart: wait for POST .../promote to run it again.
+        out = replace(out, phase=Phase.PAUSED, awaiting_promotion=True,
+                      paused_reason="a promotion was interrupted by a restart; POST .../promote to finish it")
     if phase is Phase.PROGRESSING:
         # The counters before the restart are gone; the step keeps its start time, the evidence restarts.
         out = replace(out, analysis=judge.start(r.settings, now, weight=weight),
@@ -197,11 +204,12 @@ def start(r: Rollout, now: float, *, step: int = 0, reason: str | None = None) -
 def accumulate(r: Rollout, now: float, canary: ArmSnapshot, stable: ArmSnapshot) -> Rollout:
     """Add one tick's increments to the rollout's cumulative counters."""
     base = r.counters or zero_snapshot(now, r.weight)
-    return replace(r, counters=Snapshot(t=now, canary=_add(base.canary, canary), stable=_add(base.stable, stable),
+    return replace(r, counters=Snapshot(t=now, canary=add_arm(base.canary, canary), stable=add_arm(base.stable, stable),
                                         weight=r.weight))
 
 
-def _add(total: ArmSnapshot, inc: ArmSnapshot) -> ArmSnapshot:
+def add_arm(total: ArmSnapshot, inc: ArmSnapshot) -> ArmSnapshot:
+    """Cumulative counters plus one increment; gauges as last read."""
     def plus(a: float | None, b: float | None) -> float | None:
         if b is None:
             return a
