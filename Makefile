@@ -27,3 +27,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info daemon/*.egg-info
+
+.PHONY: demo
+demo:
+	bash scripts/demo.sh
