@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from .kube import KubeError
 from .routers.base import Router, RouterError
 
 
@@ -46,19 +47,19 @@ class RouterActuator:
     async def read_state(self) -> Mapping[str, Any] | None:
         try:
             return (await self.router.read()).state
-        except RouterError as e:
+        except (RouterError, KubeError) as e:
             raise ActuationError(str(e)) from e
 
     async def read_weight(self) -> int:
         try:
             return (await self.router.read()).canary_weight
-        except RouterError as e:
+        except (RouterError, KubeError) as e:
             raise ActuationError(str(e)) from e
 
     async def set_weight(self, weight: int, state: Mapping[str, Any]) -> None:
         try:
             await self.router.write(weight, state)
-        except RouterError as e:
+        except (RouterError, KubeError) as e:
             raise ActuationError(str(e)) from e
 
     async def promote(self, state: Mapping[str, Any]) -> None:

@@ -1,0 +1,74 @@
+"""A router that only remembers: used when kubernetes.enabled is false, and by tests.
+
+Same interface as the others; weights and state live in memory, and every write is kept in
+`history` so a test (or `canaryd deploy --dry-run`) can show what would have been done.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from canaryd.kube import KubeClient
+from canaryd.routers.base import JSON, RouteState, check_percent
+
+log = logging.getLogger(__name__)
+
+
+class DryRunRouter:
+    def __init__(
+        self,
+        *,
+        kube: KubeClient | None = None,
+        namespace: str,
+        route: str,
+        stable_backend: str,
+        canary_backend: str,
+        initial_percent: int = 0,
+        initial_state: Mapping[str, Any] | None = None,
+    ) -> None:
+        del kube  # accepted for a uniform constructor; never used
+        self.what = f"dry-run route {namespace}/{route}"
+        self.namespace = namespace
+        self.route = route
+        self.stable_backend = stable_backend
+        self.canary_backend = canary_backend
+        check_percent(initial_percent, self.what)
+        self._rv = 1
+        self._current = RouteState(
+            canary_weight=initial_percent,
+            stable_weight=100 - initial_percent,
+            state=copy.deepcopy(dict(initial_state)) if initial_state is not None else None,
+            resource_version="1",
+        )
+        self.history: list[RouteState] = []
+
+    async def read(self) -> RouteState:
+        return self._current
+
+    async def plan(self, canary_percent: int, state: Mapping[str, Any] | None = None) -> list[JSON]:
+        """What a write would change, in words a person reads (there is no object to patch)."""
+        check_percent(canary_percent, self.what)
+        changes: list[JSON] = []
+        if canary_percent != self._current.canary_weight:
+            changes.append({"set": "weights", self.stable_backend: 100 - canary_percent,
+                            self.canary_backend: canary_percent})
+        if state is not None and dict(state) != self._current.state:
+            changes.append({"set": "state", "value": copy.deepcopy(dict(state))})
+        return changes
+
+    async def write(self, canary_percent: int, state: Mapping[str, Any] | None = None) -> RouteState:
+        check_percent(canary_percent, self.what)
+        self._rv += 1
+        self._current = RouteState(
+            canary_weight=canary_percent,
+            stable_weight=100 - canary_percent,
+            state=copy.deepcopy(dict(state)) if state is not None else self._current.state,
+            resource_version=str(self._rv),
+        )
+        self.history.append(self._current)
+        log.info("%s: would set %s=%d%% %s=%d%%", self.what, self.stable_backend, 100 - canary_percent,
+                 self.canary_backend, canary_percent)
+        return self._current
