@@ -96,10 +96,11 @@ def error_ratio(canary: ArmWindow, stable: ArmWindow, *, r0: float, alpha: float
     bound = (rate_s or 0.0) + tolerance_pp
     # With no 5xx in either arm the +½ estimate is only the traffic split: show no ratio at all.
     ratio = test.ratio if x_c + x_s > 0 else None
-    # Passing needs the canary's rate bounded close to stable's on the absolute scale, and the point
-    # estimate of the ratio within r0, so a canary that is clearly worse never advances on low counts.
-    passes = (n_c > 0 and n_s > 0 and ub is not None and ub <= bound
-              and (ratio is None or ratio <= r0))
+    # Passing needs the canary's rate bounded close to stable's on the absolute scale, and no
+    # significant evidence that it is worse than stable at all (the interval's lower end at most 1):
+    # a canary that is clearly worse never advances just because the absolute tolerance is lenient.
+    worse = test.ci is not None and x_c + x_s > 0 and test.ci[0] > 1.0
+    passes = n_c > 0 and n_s > 0 and ub is not None and ub <= bound and not worse
     ratio_txt = "n/a (no 5xx in either arm)" if ratio is None else f"{ratio:.2f}×"
     ci_txt = ""
     if test.ci is not None:
@@ -113,7 +114,8 @@ def error_ratio(canary: ArmWindow, stable: ArmWindow, *, r0: float, alpha: float
         pass_why=f"upper bound {pct(ub)} within stable + {tolerance_pp:g} pp = {pct(bound)}",
         hold_why=(f"upper bound {pct(ub)} above stable + {tolerance_pp:g} pp = {pct(bound)}; "
                   "not enough evidence either way yet" if ub is None or ub > bound else
-                  f"ratio above {r0:g}× but not significantly so yet"),
+                  "significantly worse than stable, though not yet significantly above "
+                  f"{r0:g}×"),
         fail_why=f"ratio above {r0:g}× is significant",
         evidence={"canary_errors": x_c, "canary_requests": n_c, "stable_errors": x_s,
                   "stable_requests": n_s, "upper_bound_pct": ub, "p0": test.p0},
