@@ -234,20 +234,11 @@ def _increments(*values: float) -> tuple[float, ...] | None:
     return vals
 
 
-@dataclass(frozen=True)
-class RatioSequential:
-    """State of the anytime-valid test of H0: rate_c / rate_s <= r0. Update with ratio_sequential_update."""
+class _EValues:
+    """The readings every mixture state offers; `log_e` and `max_log_e` are the subclass's fields."""
 
-    r0: float
-    prior: MixturePrior
-    log_lr: tuple[float, ...]  # per grid point: log L(rho) / L(r0), accumulated over ticks
-    log_e: float = 0.0
-    max_log_e: float = 0.0
-    x_c: float = 0.0  # totals over the ticks that were used
-    n_c: float = 0.0
-    x_s: float = 0.0
-    n_s: float = 0.0
-    ticks: int = 0
+    log_e: float
+    max_log_e: float
 
     @property
     def e_value(self) -> float:
@@ -261,6 +252,22 @@ class RatioSequential:
     def p_value(self) -> float:
         """Anytime-valid p-value: valid at every look, non-increasing over time."""
         return min(1.0, math.exp(-self.max_log_e))
+
+
+@dataclass(frozen=True)
+class RatioSequential(_EValues):
+    """State of the anytime-valid test of H0: rate_c / rate_s <= r0. Update with ratio_sequential_update."""
+
+    r0: float
+    prior: MixturePrior
+    log_lr: tuple[float, ...]  # per grid point: log L(rho) / L(r0), accumulated over ticks
+    log_e: float = 0.0
+    max_log_e: float = 0.0
+    x_c: float = 0.0  # totals over the ticks that were used
+    n_c: float = 0.0
+    x_s: float = 0.0
+    n_s: float = 0.0
+    ticks: int = 0
 
 
 def ratio_sequential_start(r0: float = 2.0, *, prior: MixturePrior | None = None) -> RatioSequential:
@@ -304,7 +311,7 @@ def ratio_sequential_update(
 
 
 @dataclass(frozen=True)
-class LimitSequential:
+class LimitSequential(_EValues):
     """State of the anytime-valid test of H0: rate <= limit. Update with limit_sequential_update."""
 
     limit: float
@@ -315,19 +322,6 @@ class LimitSequential:
     x: float = 0.0
     n: float = 0.0
     ticks: int = 0
-
-    @property
-    def e_value(self) -> float:
-        return _exp(self.log_e)
-
-    @property
-    def max_e_value(self) -> float:
-        return _exp(self.max_log_e)
-
-    @property
-    def p_value(self) -> float:
-        """Anytime-valid p-value: valid at every look, non-increasing over time."""
-        return min(1.0, math.exp(-self.max_log_e))
 
 
 def limit_sequential_start(limit: float, *, prior: MixturePrior | None = None) -> LimitSequential:
