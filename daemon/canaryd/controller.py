@@ -155,11 +155,15 @@ class Controller:
             return 0
         active = [w for w in self.workers.values() if w.rollout.phase is Phase.PROGRESSING]
         self.last_tick_at = now
+        for w in self.workers.values():
+            if w.pending_rollback is not None and w not in active:
+                w.post(Tick(now, ArmSnapshot(), ArmSnapshot()))  # not progressing: the tick only retries the write
         # A canary that stops progressing forgets its baseline: its next rollout starts from a fresh read.
         keys = {w.key for w in active}
         self._totals = {k: v for k, v in self._totals.items() if k[0] in keys}
         if not active:
             self.last_queries = 0
+            self.problems.pop("prometheus", None)  # nothing reads it now: an old outage must not stick
             return 0
         default_queries = asdict(Queries())
         targets: list[ArmTarget] = []

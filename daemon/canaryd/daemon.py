@@ -66,6 +66,12 @@ class Daemon:
             log.error("config reload refused; the running config stays", extra={"problems": e.problems})
             return False
         await self.controller.reload(new)
+        # Only canaries, their settings and the alert rules are reloaded; say so rather than pretend.
+        fixed = [k for k in ("server", "prometheus", "kubernetes", "notifications")
+                 if getattr(new, k) != getattr(self.config, k)]
+        if fixed:
+            log.warning("changed config sections apply only after a restart; their running values stay",
+                        extra={"sections": fixed})
         self.config = new
         log.info("config reloaded", extra={"canaries": len(new.canaries)})
         return True

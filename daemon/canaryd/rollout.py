@@ -164,8 +164,11 @@ def _float(x: object) -> float | None:
 
 
 def zero_snapshot(t: float, weight: float | None) -> Snapshot:
-    zero = ArmSnapshot(requests=0.0, errors=0.0, successes=None, buckets=None)
-    return Snapshot(t=t, canary=zero, stable=zero, weight=weight)
+    # Every counter starts unknown, not at 0: the first increments then set them all at once, so that the
+    # step's baseline never holds requests from one moment and 2xx or 5xx from a later one (that read
+    # as a 0 % success rate), and a counter with no query (errors: null) stays "no data", not 0.
+    empty = ArmSnapshot()
+    return Snapshot(t=t, canary=empty, stable=empty, weight=weight)
 
 
 # ---------------------------------------------------------------------------------------------- records

@@ -74,6 +74,7 @@ async def webhook(request: web.Request) -> web.Response:
         return _error(401, "missing or wrong bearer token")
     body = await _body(request)
     if isinstance(body, web.Response):
+        controller.metrics.alert_received("unknown", "unknown", "too_large")
         return body
     try:
         message = parse_webhook(body)
@@ -81,6 +82,8 @@ async def webhook(request: web.Request) -> web.Response:
         controller.metrics.alert_received("unknown", "unknown", "malformed")
         return _error(400, f"malformed Alertmanager payload: {e}")
     if not controller.is_leader:
+        for alert in message.alerts:
+            controller.metrics.alert_received(alert.alertname or "unknown", alert.status, "not_leader")
         return _error(503, "not the leader; Alertmanager will retry (and may reach the leader)")
     report = await controller.handle_alerts(message)
     if report.retry:

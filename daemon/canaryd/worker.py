@@ -208,6 +208,11 @@ class CanaryWorker:
         await self._commit(r, new, effects, judgement)
 
     async def _command(self, cmd: Command) -> None:
+        if self.pending_rollback is not None:
+            # A redelivered alert or a repeated rollback is the moment to try the failed write again.
+            await self._retry_rollback()
+            if self.pending_rollback is not None and cmd.verb == "rollback":
+                raise ActuationError(self.error or "the rollback's route write is still failing")
         now = self.clock()
         old = self.rollout
         new, effects = ro.command(old, cmd.verb, now, trigger=cmd.trigger, reason=cmd.reason,
@@ -235,7 +240,7 @@ class CanaryWorker:
                                                                                emergency=e.emergency)):
                     self.pending_rollback = effect  # never give up on taking traffic off a bad canary
             elif isinstance(effect, ro.Promote):
-                self._report(judgement)
+                self._report()  # "promoting" is visible while it runs; the judgement is counted once, below
                 if await self._write(lambda: self.actuator.promote(self.rollout.persisted())):
                     trigger = Trigger(self.rollout.last_decision.get("trigger", "manual")) \
                         if self.rollout.last_decision else Trigger.MANUAL
