@@ -149,11 +149,27 @@ def _count_error(metrics: Metrics, e: SourceError) -> None:
     metrics.prometheus_error(_ERROR_KINDS.get(e.kind, "other"))
 
 
+async def _guarded_reload(daemon: Daemon) -> bool:
+    try:
+        return await daemon.reload()
+    except Exception:
+        log.exception("config reload failed; the running config stays")
+        return False
+
+
 async def run_daemon(daemon: Daemon) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.stop)
-    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(daemon.reload()))
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def reload() -> None:
+        # Kept until done, and guarded: a reload's failure is logged, never lost.
+        task = asyncio.create_task(_guarded_reload(daemon), name="config reload")
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     try:
         await daemon.run()
     finally:
