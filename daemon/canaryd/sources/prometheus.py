@@ -145,9 +145,9 @@ class PrometheusClient:
                 retryable = SourceError("connection", f"{url}: {e or type(e).__name__}", query=expr)
                 cause = e
             else:
-                error = _response_error(status, text, expr)
+                error, body = _parse_response(status, text, expr)
                 if error is None:
-                    return json.loads(text)["data"]
+                    return body["data"]  # decoded once: a tick's bucket answer is megabytes
                 if status < 500:
                     raise self._fail(error, attempt)
                 retryable, cause = error, None
@@ -179,8 +179,8 @@ class PrometheusClient:
         return error
 
 
-def _response_error(status: int, text: str, expr: str) -> SourceError | None:
-    """None for a successful answer, else the error it carries."""
+def _parse_response(status: int, text: str, expr: str) -> tuple[SourceError | None, Any]:
+    """(None, the decoded body) for a successful answer, else (the error it carries, None)."""
     try:
         body = json.loads(text)
     except ValueError:
@@ -192,12 +192,12 @@ def _response_error(status: int, text: str, expr: str) -> SourceError | None:
             error_type=str(body.get("errorType", "")) or None,
             status=status,
             query=expr,
-        )
+        ), None
     if status >= 400:
-        return SourceError("http", f"HTTP {status}: {text[:200]}", status=status, query=expr)
+        return SourceError("http", f"HTTP {status}: {text[:200]}", status=status, query=expr), None
     if not (isinstance(body, dict) and body.get("status") == "success" and isinstance(body.get("data"), dict)):
-        return SourceError("http", f"not a Prometheus API answer: {text[:200]!r}", status=status, query=expr)
-    return None
+        return SourceError("http", f"not a Prometheus API answer: {text[:200]!r}", status=status, query=expr), None
+    return None, body
 
 
 def _duration(seconds: float) -> str:
