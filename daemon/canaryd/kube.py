@@ -12,21 +12,36 @@ a JSON-patch `test` that no longer holds, which the API server answers with 422)
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
-from kubernetes_asyncio import client, config, watch
-from kubernetes_asyncio.client.exceptions import ApiException
-from kubernetes_asyncio.leaderelection import electionconfig, leaderelection
-from kubernetes_asyncio.leaderelection.resourcelock.leaselock import LeaseLock
 
 from canaryd import __version__
+
+if TYPE_CHECKING:
+    from kubernetes_asyncio import client
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+
+@functools.cache
+def _k() -> SimpleNamespace:
+    """kubernetes_asyncio, imported on first use: it costs ~0.6 s and ~30 MB, and a dry-run daemon never
+    needs it."""
+    from kubernetes_asyncio import client, config, watch
+    from kubernetes_asyncio.client.exceptions import ApiException
+    from kubernetes_asyncio.leaderelection import electionconfig, leaderelection
+    from kubernetes_asyncio.leaderelection.resourcelock.leaselock import LeaseLock
+
+    return SimpleNamespace(client=client, config=config, watch=watch, ApiException=ApiException,
+                           electionconfig=electionconfig, leaderelection=leaderelection, LeaseLock=LeaseLock)
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +143,7 @@ def map_error(e: BaseException, what: str, verb: str, *, json_patch_test: bool =
     """Our error for a failed call on `what` ("VirtualService orion/auth-service") by `verb`."""
     if isinstance(e, KubeError):
         return e
-    if isinstance(e, ApiException):
+    if isinstance(e, _k().ApiException):
         status = _status_of(e)
         code = int(status.get("code") or e.status or 0)
         reason = str(status.get("reason") or e.reason or "")
@@ -148,7 +163,8 @@ def map_error(e: BaseException, what: str, verb: str, *, json_patch_test: bool =
     return KubeError(f"{what} {verb} failed: {type(e).__name__}: {e}")
 
 
-_CLIENT_ERRORS = (ApiException, aiohttp.ClientError, OSError, asyncio.TimeoutError)
+def _client_errors() -> tuple[type[BaseException], ...]:
+    return (_k().ApiException, aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
 
 def _has_test_op(patch: object) -> bool:
@@ -253,26 +269,26 @@ class KubeClient:
     def __init__(self, api: client.ApiClient) -> None:
         self._api = api
         api.user_agent = f"canaryd/{__version__}"
-        self._custom = client.CustomObjectsApi(api)
-        self._apps = client.AppsV1Api(api)
+        self._custom = _k().client.CustomObjectsApi(api)
+        self._apps = _k().client.AppsV1Api(api)
 
     @classmethod
     async def from_kubeconfig(cls, path: str | None = None, *, context: str | None = None) -> KubeClient:
         try:
-            api = await config.new_client_from_config(config_file=path, context=context, persist_config=False)
-        except (config.ConfigException, OSError, ValueError, TypeError, KeyError) as e:
+            api = await _k().config.new_client_from_config(config_file=path, context=context, persist_config=False)
+        except (_k().config.ConfigException, OSError, ValueError, TypeError, KeyError) as e:
             where = path or "the default kubeconfig (~/.kube/config)"
             raise KubeError(f"cannot load {where}: {e}", reason="Config") from e
         return cls(api)
 
     @classmethod
     async def in_cluster(cls) -> KubeClient:
-        cfg = client.Configuration()
+        cfg = _k().client.Configuration()
         try:
-            config.load_incluster_config(client_configuration=cfg)
-        except (config.ConfigException, OSError) as e:
+            _k().config.load_incluster_config(client_configuration=cfg)
+        except (_k().config.ConfigException, OSError) as e:
             raise KubeError(f"cannot load the in-cluster config: {e}", reason="Config") from e
-        return cls(client.ApiClient(configuration=cfg))
+        return cls(_k().client.ApiClient(configuration=cfg))
 
     @classmethod
     async def connect(cls, kubeconfig: str | None = None) -> KubeClient:
@@ -293,7 +309,7 @@ class KubeClient:
     async def _call(self, what: str, verb: str, coro: Awaitable[T], *, json_patch_test: bool = False) -> T:
         try:
             return await coro
-        except _CLIENT_ERRORS as e:
+        except _client_errors() as e:
             raise map_error(e, what, verb, json_patch_test=json_patch_test) from e
 
     def _plain(self, model: Any) -> JSON:
@@ -446,7 +462,7 @@ class KubeClient:
                 for obj in listed.values():
                     yield WatchEvent("SYNC", obj)
                 known = set(listed)
-            w = watch.Watch()
+            w = _k().watch.Watch()
             kwargs: dict[str, Any] = {"resource_version": rv, "timeout_seconds": timeout_seconds}
             if name:
                 kwargs["field_selector"] = f"metadata.name={name}"
@@ -461,7 +477,7 @@ class KubeClient:
                         if not events and asyncio.get_running_loop().time() - started < 1.0:
                             await asyncio.sleep(0.5)
                         break
-                    except ApiException as e:
+                    except _k().ApiException as e:
                         if e.status == 410:
                             log.info("%s watch: resourceVersion %s expired, re-listing", what, rv)
                             rv = None
@@ -520,11 +536,11 @@ class KubeClient:
                 stopped = True
                 await on_stopped_leading()
 
-        cfg = electionconfig.Config(
-            LeaseLock(lease, namespace, identity, self._api), lease_duration, renew_deadline, retry_period,
+        cfg = _k().electionconfig.Config(
+            _k().LeaseLock(lease, namespace, identity, self._api), lease_duration, renew_deadline, retry_period,
             started, stop_once,
         )
-        election = leaderelection.LeaderElection(cfg)
+        election = _k().leaderelection.LeaderElection(cfg)
         runner = asyncio.ensure_future(election.run())
         # look often enough to step down after renew_deadline and well before the lease expires
         check = max(0.05, min(retry_period, (lease_duration - renew_deadline) / 4))
@@ -538,7 +554,7 @@ class KubeClient:
                 if leading is not None and not leading.done() and stale_ms > renew_deadline * 1000:
                     log.warning("%s: no successful renewal for %.1fs; stepping down", what, stale_ms / 1000)
                     return
-        except _CLIENT_ERRORS as e:
+        except _client_errors() as e:
             raise map_error(e, what, "renew") from e
         finally:
             runner.cancel()

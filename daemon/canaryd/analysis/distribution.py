@@ -113,11 +113,25 @@ def _almost_equal(a: float, b: float, eps: float) -> bool:
     return diff / min(abs_sum, sys.float_info.max) < eps
 
 
+def _well_formed(buckets: Buckets) -> bool:
+    """Sorted by strictly increasing le, ending at +Inf, with counts that never decrease."""
+    if not buckets or buckets[-1][0] != math.inf:
+        return False
+    prev_le, prev_c = -math.inf, -math.inf
+    for le, c in buckets:
+        if not le > prev_le or c < prev_c or c != c:
+            return False
+        prev_le, prev_c = le, c
+    return True
+
+
 def _normalise(buckets: Buckets) -> list[tuple[float, float]] | None:
     """What Prometheus does before reading buckets: sort, merge equal le, force monotonic counts.
 
     None when the histogram is unusable (no +Inf bucket, or a NaN le).
     """
+    if _well_formed(buckets):
+        return list(buckets)  # the usual case (the judge's own buckets): nothing to repair
     items = sorted((float(le), float(c)) for le, c in buckets)
     if not items or items[-1][0] != math.inf or any(math.isnan(le) for le, _ in items):
         return None
