@@ -352,7 +352,8 @@ def test_due_follows_the_interval() -> None:
     assert not ro.due(r, 100.5, 1.0)
     assert ro.due(r, 101.0, 1.0)
     judged = replace(r, last_judged_at=105.0)
-    assert not ro.due(judged, 105.9, 1.0) and ro.due(judged, 106.0, 1.0)
+    # 10 % slack for a jittering schedule: a tick a little early still counts.
+    assert not ro.due(judged, 105.8, 1.0) and ro.due(judged, 105.95, 1.0) and ro.due(judged, 106.0, 1.0)
 
 
 # ---------------------------------------------------------------------------------------------- simulated traffic

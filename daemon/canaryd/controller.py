@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -28,6 +30,8 @@ from .worker import CanaryWorker, Command, Refresh, SourceDown, Tick
 log = logging.getLogger("canaryd.controller")
 
 ActuatorFactory = Callable[[CanaryConfig], Actuator]
+SLOT_SIZE = 200  # progressing canaries read per tick at most (about 0.5 s of judging on one core)
+MIN_SLOT_TICK = 1.0  # seconds: slots never make ticks more frequent than this
 COMMAND_TIMEOUT = 10.0  # seconds an API call or webhook waits for its change to be made
 
 
@@ -64,6 +68,7 @@ class Controller:
         self.last_tick_at: float | None = None
         self.last_queries = 0
         self._totals: dict[tuple[str, str], ArmSnapshot] = {}  # counter totals at the last good read
+        self._tick_count = 0
         self._index = CanaryIndex([])
 
     # ------------------------------------------------------------------------------------------ life
@@ -117,8 +122,16 @@ class Controller:
         self._index = CanaryIndex([(c.namespace, c.name) for c in config.canaries])
 
     def tick_interval(self) -> float:
+        """Time between ticks: the shortest analysis interval, divided among the slots (see `slots`)."""
         intervals = [c.settings.interval for c in self.config.canaries] or [self.config.defaults.interval]
-        return max(0.2, min(intervals))
+        base = max(0.2, min(intervals))
+        return max(base / self.slots(), min(base, MIN_SLOT_TICK))
+
+    def slots(self) -> int:
+        """Many progressing canaries are read in slots, one slot per tick, each canary once per interval:
+        every tick stays small (the same 4 queries, a bounded share of the judging) however many there are."""
+        active = sum(1 for w in self.workers.values() if w.rollout.phase is Phase.PROGRESSING)
+        return max(1, math.ceil(active / SLOT_SIZE))
 
     async def run_ticks(self) -> None:
         """The analysis loop; runs until cancelled."""
@@ -153,13 +166,17 @@ class Controller:
             for w in self.workers.values():
                 w.post(Refresh())
             return 0
-        active = [w for w in self.workers.values() if w.rollout.phase is Phase.PROGRESSING]
+        progressing = [w for w in self.workers.values() if w.rollout.phase is Phase.PROGRESSING]
+        k = max(1, math.ceil(len(progressing) / SLOT_SIZE))
+        slot = self._tick_count % k
+        self._tick_count += 1
+        active = [w for w in progressing if k == 1 or zlib.crc32(w.key.encode()) % k == slot]
         self.last_tick_at = now
         for w in self.workers.values():
             if w.pending_rollback is not None and w not in active:
                 w.post(Tick(now, ArmSnapshot(), ArmSnapshot()))  # not progressing: the tick only retries the write
         # A canary that stops progressing forgets its baseline: its next rollout starts from a fresh read.
-        keys = {w.key for w in active}
+        keys = {w.key for w in progressing}
         self._totals = {k: v for k, v in self._totals.items() if k[0] in keys}
         if not active:
             self.last_queries = 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Callable
@@ -109,6 +110,11 @@ class Daemon:
                 controller.is_leader = False
             metrics.set_leader(controller.is_leader)
             await controller.start()
+            # Each tick allocates hundreds of thousands of short-lived objects (Prometheus answers) beside a
+            # large long-lived heap: collect the young generation less often, and never rescan what start-up
+            # built. Measured with 1000 canaries: GC went from ~1.5 s to ~0.1 s of each tick.
+            gc.freeze()
+            gc.set_threshold(50_000, 50, 100)
             background = []
             if kube is not None:
                 from .watcher import run_watchers
