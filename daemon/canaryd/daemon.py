@@ -110,11 +110,7 @@ class Daemon:
                 controller.is_leader = False
             metrics.set_leader(controller.is_leader)
             await controller.start()
-            # Each tick allocates hundreds of thousands of short-lived objects (Prometheus answers) beside a
-            # large long-lived heap: collect the young generation less often, and never rescan what start-up
-            # built. Measured with 1000 canaries: GC went from ~1.5 s to ~0.1 s of each tick.
-            gc.freeze()
-            gc.set_threshold(50_000, 50, 100)
+            tune_gc()
             background = []
             if kube is not None:
                 from .watcher import run_watchers
@@ -149,6 +145,14 @@ class Daemon:
                 if notifier is not None:
                     await notifier.close(timeout=1.0)
                 await stack.aclose()
+
+
+def tune_gc() -> None:
+    """Each tick allocates hundreds of thousands of short-lived objects (Prometheus answers) beside a
+    large long-lived heap: collect the young generation less often, and never rescan what start-up
+    built. Measured with 1000 canaries: GC went from ~1.5 s to ~0.1 s of each tick."""
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
 
 
 def _count_error(metrics: Metrics, e: SourceError) -> None:
