@@ -47,7 +47,7 @@ class KubeActuator(RouterActuator):
                                              poll_interval=self.poll_interval)
         except KubeError as e:
             raise ActuationError(f"promotion stopped before moving traffic: {e}") from e
-        await self.set_weight(0, state)
+        await self.set_weight(0, {**state, "weight": 0})  # the state says what the route now has
         try:
             await self.kube.scale(ns, c.canary.deployment, 0)
         except KubeError as e:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import socket
 from collections.abc import Callable, Mapping
@@ -82,7 +83,9 @@ async def run_leadership(controller: Controller, kube: KubeClient, settings: Lea
             await kube.run_leader_election(
                 namespace=settings.namespace, lease=settings.lease, identity=me,
                 on_started_leading=lead, on_stopped_leading=follow,
-                lease_duration=settings.lease_duration, renew_deadline=settings.renew_deadline,
+                # A whole number of seconds: kubernetes_asyncio stores str(lease_duration) and reads it
+                # back with int() for the Lease's leaseDurationSeconds, so 15.0 fails every round.
+                lease_duration=math.ceil(settings.lease_duration), renew_deadline=settings.renew_deadline,
                 retry_period=settings.retry_period)
         except asyncio.CancelledError:
             raise

@@ -102,9 +102,18 @@ async def poll_manual_weights(controller: Controller) -> None:
             continue
         try:
             weight = await w.actuator.read_weight()
+            if weight > 0 and w.rollout.weight != weight:
+                saved = await w.actuator.read_state()
+                if saved and saved.get("weight") == weight:
+                    # canaryd's own weight, with its state (whose read failed at start, say): resume that
+                    # state rather than start over; a paused or promoted rollout must stay so.
+                    await w.refresh()
+                    continue
         except ActuationError as e:
             w.error = str(e)
             continue
+        if w.pending_rollback is None:
+            w.error = None  # the route reads fine again
         if weight > 0 and w.rollout.weight != weight:
             step = step_for_weight(w.config.settings.traffic_steps, weight)
             ns, name = key.split("/", 1)

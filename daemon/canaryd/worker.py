@@ -135,6 +135,9 @@ class CanaryWorker:
         saved = await self.actuator.read_state()
         if saved and _position(saved) != _position(self.rollout.persisted()):
             self.rollout = ro.resume(self.rollout, saved, self.clock())
+            # The route's state wins over a rollback this replica never managed to write (it was not the
+            # leader, say): retrying it later would undo whatever the leader has done since.
+            self.pending_rollback = None
             log.info("resumed rollout from the route's state annotation",
                      extra={"canary": self.key, "phase": self.rollout.phase.value, "step": self.rollout.step,
                             "weight": self.rollout.weight})
@@ -166,6 +169,9 @@ class CanaryWorker:
                 await self.restore()
             except ActuationError as e:
                 self.error = str(e)
+            else:
+                if self.pending_rollback is None:
+                    self.error = None  # the route reads again: a follower never writes to clear it
         elif isinstance(message, Tick):
             await self._tick(message)
         elif isinstance(message, SourceDown):

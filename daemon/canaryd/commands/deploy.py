@@ -20,11 +20,13 @@ from dataclasses import replace
 import aiohttp
 from prometheus_client import CollectorRegistry
 
+from ..actuator import ActuationError
 from ..config import ConfigError, parse_duration
 from ..controller import Controller
 from ..kube import KubeClient, KubeError, container_images
 from ..metrics import Metrics
 from ..rollout import Phase, TransitionError
+from ..routers.base import RouterError
 from ..sources.prometheus import PrometheusClient
 from .cluster import add_cluster_args, canary_from_args
 from .common import EXIT_ADVANCE, EXIT_HOLD, EXIT_ROLLBACK, EXIT_USAGE, fail
@@ -110,6 +112,7 @@ async def _deploy(args: argparse.Namespace) -> int:
         old = container_images(dep)[container]
         if args.dry_run:
             return await _plan(args, kube, canary, container, old, router_for)
+        await router_for(kube, canary).read()  # a route canaryd cannot weigh fails now, before any change
         say(f"setting {ns}/{canary.canary.deployment} {container}={args.image} (was {old})")
         await kube.set_images(ns, canary.canary.deployment, {container: args.image})
         say(f"waiting for the canary rollout (up to {canary.settings.progress_deadline:g}s)")
@@ -181,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
         for problem in e.problems:
             print(problem, file=sys.stderr)
         return EXIT_USAGE
-    except (KubeError, ValueError, TransitionError) as e:
+    except (KubeError, RouterError, ActuationError, ValueError, TransitionError) as e:
         return fail("deploy", str(e))
     except KeyboardInterrupt:
         return 130

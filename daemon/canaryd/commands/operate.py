@@ -18,6 +18,7 @@ from typing import Any
 from ..actuator import ActuationError
 from ..config import ConfigError
 from ..kube import KubeError
+from ..routers.base import RouterError
 from .cluster import add_cluster_args, canary_from_args
 from .common import EXIT_USAGE, fail
 
@@ -48,7 +49,7 @@ def _run(args: argparse.Namespace, action) -> int:
         return fail(args.command, str(e))
     try:
         return asyncio.run(action(args, config, canary))
-    except (KubeError, ActuationError, ValueError) as e:
+    except (KubeError, RouterError, ActuationError, ValueError) as e:  # `status` reads the router directly
         print(f"canaryd {args.command}: {e}", file=sys.stderr)
         return 1
 
