@@ -571,3 +571,17 @@ def test_cli_validate_bad_yaml_or_missing_file(tmp_path: Path, text: str | None)
     assert result.returncode == 2
     assert str(path) in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_leader_election_durations_the_elector_would_refuse_are_config_errors():
+    with pytest.raises(ConfigError) as e:
+        parse_config({"kubernetes": {"leader_election": {"enabled": True, "retry_period": "0.5s",
+                                                         "renew_deadline": "2s", "lease_duration": "3s"}}}, "c.yaml")
+    assert "c.yaml: kubernetes.leader_election.retry_period: must be at least 1s" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        parse_config({"kubernetes": {"leader_election": {"retry_period": "1.8s", "renew_deadline": "2s",
+                                                         "lease_duration": "3s"}}}, "c.yaml")
+    assert "renew_deadline: must be more than 1.2 × retry_period" in str(e.value)
+    ok = parse_config({"kubernetes": {"leader_election": {"retry_period": "1s", "renew_deadline": "2s",
+                                                          "lease_duration": "3s"}}}, "c.yaml")
+    assert ok.kubernetes.leader_election.retry_period == 1.0

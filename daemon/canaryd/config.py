@@ -918,6 +918,19 @@ def _check_order(ctx: _Ctx, d: Mapping[str, Any], path: str, shorter: str, longe
                 f"must be {relation} {longer} ({format_duration(b)}), got {format_duration(a)}")
 
 
+def _check_election(ctx: _Ctx, le: Mapping[str, Any], path: str) -> None:
+    """kubernetes_asyncio's elector refuses durations under 1 s and a renew_deadline within 1.2 × retry_period:
+    say so at load rather than fail every election round."""
+    for key in ("lease_duration", "renew_deadline", "retry_period"):
+        v = le.get(key)
+        if isinstance(v, float) and v < 1.0:
+            ctx.add(_join(path, key), f"must be at least 1s (the Lease API counts whole seconds), got {format_duration(v)}")
+    renew, retry = le.get("renew_deadline"), le.get("retry_period")
+    if isinstance(renew, float) and isinstance(retry, float) and retry >= 1.0 and renew <= 1.2 * retry:
+        ctx.add(_join(path, "renew_deadline"),
+                f"must be more than 1.2 × retry_period ({format_duration(1.2 * retry)}), got {format_duration(renew)}")
+
+
 def _check_settings(ctx: _Ctx, s: Mapping[str, Any], path: str, own: Mapping[str, Any] | None = None) -> None:
     # For a canary, only recheck what it changed, so a bad default is reported once, not per canary.
     if own is not None and not {"step_duration", "interval", "max_step_duration"} & own.keys():
@@ -989,6 +1002,7 @@ def _build(raw: Mapping[str, Any], ctx: _Ctx) -> Config | None:
         le = k8s["leader_election"]
         _check_order(ctx, le, "kubernetes.leader_election", "renew_deadline", "lease_duration", strict=True)
         _check_order(ctx, le, "kubernetes.leader_election", "retry_period", "renew_deadline", strict=True)
+        _check_election(ctx, le, "kubernetes.leader_election")
     defaults = raw.get("defaults")
     if isinstance(defaults, Mapping):
         _check_settings(ctx, defaults, "defaults")
