@@ -926,7 +926,7 @@ def _check_election(ctx: _Ctx, le: Mapping[str, Any], path: str) -> None:
         if isinstance(v, float) and v < 1.0:
             ctx.add(_join(path, key), f"must be at least 1s (the Lease API counts whole seconds), got {format_duration(v)}")
     renew, retry = le.get("renew_deadline"), le.get("retry_period")
-    if isinstance(renew, float) and isinstance(retry, float) and retry >= 1.0 and renew <= 1.2 * retry:
+    if isinstance(renew, float) and isinstance(retry, float) and 1.0 <= retry < renew <= 1.2 * retry:
         ctx.add(_join(path, "renew_deadline"),
                 f"must be more than 1.2 × retry_period ({format_duration(1.2 * retry)}), got {format_duration(renew)}")
 

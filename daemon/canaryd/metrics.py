@@ -15,6 +15,13 @@ Choices, so that dashboards and alerts can rely on them:
   promtool accepts them, but in the text format they become one extra gauge series per counter
   series, doubling the per-canary series count for nothing Prometheus 2.x uses. Filtering at
   render time avoids `disable_created_metrics()`, which is process-global.
+
+Per-canary series are not prometheus_client metric children: one child costs about 0.7 KB and a
+canary has ~65 of them (the one-hot verdict gauge alone is metrics x verdicts), which dominated
+the daemon's heap at 1000 canaries. Instead each canary is a few floats, a phase string and a
+dict of (verdict, p-value, ratio) tuples, and `_CanaryCollector` turns them into metric
+families only when the registry is scraped. The exported names, types, labels and values are
+the same as with the metric classes (a test holds the scrape to a golden copy).
 """
 
 from __future__ import annotations
@@ -22,11 +29,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics_core import Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from canaryd import __version__
 
@@ -69,36 +77,118 @@ class MetricObservation(NamedTuple):
     ratio: float | None = None
 
 
+# --- per-canary state and its collector ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _CounterSpec:
+    """One per-canary counter family; `label` None means no label beyond namespace and canary."""
+
+    name: str
+    help: str
+    label: str | None
+    values: tuple[str, ...]
+
+
+_DECISIONS = "canaryd_decisions_total"
+_ROLLBACKS = "canaryd_rollbacks_total"
+_PROMOTIONS = "canaryd_promotions_total"
+_ROUTER_UPDATES = "canaryd_router_updates_total"
+_COUNTERS: tuple[_CounterSpec, ...] = (
+    _CounterSpec(_DECISIONS, "Analysis decisions made, by decision.", "decision", DECISIONS),
+    _CounterSpec(_ROLLBACKS, "Rollbacks performed, by trigger.", "trigger", ROLLBACK_TRIGGERS),
+    _CounterSpec(_PROMOTIONS, "Promotions performed.", None, ("",)),
+    _CounterSpec(_ROUTER_UPDATES, "Traffic route writes, by outcome.", "outcome", ROUTER_OUTCOMES),
+)
+# Shared key tuples: a new canary's counters are `dict.fromkeys(_COUNTER_KEYS, 0.0)`, so the only
+# per-canary cost is the dict itself.
+_COUNTER_KEYS: tuple[tuple[str, str], ...] = tuple((c.name, v) for c in _COUNTERS for v in c.values)
+
+_WEIGHT_HELP = "Canary traffic share in percent (0-100)."
+_PHASE_HELP = "1 for the canary's current rollout phase, 0 for the others."
+_VERDICT_HELP = "1 for the current verdict of each judged metric, 0 for the others."
+_P_VALUE_HELP = "p-value of the latest test of each judged metric."
+_RATIO_HELP = "Canary/stable ratio of each judged metric at the latest decision."
+
+# metric -> (verdict, p-value or None, ratio or None), as of the canary's latest decision.
+_Judged = dict[str, tuple[str, float | None, float | None]]
+
+
+@dataclass(slots=True)
+class _Canary:
+    """Everything exported for one canary. Mutable on purpose: it is updated on every decision.
+    `judged` is replaced, never changed in place, so a scrape never sees half a decision."""
+
+    created: float  # when the counters were created: their `*_created` samples
+    counters: dict[tuple[str, str], float]  # (family name, label value) -> count
+    weight: float | None = None
+    phase: str | None = None
+    judged: _Judged = field(default_factory=dict)
+
+
+class _CanaryCollector:
+    """Builds the per-canary metric families from `canaries` at scrape time."""
+
+    def __init__(self, canaries: dict[tuple[str, str], _Canary]) -> None:
+        self._canaries = canaries
+
+    def describe(self) -> list[Metric]:
+        # Names only, so the registry rejects a second Metrics on the same registry as before.
+        return self._families()
+
+    def collect(self) -> Iterator[Metric]:
+        weight, phase, verdict, p_value, ratio, *counters = self._families()
+        # A snapshot: a canary added or forgotten meanwhile must not break the iteration.
+        for (ns, name), c in list(self._canaries.items()):
+            if c.weight is not None:
+                weight.add_metric((ns, name), c.weight)
+            if c.phase is not None:
+                for p in PHASES:
+                    phase.add_metric((ns, name, p), 1.0 if p == c.phase else 0.0)
+            for metric, (current, p_val, ratio_val) in c.judged.items():
+                for v in VERDICTS:
+                    verdict.add_metric((ns, name, metric, v), 1.0 if v == current else 0.0)
+                if p_val is not None:
+                    p_value.add_metric((ns, name, metric), p_val)
+                if ratio_val is not None:
+                    ratio.add_metric((ns, name, metric), ratio_val)
+            for spec, family in zip(_COUNTERS, counters, strict=True):
+                for v in spec.values:
+                    labels = (ns, name, v) if spec.label else (ns, name)
+                    family.add_metric(labels, c.counters[(spec.name, v)], created=c.created)
+        # The order of the metric classes this replaces, except router updates (now last).
+        yield weight
+        yield phase
+        yield from counters[:3]
+        yield verdict
+        yield p_value
+        yield ratio
+        yield counters[3]
+
+    @staticmethod
+    def _families() -> list[Metric]:
+        return [
+            GaugeMetricFamily("canaryd_canary_weight", _WEIGHT_HELP, labels=_CANARY),
+            GaugeMetricFamily("canaryd_canary_phase", _PHASE_HELP, labels=(*_CANARY, "phase")),
+            GaugeMetricFamily("canaryd_metric_verdict", _VERDICT_HELP, labels=(*_CANARY, "metric", "verdict")),
+            GaugeMetricFamily("canaryd_metric_p_value", _P_VALUE_HELP, labels=(*_CANARY, "metric")),
+            GaugeMetricFamily("canaryd_metric_ratio", _RATIO_HELP, labels=(*_CANARY, "metric")),
+            *(CounterMetricFamily(s.name, s.help, labels=(*_CANARY, s.label) if s.label else _CANARY)
+              for s in _COUNTERS),
+        ]
+
+
+# --- the metrics object -------------------------------------------------------------------
+
+
 class Metrics:
     """All canaryd_* metrics, registered on `registry` (never the global one)."""
 
     def __init__(self, registry: CollectorRegistry, *, version: str = __version__) -> None:
         self.registry = registry
         r = registry
-        self.weight = Gauge("canaryd_canary_weight", "Canary traffic share in percent (0-100).", _CANARY, registry=r)
-        self.phase = Gauge(
-            "canaryd_canary_phase", "1 for the canary's current rollout phase, 0 for the others.",
-            (*_CANARY, "phase"), registry=r,
-        )
-        self.decisions = Counter(
-            "canaryd_decisions_total", "Analysis decisions made, by decision.", (*_CANARY, "decision"), registry=r
-        )
-        self.rollbacks = Counter(
-            "canaryd_rollbacks_total", "Rollbacks performed, by trigger.", (*_CANARY, "trigger"), registry=r
-        )
-        self.promotions = Counter("canaryd_promotions_total", "Promotions performed.", _CANARY, registry=r)
-        self.metric_verdict = Gauge(
-            "canaryd_metric_verdict", "1 for the current verdict of each judged metric, 0 for the others.",
-            (*_CANARY, "metric", "verdict"), registry=r,
-        )
-        self.metric_p_value = Gauge(
-            "canaryd_metric_p_value", "p-value of the latest test of each judged metric.",
-            (*_CANARY, "metric"), registry=r,
-        )
-        self.metric_ratio = Gauge(
-            "canaryd_metric_ratio", "Canary/stable ratio of each judged metric at the latest decision.",
-            (*_CANARY, "metric"), registry=r,
-        )
+        self._canaries: dict[tuple[str, str], _Canary] = {}
+        registry.register(_CanaryCollector(self._canaries))
         self.analysis_duration = Histogram(
             "canaryd_analysis_duration_seconds", "Wall time of one analysis tick.",
             buckets=ANALYSIS_BUCKETS, registry=r,
@@ -110,9 +200,6 @@ class Metrics:
         self.prometheus_errors = Counter(
             "canaryd_prometheus_errors_total", "Failed Prometheus queries, by kind.", ("kind",), registry=r
         )
-        self.router_updates = Counter(
-            "canaryd_router_updates_total", "Traffic route writes, by outcome.", (*_CANARY, "outcome"), registry=r
-        )
         self.is_leader = Gauge("canaryd_is_leader", "1 if this replica is the leader and acts.", registry=r)
         self.build_info = Gauge("canaryd_build_info", "Always 1; the version label names the build.", ("version",),
                                 registry=r)
@@ -120,33 +207,22 @@ class Metrics:
         self.build_info.labels(version).set(1)
         for kind in PROMETHEUS_ERROR_KINDS:
             self.prometheus_errors.labels(kind)
-        # Per-canary bookkeeping (instance state): which canaries exist, which metrics each has.
-        self._canaries: set[tuple[str, str]] = set()
-        self._judged: dict[tuple[str, str], set[str]] = {}
 
     # --- per canary ---------------------------------------------------------------------
 
-    def _ensure(self, ns: str, name: str) -> None:
-        if (ns, name) in self._canaries:
-            return
-        self._canaries.add((ns, name))
-        for d in DECISIONS:
-            self.decisions.labels(ns, name, d)
-        for t in ROLLBACK_TRIGGERS:
-            self.rollbacks.labels(ns, name, t)
-        for o in ROUTER_OUTCOMES:
-            self.router_updates.labels(ns, name, o)
-        self.promotions.labels(ns, name)
+    def _canary(self, ns: str, name: str) -> _Canary:
+        c = self._canaries.get((ns, name))
+        if c is None:
+            c = self._canaries[(ns, name)] = _Canary(time.time(), dict.fromkeys(_COUNTER_KEYS, 0.0))
+        return c
 
     def set_phase(self, ns: str, name: str, phase: str) -> None:
         _check(phase, PHASES, "phase")
-        self._ensure(ns, name)
-        for p in PHASES:
-            self.phase.labels(ns, name, p).set(1 if p == phase else 0)
+        self._canary(ns, name).phase = phase
 
     def set_weight(self, ns: str, name: str, weight: float) -> None:
-        self._ensure(ns, name)
-        self.weight.labels(ns, name).set(weight)
+        value = float(weight)  # before creating the canary: a bad value changes nothing
+        self._canary(ns, name).weight = value
 
     def observe_decision(
         self,
@@ -157,47 +233,28 @@ class Metrics:
     ) -> None:
         """Count a decision and export each judged metric's verdict, p-value and ratio."""
         _check(decision, DECISIONS, "decision")
-        self._ensure(ns, name)
-        self.decisions.labels(ns, name, decision).inc()
-        current: set[str] = set()
+        judged: _Judged = {}
         for metric, verdict, p_value, ratio in metrics:
             _check(verdict, VERDICTS, "verdict")
-            current.add(metric)
-            for v in VERDICTS:
-                self.metric_verdict.labels(ns, name, metric, v).set(1 if v == verdict else 0)
-            _set_or_remove(self.metric_p_value, (ns, name, metric), p_value)
-            _set_or_remove(self.metric_ratio, (ns, name, metric), ratio)
-        for gone in self._judged.get((ns, name), set()) - current:
-            self._remove_metric(ns, name, gone)
-        self._judged[(ns, name)] = current
+            judged[metric] = (verdict, _number(p_value), _number(ratio))  # a repeated metric: last wins
+        c = self._canary(ns, name)
+        c.counters[(_DECISIONS, decision)] += 1.0
+        c.judged = judged  # metrics not in this decision lose their series
 
     def rollback(self, ns: str, name: str, trigger: str) -> None:
         _check(trigger, ROLLBACK_TRIGGERS, "trigger")
-        self._ensure(ns, name)
-        self.rollbacks.labels(ns, name, trigger).inc()
+        self._canary(ns, name).counters[(_ROLLBACKS, trigger)] += 1.0
 
     def promotion(self, ns: str, name: str) -> None:
-        self._ensure(ns, name)
-        self.promotions.labels(ns, name).inc()
+        self._canary(ns, name).counters[(_PROMOTIONS, "")] += 1.0
 
     def router_update(self, ns: str, name: str, outcome: str) -> None:
         _check(outcome, ROUTER_OUTCOMES, "outcome")
-        self._ensure(ns, name)
-        self.router_updates.labels(ns, name, outcome).inc()
+        self._canary(ns, name).counters[(_ROUTER_UPDATES, outcome)] += 1.0
 
     def forget(self, ns: str, name: str) -> None:
         """Remove every series of a canary that no longer exists (deleted or dropped from config)."""
-        labels = {"namespace": ns, "canary": name}
-        for m in (self.weight, self.phase, self.decisions, self.rollbacks, self.promotions,
-                  self.metric_verdict, self.metric_p_value, self.metric_ratio, self.router_updates):
-            m.remove_by_labels(labels)
-        self._canaries.discard((ns, name))
-        self._judged.pop((ns, name), None)
-
-    def _remove_metric(self, ns: str, name: str, metric: str) -> None:
-        labels = {"namespace": ns, "canary": name, "metric": metric}
-        for m in (self.metric_verdict, self.metric_p_value, self.metric_ratio):
-            m.remove_by_labels(labels)
+        self._canaries.pop((ns, name), None)
 
     # --- daemon-wide --------------------------------------------------------------------
 
@@ -229,11 +286,12 @@ def _check(value: str, allowed: tuple[str, ...], what: str) -> None:
         raise ValueError(f"{what}: {value!r} is not one of {', '.join(allowed)}")
 
 
-def _set_or_remove(gauge: Gauge, labels: tuple[str, str, str], value: float | None) -> None:
-    if value is None or value != value:  # None or NaN: no sample rather than NaN
-        gauge.remove(*labels)
-    else:
-        gauge.labels(*labels).set(value)
+def _number(value: float | None) -> float | None:
+    # None or NaN: no sample rather than NaN.
+    if value is None:
+        return None
+    f = float(value)
+    return None if f != f else f
 
 
 # --- exposition -------------------------------------------------------------------------
