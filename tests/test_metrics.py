@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import tracemalloc
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -242,3 +243,248 @@ def test_render_leaves_registry_intact(m: Metrics, registry: CollectorRegistry) 
     # The view copies families; the registry still has its _created samples for other consumers.
     names = {s.name for f in registry.collect() for s in f.samples}
     assert "canaryd_decisions_created" in names
+
+
+# --- the scrape is the same as before the per-canary collector --------------------------------
+
+
+def golden_scenario(m: Metrics) -> None:
+    """Phase and weight changes, verdict changes, None/NaN values, a metric dropping out."""
+    m.set_phase("orion", "auth-service", "progressing")
+    m.set_weight("orion", "auth-service", 25)
+    m.router_update("orion", "auth-service", "ok")
+    m.router_update("orion", "auth-service", "conflict_retry")
+    m.router_update("orion", "auth-service", "ok")
+    m.observe_decision("orion", "auth-service", "hold", [
+        MetricObservation("error_rate", "inconclusive", 0.3, 1.4),
+        ("latency_p95", "pass", 0.9, 1.0),
+        ("cpu", "warn", 0.04, 1.25),
+    ])
+    m.observe_decision("orion", "auth-service", "advance", [
+        ("error_rate", "pass", 0.5, None),
+        ("latency_p95", "warn", None, 1.5),
+        ("memory", "skipped", None, float("nan")),
+    ])
+    m.observe_decision("orion", "auth-service", "rollback", [
+        ("error_rate", "fail", 0.001, 3.5),
+        ("latency_p95", "warn", None, 1.5),
+        ("memory", "skipped", None, None),
+    ])
+    m.set_weight("orion", "auth-service", 0)
+    m.rollback("orion", "auth-service", "analysis")
+    m.set_phase("orion", "auth-service", "rolled_back")
+    m.set_phase("billing", "api", "promoting")
+    m.set_weight("billing", "api", 100)
+    m.promotion("billing", "api")
+    m.alert_received("CanaryHighErrorRate", "firing", "accepted")
+    m.prometheus_error("timeout")
+    m.set_leader(True)
+    m.observe_analysis(0.2)
+
+
+# Sorted lines of `render` after `golden_scenario`, as produced by the implementation with one
+# prometheus_client Gauge/Counter per per-canary metric (before the custom collector).
+GOLDEN_SCRAPE = (
+    '# HELP canaryd_alerts_received_total Alertmanager alerts received, by alertname, status and outcome.',
+    '# HELP canaryd_analysis_duration_seconds Wall time of one analysis tick.',
+    '# HELP canaryd_build_info Always 1; the version label names the build.',
+    "# HELP canaryd_canary_phase 1 for the canary's current rollout phase, 0 for the others.",
+    '# HELP canaryd_canary_weight Canary traffic share in percent (0-100).',
+    '# HELP canaryd_decisions_total Analysis decisions made, by decision.',
+    '# HELP canaryd_is_leader 1 if this replica is the leader and acts.',
+    '# HELP canaryd_metric_p_value p-value of the latest test of each judged metric.',
+    '# HELP canaryd_metric_ratio Canary/stable ratio of each judged metric at the latest decision.',
+    '# HELP canaryd_metric_verdict 1 for the current verdict of each judged metric, 0 for the others.',
+    '# HELP canaryd_prometheus_errors_total Failed Prometheus queries, by kind.',
+    '# HELP canaryd_promotions_total Promotions performed.',
+    '# HELP canaryd_rollbacks_total Rollbacks performed, by trigger.',
+    '# HELP canaryd_router_updates_total Traffic route writes, by outcome.',
+    '# TYPE canaryd_alerts_received_total counter',
+    '# TYPE canaryd_analysis_duration_seconds histogram',
+    '# TYPE canaryd_build_info gauge',
+    '# TYPE canaryd_canary_phase gauge',
+    '# TYPE canaryd_canary_weight gauge',
+    '# TYPE canaryd_decisions_total counter',
+    '# TYPE canaryd_is_leader gauge',
+    '# TYPE canaryd_metric_p_value gauge',
+    '# TYPE canaryd_metric_ratio gauge',
+    '# TYPE canaryd_metric_verdict gauge',
+    '# TYPE canaryd_prometheus_errors_total counter',
+    '# TYPE canaryd_promotions_total counter',
+    '# TYPE canaryd_rollbacks_total counter',
+    '# TYPE canaryd_router_updates_total counter',
+    'canaryd_alerts_received_total{alertname="CanaryHighErrorRate",outcome="accepted",status="firing"} 1.0',
+    'canaryd_analysis_duration_seconds_bucket{le="+Inf"} 1.0',
+    'canaryd_analysis_duration_seconds_bucket{le="0.005"} 0.0',
+    'canaryd_analysis_duration_seconds_bucket{le="0.01"} 0.0',
+    'canaryd_analysis_duration_seconds_bucket{le="0.025"} 0.0',
+    'canaryd_analysis_duration_seconds_bucket{le="0.05"} 0.0',
+    'canaryd_analysis_duration_seconds_bucket{le="0.1"} 0.0',
+    'canaryd_analysis_duration_seconds_bucket{le="0.25"} 1.0',
+    'canaryd_analysis_duration_seconds_bucket{le="0.5"} 1.0',
+    'canaryd_analysis_duration_seconds_bucket{le="1.0"} 1.0',
+    'canaryd_analysis_duration_seconds_bucket{le="10.0"} 1.0',
+    'canaryd_analysis_duration_seconds_bucket{le="2.5"} 1.0',
+    'canaryd_analysis_duration_seconds_bucket{le="30.0"} 1.0',
+    'canaryd_analysis_duration_seconds_bucket{le="5.0"} 1.0',
+    'canaryd_analysis_duration_seconds_count 1.0',
+    'canaryd_analysis_duration_seconds_sum 0.2',
+    'canaryd_build_info{version="9.9.9"} 1.0',
+    'canaryd_canary_phase{canary="api",namespace="billing",phase="idle"} 0.0',
+    'canaryd_canary_phase{canary="api",namespace="billing",phase="paused"} 0.0',
+    'canaryd_canary_phase{canary="api",namespace="billing",phase="progressing"} 0.0',
+    'canaryd_canary_phase{canary="api",namespace="billing",phase="promoting"} 1.0',
+    'canaryd_canary_phase{canary="api",namespace="billing",phase="rolled_back"} 0.0',
+    'canaryd_canary_phase{canary="api",namespace="billing",phase="succeeded"} 0.0',
+    'canaryd_canary_phase{canary="auth-service",namespace="orion",phase="idle"} 0.0',
+    'canaryd_canary_phase{canary="auth-service",namespace="orion",phase="paused"} 0.0',
+    'canaryd_canary_phase{canary="auth-service",namespace="orion",phase="progressing"} 0.0',
+    'canaryd_canary_phase{canary="auth-service",namespace="orion",phase="promoting"} 0.0',
+    'canaryd_canary_phase{canary="auth-service",namespace="orion",phase="rolled_back"} 1.0',
+    'canaryd_canary_phase{canary="auth-service",namespace="orion",phase="succeeded"} 0.0',
+    'canaryd_canary_weight{canary="api",namespace="billing"} 100.0',
+    'canaryd_canary_weight{canary="auth-service",namespace="orion"} 0.0',
+    'canaryd_decisions_total{canary="api",decision="advance",namespace="billing"} 0.0',
+    'canaryd_decisions_total{canary="api",decision="hold",namespace="billing"} 0.0',
+    'canaryd_decisions_total{canary="api",decision="rollback",namespace="billing"} 0.0',
+    'canaryd_decisions_total{canary="auth-service",decision="advance",namespace="orion"} 1.0',
+    'canaryd_decisions_total{canary="auth-service",decision="hold",namespace="orion"} 1.0',
+    'canaryd_decisions_total{canary="auth-service",decision="rollback",namespace="orion"} 1.0',
+    'canaryd_is_leader 1.0',
+    'canaryd_metric_p_value{canary="auth-service",metric="error_rate",namespace="orion"} 0.001',
+    'canaryd_metric_ratio{canary="auth-service",metric="error_rate",namespace="orion"} 3.5',
+    'canaryd_metric_ratio{canary="auth-service",metric="latency_p95",namespace="orion"} 1.5',
+    'canaryd_metric_verdict{canary="auth-service",metric="error_rate",namespace="orion",verdict="fail"} 1.0',
+    'canaryd_metric_verdict{canary="auth-service",metric="error_rate",namespace="orion",verdict="inconclusive"} 0.0',
+    'canaryd_metric_verdict{canary="auth-service",metric="error_rate",namespace="orion",verdict="pass"} 0.0',
+    'canaryd_metric_verdict{canary="auth-service",metric="error_rate",namespace="orion",verdict="skipped"} 0.0',
+    'canaryd_metric_verdict{canary="auth-service",metric="error_rate",namespace="orion",verdict="warn"} 0.0',
+    'canaryd_metric_verdict{canary="auth-service",metric="latency_p95",namespace="orion",verdict="fail"} 0.0',
+    'canaryd_metric_verdict{canary="auth-service",metric="latency_p95",namespace="orion",verdict="inconclusive"} 0.0',
+    'canaryd_metric_verdict{canary="auth-service",metric="latency_p95",namespace="orion",verdict="pass"} 0.0',
+    'canaryd_metric_verdict{canary="auth-service",metric="latency_p95",namespace="orion",verdict="skipped"} 0.0',
+    'canaryd_metric_verdict{canary="auth-service",metric="latency_p95",namespace="orion",verdict="warn"} 1.0',
+    'canaryd_metric_verdict{canary="auth-service",metric="memory",namespace="orion",verdict="fail"} 0.0',
+    'canaryd_metric_verdict{canary="auth-service",metric="memory",namespace="orion",verdict="inconclusive"} 0.0',
+    'canaryd_metric_verdict{canary="auth-service",metric="memory",namespace="orion",verdict="pass"} 0.0',
+    'canaryd_metric_verdict{canary="auth-service",metric="memory",namespace="orion",verdict="skipped"} 1.0',
+    'canaryd_metric_verdict{canary="auth-service",metric="memory",namespace="orion",verdict="warn"} 0.0',
+    'canaryd_prometheus_errors_total{kind="api"} 0.0',
+    'canaryd_prometheus_errors_total{kind="bad_response"} 0.0',
+    'canaryd_prometheus_errors_total{kind="connection"} 0.0',
+    'canaryd_prometheus_errors_total{kind="http"} 0.0',
+    'canaryd_prometheus_errors_total{kind="other"} 0.0',
+    'canaryd_prometheus_errors_total{kind="timeout"} 1.0',
+    'canaryd_promotions_total{canary="api",namespace="billing"} 1.0',
+    'canaryd_promotions_total{canary="auth-service",namespace="orion"} 0.0',
+    'canaryd_rollbacks_total{canary="api",namespace="billing",trigger="alert"} 0.0',
+    'canaryd_rollbacks_total{canary="api",namespace="billing",trigger="analysis"} 0.0',
+    'canaryd_rollbacks_total{canary="api",namespace="billing",trigger="manual"} 0.0',
+    'canaryd_rollbacks_total{canary="api",namespace="billing",trigger="timeout"} 0.0',
+    'canaryd_rollbacks_total{canary="auth-service",namespace="orion",trigger="alert"} 0.0',
+    'canaryd_rollbacks_total{canary="auth-service",namespace="orion",trigger="analysis"} 1.0',
+    'canaryd_rollbacks_total{canary="auth-service",namespace="orion",trigger="manual"} 0.0',
+    'canaryd_rollbacks_total{canary="auth-service",namespace="orion",trigger="timeout"} 0.0',
+    'canaryd_router_updates_total{canary="api",namespace="billing",outcome="conflict_retry"} 0.0',
+    'canaryd_router_updates_total{canary="api",namespace="billing",outcome="error"} 0.0',
+    'canaryd_router_updates_total{canary="api",namespace="billing",outcome="ok"} 0.0',
+    'canaryd_router_updates_total{canary="auth-service",namespace="orion",outcome="conflict_retry"} 1.0',
+    'canaryd_router_updates_total{canary="auth-service",namespace="orion",outcome="error"} 0.0',
+    'canaryd_router_updates_total{canary="auth-service",namespace="orion",outcome="ok"} 2.0',
+)
+
+
+def scrape_lines(registry: CollectorRegistry) -> list[str]:
+    return sorted(render(registry)[0].decode().splitlines())
+
+
+def test_scrape_matches_golden(registry: CollectorRegistry) -> None:
+    m = Metrics(registry, version="9.9.9")
+    fresh = scrape_lines(registry)
+    # Before any canary: every family is announced (HELP/TYPE) and no per-canary sample exists.
+    assert [line for line in fresh if line.startswith("#")] == [
+        line for line in GOLDEN_SCRAPE if line.startswith("#")
+    ]
+    assert not [line for line in fresh if "namespace=" in line]
+    golden_scenario(m)
+    assert scrape_lines(registry) == list(GOLDEN_SCRAPE)
+
+
+def canary_samples(registry: CollectorRegistry) -> list[tuple[str, dict[str, str], float]]:
+    """Every raw sample (including *_created) that belongs to some canary."""
+    return [(s.name, s.labels, s.value) for f in registry.collect() for s in f.samples
+            if "namespace" in s.labels or "canary" in s.labels]
+
+
+def test_forget_removes_everything(m: Metrics, registry: CollectorRegistry) -> None:
+    exercise(m)
+    golden_scenario(m)
+    assert canary_samples(registry)
+    m.forget("orion", "auth-service")
+    m.forget("billing", "api")
+    m.forget("nowhere", "never-seen")  # unknown canary: nothing to do, no error
+    assert canary_samples(registry) == []
+    text = render(registry)[0].decode()
+    assert "canary=" not in text and "namespace=" not in text
+    # The families stay announced, as with an empty registry.
+    assert "# TYPE canaryd_metric_verdict gauge" in text
+    assert "# TYPE canaryd_decisions_total counter" in text
+
+
+def test_counters_survive_verdict_changes_and_stay_monotonic(m: Metrics, registry: CollectorRegistry) -> None:
+    lab = {"namespace": "orion", "canary": "auth-service"}
+    steps = [
+        ("hold", [("error_rate", "inconclusive", 0.3, 1.4), ("latency_p95", "pass", 0.9, 1.0)]),
+        ("advance", [("error_rate", "pass", 0.6, 1.0)]),  # a verdict change; latency_p95 drops out
+        ("hold", []),  # no judged metric at all
+        ("rollback", [("error_rate", "fail", 0.001, 3.0), ("cpu", "warn", None, None)]),
+        ("hold", [("error_rate", "pass", None, None)]),
+    ]
+    previous: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for i, (decision, observations) in enumerate(steps):
+        m.observe_decision("orion", "auth-service", decision, observations)
+        m.router_update("orion", "auth-service", "ok")
+        if i == 2:
+            m.rollback("orion", "auth-service", "alert")
+            m.promotion("orion", "auth-service")
+        now = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in registry.collect() if f.type == "counter"
+               for s in f.samples if s.name.endswith("_total") and s.labels.get("canary") == "auth-service"}
+        assert len(now) == len(DECISIONS) + len(ROLLBACK_TRIGGERS) + 1 + 3  # every series, every time
+        for key, value in previous.items():
+            assert now[key] >= value, key
+        previous = now
+    assert val(registry, "canaryd_decisions_total", **lab, decision="hold") == 3
+    assert val(registry, "canaryd_decisions_total", **lab, decision="advance") == 1
+    assert val(registry, "canaryd_decisions_total", **lab, decision="rollback") == 1
+    assert val(registry, "canaryd_rollbacks_total", **lab, trigger="alert") == 1
+    assert val(registry, "canaryd_promotions_total", **lab) == 1
+    assert val(registry, "canaryd_router_updates_total", **lab, outcome="ok") == 5
+    assert val(registry, "canaryd_metric_verdict", **lab, metric="error_rate", verdict="pass") == 1
+    assert val(registry, "canaryd_metric_verdict", **lab, metric="cpu", verdict="warn") is None
+
+
+def test_rejected_decision_changes_nothing(m: Metrics, registry: CollectorRegistry) -> None:
+    lab = {"namespace": "orion", "canary": "a"}
+    m.observe_decision("orion", "a", "hold", [("error_rate", "pass", 0.5, 1.0)])
+    before = scrape_lines(registry)
+    with pytest.raises(ValueError, match="verdict: 'ok'"):
+        m.observe_decision("orion", "a", "advance", [("latency_p95", "pass", 0.5, 1.0), ("error_rate", "ok", None, None)])
+    assert scrape_lines(registry) == before
+    assert val(registry, "canaryd_decisions_total", **lab, decision="advance") == 0
+
+
+def test_per_canary_state_is_small() -> None:
+    # 1000 canaries x 8 judged metrics took ~50 MB as prometheus_client children; now ~2 MB.
+    names = [(f"ns{i % 20}", f"canary-{i}") for i in range(1000)]
+    observations = [MetricObservation(f"metric_{k}", VERDICTS[k % len(VERDICTS)], 0.5, 1.1) for k in range(8)]
+    tracemalloc.start()
+    try:
+        m = Metrics(CollectorRegistry())
+        for ns, name in names:
+            m.set_phase(ns, name, "progressing")
+            m.set_weight(ns, name, 5)
+            m.observe_decision(ns, name, "hold", observations)
+        traced, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert traced < 8_000_000, traced

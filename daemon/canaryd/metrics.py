@@ -21,7 +21,9 @@ canary has ~65 of them (the one-hot verdict gauge alone is metrics x verdicts), 
 the daemon's heap at 1000 canaries. Instead each canary is a few floats, a phase string and a
 dict of (verdict, p-value, ratio) tuples, and `_CanaryCollector` turns them into metric
 families only when the registry is scraped. The exported names, types, labels and values are
-the same as with the metric classes (a test holds the scrape to a golden copy).
+the same as with the metric classes (a test holds the scrape to a golden copy). Updates take no
+lock because every caller runs on the daemon's event loop; a scrape works on a snapshot. A call
+with a bad label value raises before it changes anything.
 """
 
 from __future__ import annotations
@@ -126,6 +128,9 @@ class _Canary:
     judged: _Judged = field(default_factory=dict)
 
 
+_Snapshot = list[tuple[tuple[str, str], _Canary]]
+
+
 class _CanaryCollector:
     """Builds the per-canary metric families from `canaries` at scrape time."""
 
@@ -134,48 +139,70 @@ class _CanaryCollector:
 
     def describe(self) -> list[Metric]:
         # Names only, so the registry rejects a second Metrics on the same registry as before.
-        return self._families()
+        return list(_families([]))
 
     def collect(self) -> Iterator[Metric]:
-        weight, phase, verdict, p_value, ratio, *counters = self._families()
         # A snapshot: a canary added or forgotten meanwhile must not break the iteration.
-        for (ns, name), c in list(self._canaries.items()):
-            if c.weight is not None:
-                weight.add_metric((ns, name), c.weight)
-            if c.phase is not None:
-                for p in PHASES:
-                    phase.add_metric((ns, name, p), 1.0 if p == c.phase else 0.0)
-            for metric, (current, p_val, ratio_val) in c.judged.items():
-                for v in VERDICTS:
-                    verdict.add_metric((ns, name, metric, v), 1.0 if v == current else 0.0)
-                if p_val is not None:
-                    p_value.add_metric((ns, name, metric), p_val)
-                if ratio_val is not None:
-                    ratio.add_metric((ns, name, metric), ratio_val)
-            for spec, family in zip(_COUNTERS, counters, strict=True):
-                for v in spec.values:
-                    labels = (ns, name, v) if spec.label else (ns, name)
-                    family.add_metric(labels, c.counters[(spec.name, v)], created=c.created)
-        # The order of the metric classes this replaces, except router updates (now last).
-        yield weight
-        yield phase
-        yield from counters[:3]
-        yield verdict
-        yield p_value
-        yield ratio
-        yield counters[3]
+        return _families(list(self._canaries.items()))
 
-    @staticmethod
-    def _families() -> list[Metric]:
-        return [
-            GaugeMetricFamily("canaryd_canary_weight", _WEIGHT_HELP, labels=_CANARY),
-            GaugeMetricFamily("canaryd_canary_phase", _PHASE_HELP, labels=(*_CANARY, "phase")),
-            GaugeMetricFamily("canaryd_metric_verdict", _VERDICT_HELP, labels=(*_CANARY, "metric", "verdict")),
-            GaugeMetricFamily("canaryd_metric_p_value", _P_VALUE_HELP, labels=(*_CANARY, "metric")),
-            GaugeMetricFamily("canaryd_metric_ratio", _RATIO_HELP, labels=(*_CANARY, "metric")),
-            *(CounterMetricFamily(s.name, s.help, labels=(*_CANARY, s.label) if s.label else _CANARY)
-              for s in _COUNTERS),
-        ]
+
+def _families(canaries: _Snapshot) -> Iterator[Metric]:
+    # One family at a time, in the order of the metric classes this replaced, so that a scrape
+    # holds one family's samples at once rather than all of them.
+    yield _weight(canaries)
+    yield _phase(canaries)
+    for spec in _COUNTERS[:3]:
+        yield _counter(spec, canaries)
+    yield _verdict(canaries)
+    yield _judged_value("canaryd_metric_p_value", _P_VALUE_HELP, 1, canaries)
+    yield _judged_value("canaryd_metric_ratio", _RATIO_HELP, 2, canaries)
+    yield _counter(_COUNTERS[3], canaries)
+
+
+def _weight(canaries: _Snapshot) -> Metric:
+    family = GaugeMetricFamily("canaryd_canary_weight", _WEIGHT_HELP, labels=_CANARY)
+    for (ns, name), c in canaries:
+        if c.weight is not None:
+            family.add_metric((ns, name), c.weight)
+    return family
+
+
+def _phase(canaries: _Snapshot) -> Metric:
+    family = GaugeMetricFamily("canaryd_canary_phase", _PHASE_HELP, labels=(*_CANARY, "phase"))
+    for (ns, name), c in canaries:
+        if c.phase is not None:
+            for p in PHASES:
+                family.add_metric((ns, name, p), 1.0 if p == c.phase else 0.0)
+    return family
+
+
+def _verdict(canaries: _Snapshot) -> Metric:
+    family = GaugeMetricFamily("canaryd_metric_verdict", _VERDICT_HELP, labels=(*_CANARY, "metric", "verdict"))
+    for (ns, name), c in canaries:
+        for metric, (current, _, _) in c.judged.items():
+            for v in VERDICTS:
+                family.add_metric((ns, name, metric, v), 1.0 if v == current else 0.0)
+    return family
+
+
+def _judged_value(family_name: str, help_text: str, index: int, canaries: _Snapshot) -> Metric:
+    """p-value (index 1) or ratio (index 2) of each judged metric; None has no sample."""
+    family = GaugeMetricFamily(family_name, help_text, labels=(*_CANARY, "metric"))
+    for (ns, name), c in canaries:
+        for metric, judged in c.judged.items():
+            value = judged[index]
+            if value is not None:
+                family.add_metric((ns, name, metric), value)
+    return family
+
+
+def _counter(spec: _CounterSpec, canaries: _Snapshot) -> Metric:
+    family = CounterMetricFamily(spec.name, spec.help, labels=(*_CANARY, spec.label) if spec.label else _CANARY)
+    for (ns, name), c in canaries:
+        for v in spec.values:
+            labels = (ns, name, v) if spec.label else (ns, name)
+            family.add_metric(labels, c.counters[(spec.name, v)], created=c.created)
+    return family
 
 
 # --- the metrics object -------------------------------------------------------------------
