@@ -16,7 +16,7 @@ from ..analysis.verdicts import Decision, Judgement
 from ..config import AnalysisSettings, ConfigError, load_config, parse_duration
 from ..replay import ReplayError, parse_replay
 from ..settings import judge_settings
-from .common import DECISION_EXIT, fail
+from .common import DECISION_EXIT, config_problems, fail
 from .table import render_judgement
 
 THRESHOLD_FLAGS = (
@@ -136,9 +136,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = _settings(args)
     except ConfigError as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
-        return 2
+        return config_problems(e)
     try:
         if args.input == "-":
             text = sys.stdin.buffer.read()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import sys
 import time
 from dataclasses import replace
 
@@ -29,7 +28,7 @@ from ..rollout import Phase, TransitionError
 from ..routers.base import RouterError
 from ..sources.prometheus import PrometheusClient
 from .cluster import add_cluster_args, canary_from_args
-from .common import EXIT_ADVANCE, EXIT_HOLD, EXIT_ROLLBACK, EXIT_USAGE, fail
+from .common import EXIT_ADVANCE, EXIT_HOLD, EXIT_ROLLBACK, config_problems, fail
 
 
 def _minutes(text: str) -> float:
@@ -181,9 +180,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_deploy(args))
     except ConfigError as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
-        return EXIT_USAGE
+        return config_problems(e)
     except (KubeError, RouterError, ActuationError, ValueError, TransitionError) as e:
         return fail("deploy", str(e))
     except KeyboardInterrupt:

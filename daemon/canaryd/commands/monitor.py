@@ -25,7 +25,7 @@ from ..settings import judge_settings
 from ..sources.counters import advance
 from ..sources.prometheus import ArmTarget, PrometheusClient, SourceError, fetch_increments
 from .cluster import add_cluster_args, canary_from_args
-from .common import DECISION_EXIT, EXIT_USAGE, fail
+from .common import DECISION_EXIT, config_problems, fail
 from .table import render_metrics
 
 
@@ -116,9 +116,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_monitor(args))
     except ConfigError as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
-        return EXIT_USAGE
+        return config_problems(e)
     except ValueError as e:
         return fail("monitor", str(e))
 

@@ -20,7 +20,7 @@ from ..config import ConfigError
 from ..kube import KubeError
 from ..routers.base import RouterError
 from .cluster import add_cluster_args, canary_from_args
-from .common import EXIT_USAGE, fail
+from .common import config_problems, fail
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,9 +42,7 @@ def _run(args: argparse.Namespace, action) -> int:
     try:
         config, canary = canary_from_args(args)
     except ConfigError as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
-        return EXIT_USAGE
+        return config_problems(e)
     except ValueError as e:
         return fail(args.command, str(e))
     try:

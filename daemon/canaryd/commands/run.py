@@ -9,7 +9,7 @@ import sys
 from ..config import ConfigError, load_config
 from ..daemon import Daemon, run_daemon
 from ..logs import setup_logging
-from .common import EXIT_USAGE
+from .common import EXIT_USAGE, config_problems
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,9 +24,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
-        return EXIT_USAGE
+        return config_problems(e)
     setup_logging(args.log_format, args.log_level)
     try:
         asyncio.run(run_daemon(Daemon(config=config, config_path=args.config)))

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from ..config import ConfigError, load_config
-from .common import EXIT_USAGE
+from .common import config_problems
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,8 +18,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.file)
     except ConfigError as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
-        return EXIT_USAGE
+        return config_problems(e)
     print(f"{args.file}: OK ({len(config.canaries)} canaries, {len(config.alerts)} alert rules)")
     return 0
