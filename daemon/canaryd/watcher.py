@@ -35,13 +35,17 @@ class DeploymentWatcher:
         self.controller = controller
         self.known: dict[str, str] = {}  # "ns/deployment" → template hash last seen
         self.pending: dict[str, str] = {}  # changed, not yet available
+        self._index: dict[tuple[str, str], str] = {}
+        self._index_stamp: tuple[int, int] | None = None
 
     def _canary_for(self, namespace: str, deployment: str) -> str | None:
-        for key, w in self.controller.workers.items():
-            c = w.config
-            if c.namespace == namespace and c.canary.deployment == deployment:
-                return key
-        return None
+        # An index rebuilt when the set of canaries changes (a reload): one event must not scan them all.
+        workers = self.controller.workers
+        stamp = (id(self.controller.config), len(workers))
+        if stamp != self._index_stamp:
+            self._index = {(w.config.namespace, w.config.canary.deployment): key for key, w in workers.items()}
+            self._index_stamp = stamp
+        return self._index.get((namespace, deployment))
 
     async def observe(self, event_type: str, obj: Mapping[str, Any]) -> None:
         meta = obj.get("metadata", {})
