@@ -24,6 +24,8 @@ analyze-example: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/decision_quality.py
+	$(BIN)/python bench/alert_latency.py
+	$(BIN)/python bench/scale.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info daemon/*.egg-info
