@@ -23,12 +23,10 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import pytest
@@ -46,6 +44,7 @@ from canaryd.metrics import Metrics
 from canaryd.sources.prometheus import PrometheusClient
 from canaryd.watcher import poll_manual_weights
 from fake_kube import FakeKube, RequestRecord
+from http_helpers import request, wait_for
 from servers import ExporterProcess, PrometheusServer, free_port, missing_binaries
 from test_cli_cluster import broken_route, deployment, virtual_service
 
@@ -55,43 +54,9 @@ STATE_PATH = "/metadata/annotations/canaryd.io~1state"
 RPS = 200.0  # per arm: a 2 s step sees ~400 canary requests, enough for the pass bound at 0 errors
 # kubernetes_asyncio requires every duration >= 1 s and lease > renew > 1.2 x retry.
 LEASE = {"lease_duration": 3.0, "renew_deadline": 2.0, "retry_period": 1.0}
-T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def wait_for(predicate: Callable[[], T], *, timeout: float, interval: float = 0.05, what: str) -> T:
-    """Poll until `predicate` returns something truthy; a deadline, never a bare sleep."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while True:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except (OSError, ValueError, KeyError) as e:
-            last_error = e
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}"
-                                 + (f" (last error: {last_error!r})" if last_error else ""))
-        time.sleep(interval)
-
-
-def request(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
-            content_type: str = "application/json", timeout: float = 5.0) -> tuple[int, Any]:
-    """(status, parsed JSON or text), for any status."""
-    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-    req = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
-    if data is not None:
-        req.add_header("Content-Type", content_type)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            status, raw, ctype = resp.status, resp.read(), resp.headers.get("Content-Type", "")
-    except urllib.error.HTTPError as e:
-        status, raw, ctype = e.code, e.read(), e.headers.get("Content-Type", "")
-    text = raw.decode()
-    return status, json.loads(text) if "json" in ctype else text
-
-
 def kubectl_patch(fake: FakeKube, path: str, patch: Any, content_type: str) -> Any:
     """What `kubectl patch` / `kubectl set image` sends, as client "kubectl"."""
     status, body = request("PATCH", fake.url + path, patch, {"Authorization": "Bearer kubectl"}, content_type)

@@ -15,17 +15,16 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from http_helpers import request, wait_for
 from servers import (
     AlertmanagerServer,
     ExporterProcess,
@@ -38,7 +37,6 @@ from servers import (
 NS = "orion"
 TOKEN = "e2e-webhook-token"
 RPS = 150.0  # per arm: a 2 s step sees ~300 canary requests, enough for the pass bound at 0 errors
-T = TypeVar("T")
 
 
 def canary(name: str, **settings: Any) -> dict[str, Any]:
@@ -70,36 +68,6 @@ def daemon_config(port: int, prometheus_url: str, canaries: list[dict[str, Any]]
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-def wait_for(predicate: Callable[[], T], *, timeout: float, interval: float = 0.1, what: str) -> T:
-    """Poll until `predicate` returns something truthy; a deadline, never a bare sleep."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while True:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except (OSError, ValueError, KeyError) as e:
-            last_error = e
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}"
-                                 + (f" (last error: {last_error!r})" if last_error else ""))
-        time.sleep(interval)
-
-
-def request(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None,
-            timeout: float = 5.0) -> tuple[int, Any]:
-    """(status, parsed JSON or text), for any status."""
-    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            status, raw, ctype = resp.status, resp.read(), resp.headers.get("Content-Type", "")
-    except urllib.error.HTTPError as e:
-        status, raw, ctype = e.code, e.read(), e.headers.get("Content-Type", "")
-    text = raw.decode()
-    return status, json.loads(text) if "json" in ctype else text
 
 
 class Daemon:

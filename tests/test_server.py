@@ -11,7 +11,7 @@ import asyncio
 import json
 import os
 import subprocess
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
-from canaryd.actuator import ActuationError, Actuator, RouterActuator
+from canaryd.actuator import ActuationError, Actuator, GuardedActuator, RouterActuator
 from canaryd.config import CanaryConfig, parse_config
 from canaryd.controller import Controller
 from canaryd.metrics import Metrics
@@ -92,31 +92,16 @@ class FakePrometheus:
         return web.json_response({"status": "success", "data": {"resultType": "vector", "result": rows}})
 
 
-class SwitchableActuator:
+class SwitchableActuator(GuardedActuator):
     """A dry-run actuator whose writes can be made to fail, as an unreachable Kubernetes API would."""
 
     def __init__(self, inner: RouterActuator) -> None:
-        self.inner = inner
+        super().__init__(inner, self._check)
         self.failing = False
-
-    async def read_state(self) -> Mapping[str, Any] | None:
-        return await self.inner.read_state()
 
     def _check(self) -> None:
         if self.failing:
             raise ActuationError("VirtualService orion/auth-service patch failed: connection refused")
-
-    async def set_weight(self, weight: int, state: Mapping[str, Any]) -> None:
-        self._check()
-        await self.inner.set_weight(weight, state)
-
-    async def promote(self, state: Mapping[str, Any]) -> None:
-        self._check()
-        await self.inner.promote(state)
-
-    async def rollback(self, state: Mapping[str, Any], *, emergency: bool = False) -> None:
-        self._check()
-        await self.inner.rollback(state, emergency=emergency)
 
 
 class Clock:

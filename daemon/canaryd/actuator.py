@@ -7,7 +7,7 @@ the seed's promotion and rollback procedures on the Deployments.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from .kube import KubeError
@@ -67,3 +67,30 @@ class RouterActuator:
 
     async def rollback(self, state: Mapping[str, Any], *, emergency: bool = False) -> None:
         await self.set_weight(0, state)
+
+
+class GuardedActuator:
+    """An actuator whose writes first pass `check`, which raises ActuationError to refuse them; reads
+    always go through. The leader guard is one (not the leader: no write)."""
+
+    def __init__(self, inner: Actuator, check: Callable[[], None]) -> None:
+        self.inner = inner
+        self.check = check
+
+    async def read_state(self) -> Mapping[str, Any] | None:
+        return await self.inner.read_state()
+
+    async def read_weight(self) -> int:
+        return await self.inner.read_weight()
+
+    async def set_weight(self, weight: int, state: Mapping[str, Any]) -> None:
+        self.check()
+        await self.inner.set_weight(weight, state)
+
+    async def promote(self, state: Mapping[str, Any]) -> None:
+        self.check()
+        await self.inner.promote(state)
+
+    async def rollback(self, state: Mapping[str, Any], *, emergency: bool = False) -> None:
+        self.check()
+        await self.inner.rollback(state, emergency=emergency)

@@ -11,10 +11,9 @@ import logging
 import math
 import os
 import socket
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
-from .actuator import ActuationError, Actuator
+from .actuator import ActuationError, Actuator, GuardedActuator
 from .config import LeaderElectionConfig
 from .controller import Controller
 from .kube import KubeClient, KubeError
@@ -23,34 +22,14 @@ from .metrics import Metrics
 log = logging.getLogger("canaryd.leader")
 
 
-class LeaderGuard:
+class LeaderGuard(GuardedActuator):
     """An actuator that refuses every write the moment this replica is not the leader."""
 
     def __init__(self, inner: Actuator, is_leader: Callable[[], bool]) -> None:
-        self.inner = inner
-        self.is_leader = is_leader
-
-    def _check(self) -> None:
-        if not self.is_leader():
-            raise ActuationError("not the leader: this replica does not write")
-
-    async def read_state(self) -> Mapping[str, Any] | None:
-        return await self.inner.read_state()
-
-    async def read_weight(self) -> int:
-        return await self.inner.read_weight()
-
-    async def set_weight(self, weight: int, state: Mapping[str, Any]) -> None:
-        self._check()
-        await self.inner.set_weight(weight, state)
-
-    async def promote(self, state: Mapping[str, Any]) -> None:
-        self._check()
-        await self.inner.promote(state)
-
-    async def rollback(self, state: Mapping[str, Any], *, emergency: bool = False) -> None:
-        self._check()
-        await self.inner.rollback(state, emergency=emergency)
+        def check() -> None:
+            if not is_leader():
+                raise ActuationError("not the leader: this replica does not write")
+        super().__init__(inner, check)
 
 
 def identity() -> str:
