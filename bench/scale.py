@@ -6,9 +6,10 @@ Two exporter processes (tests/exporter.py, many jobs each) serve `svc-i-stable` 
 `svc-i-canary` (5 rps, the first step's share) for i < N: `http_requests_total{status=200|404|500}` and a
 15-bucket latency histogram, 20 series per job (40k for N = 1000). A real Prometheus scrapes them every
 5 s. Then, in this process, for each size in 10, 100 and N: one `Controller` (dry-run actuators, the
-daemon's JSON logs at info to a file) with that many canaries, all started (progressing), one untimed
-baseline tick, then `--ticks` ticks, each at least one analysis interval after the previous one, so
-that every canary is judged at every tick. Per tick:
+daemon's JSON logs at info to a file) with that many canaries, all started (progressing), then the
+daemon's own tick schedule: above 200 progressing canaries it reads them in slots (one slot per
+tick, each canary once per analysis interval), so one untimed cycle of baseline ticks, then
+`--ticks` timed ticks. Per tick:
 - fetch: `await controller.tick()`: the batched Prometheus queries, splitting and differencing,
   posting the increments to the canaries' tasks;
 - judge: until every canary's task has handled its tick (the judgement, metrics, logs), measured
