@@ -1,4 +1,5 @@
-"""Shared fixtures: free ports and real Prometheus / Alertmanager / exporter processes on loopback.
+"""Shared fixtures: free ports, real Prometheus / Alertmanager / exporter processes on loopback, and the
+fake Kubernetes API server with a client of it.
 
 Factories start a server when called and stop every server they started at teardown, whether the
 test passed or not. The Prometheus and Alertmanager factories skip the test when the Debian binaries
@@ -7,12 +8,14 @@ are missing (CI installs them, so there they run).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from canaryd.kube import KubeClient
+from fake_kube import FakeKube
 from servers import (
     AlertmanagerServer,
     ExporterProcess,
@@ -75,3 +78,18 @@ def exporter_factory(tmp_path: Path) -> Iterator[Callable[..., ExporterProcess]]
     """`exporter_factory(jobs="svc-canary", labels={"namespace": "orion"}, rps=100, error_rate=0.0, ...)`
     → a started ExporterProcess (`.address` is its host:port for Prometheus)."""
     yield from _factory(tmp_path, "exporter", ExporterProcess)
+
+
+# --- the fake Kubernetes API server and a client of it -------------------------------------------------------
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeKube]:
+    async with FakeKube() as f:
+        yield f
+
+
+@pytest.fixture
+async def kube(fake: FakeKube, tmp_path: Path) -> AsyncIterator[KubeClient]:
+    async with await KubeClient.from_kubeconfig(str(fake.kubeconfig(tmp_path, "canaryd-0"))) as k:
+        yield k

@@ -1188,6 +1188,19 @@ def _scale_view(dep: JSON) -> JSON:
     }
 
 
+# ---------------------------------------------------------------------------------------- objects
+def deployment_object(name: str, image: str = "ghcr.io/orion/auth:v1", *, namespace: str = "orion",
+                      replicas: int = 2, container: str = "auth-service", sidecar: bool = True) -> dict[str, Any]:
+    """An apps/v1 Deployment as a test adds it: the app container (and an envoy sidecar, as a mesh has)."""
+    containers: list[dict[str, Any]] = [{"name": container, "image": image, "ports": [{"containerPort": 8080}]}]
+    if sidecar:
+        containers.append({"name": "sidecar", "image": "envoy:1.30"})
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": containers}}}}
+
+
 # ---------------------------------------------------------------------------------------- fixtures
 async def _fake_kube() -> AsyncIterator[FakeKube]:
     """A started FakeKube on a free loopback port (import `fake_kube` into a test module)."""

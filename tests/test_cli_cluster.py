@@ -24,7 +24,7 @@ import yaml
 
 from canaryd.cli import main
 from canaryd.kube import rollout_status
-from fake_kube import FakeKube, RequestRecord
+from fake_kube import FakeKube, RequestRecord, deployment_object
 from servers import ExporterProcess, PrometheusServer, missing_binaries
 
 NS = "orion"
@@ -85,13 +85,7 @@ def broken_route(name: str) -> dict[str, Any]:
 
 def deployment(name: str, image: str, replicas: int = 2, container: str = SERVICE,
                sidecar: bool = True) -> dict[str, Any]:
-    containers = [{"name": container, "image": image, "ports": [{"containerPort": 8080}]}]
-    if sidecar:
-        containers.append({"name": "sidecar", "image": "envoy:1.30"})
-    return {"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": name, "namespace": NS},
-            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
-                     "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": containers}}}}
+    return deployment_object(name, image, namespace=NS, replicas=replicas, container=container, sidecar=sidecar)
 
 
 def add_deployments(fake: FakeKube, service: str = SERVICE, *, stable: str = V1, canary: str = V2) -> None:

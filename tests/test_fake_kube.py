@@ -25,6 +25,7 @@ from fake_kube import (
     apply_json_patch,
     apply_merge_patch,
     apply_strategic_merge_patch,
+    deployment_object,
 )
 
 NS = "orion"
@@ -44,22 +45,7 @@ def virtual_service(name: str = "auth-service") -> dict[str, Any]:
 
 
 def deployment(name: str = "auth-service-canary", replicas: int = 2) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [
-                    {"name": "auth-service", "image": "ghcr.io/orion/auth:v1", "ports": [{"containerPort": 8080}]},
-                    {"name": "sidecar", "image": "envoy:1.30"},
-                ]},
-            },
-        },
-    }
+    return deployment_object(name, namespace=NS, replicas=replicas)
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from canaryd.kube import (
     read_modify_write,
     rollout_status,
 )
-from fake_kube import FakeKube
+from fake_kube import FakeKube, deployment_object
 
 NS = "orion"
 DAEMON = Path(__file__).resolve().parents[1] / "daemon" / "canaryd"
@@ -45,31 +45,7 @@ def virtual_service(name: str = "auth-service") -> dict[str, Any]:
 
 
 def deployment(name: str, image: str = "ghcr.io/orion/auth:v1", replicas: int = 2) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [
-                {"name": "auth-service", "image": image, "ports": [{"containerPort": 8080}]},
-                {"name": "sidecar", "image": "envoy:1.30"},
-            ]}},
-        },
-    }
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeKube]:
-    async with FakeKube() as f:
-        yield f
-
-
-@pytest.fixture
-async def kube(fake: FakeKube, tmp_path: Path) -> AsyncIterator[KubeClient]:
-    async with await KubeClient.from_kubeconfig(str(fake.kubeconfig(tmp_path, "canaryd-0"))) as k:
-        yield k
+    return deployment_object(name, image, namespace=NS, replicas=replicas)
 
 
 def closed_port() -> int:

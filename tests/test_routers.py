@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -163,18 +162,6 @@ CASES = [
     Case("gateway-thousands", GatewayRouter, http_route, "httproutes", "auth-service",
          "auth-service-stable", "auth-service-canary", hr_weights, hr_others, (7500, 2500)),
 ]
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeKube]:
-    async with FakeKube() as f:
-        yield f
-
-
-@pytest.fixture
-async def kube(fake: FakeKube, tmp_path: Path) -> AsyncIterator[KubeClient]:
-    async with await KubeClient.from_kubeconfig(str(fake.kubeconfig(tmp_path, "canaryd-0"))) as k:
-        yield k
 
 
 def router_for(case: Case, kube: KubeClient | None, **kw: Any) -> Any:
