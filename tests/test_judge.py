@@ -209,3 +209,20 @@ def test_family_wise_false_rollbacks_stay_below_alpha_when_judged_every_tick():
             rolled_back += 1
     slack = 3 * math.sqrt(S.alpha * (1 - S.alpha) / 200)
     assert rolled_back / 200 <= S.alpha + slack
+
+
+def test_a_counter_that_appears_late_gives_no_false_signal():
+    """2xx counts that show up a tick after the requests must not read as a tick of all-failed requests."""
+    buckets = None
+    snaps = [
+        Snapshot(t=0, canary=ArmSnapshot(requests=0.0, errors=0.0), stable=ArmSnapshot(requests=0.0, errors=0.0)),
+        Snapshot(t=30, canary=ArmSnapshot(requests=2000.0, errors=0.0, buckets=buckets),
+                 stable=ArmSnapshot(requests=38000.0, errors=40.0)),
+        Snapshot(t=60, canary=ArmSnapshot(requests=4000.0, errors=0.0, successes=2000.0),
+                 stable=ArmSnapshot(requests=76000.0, errors=80.0, successes=38000.0)),
+        Snapshot(t=90, canary=ArmSnapshot(requests=6000.0, errors=0.0, successes=4000.0),
+                 stable=ArmSnapshot(requests=114000.0, errors=120.0, successes=76000.0)),
+    ]
+    js = run(snaps)
+    assert all(j.decision is not Decision.ROLLBACK for j in js), [j.reasons for j in js]
+    assert js[-1].metric("success_rate").verdict is not Verdict.FAIL

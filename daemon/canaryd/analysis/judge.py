@@ -109,14 +109,20 @@ def _fresh_sequentials(s: JudgeSettings) -> Sequentials:
 
 
 def _update_sequentials(seq: Sequentials, inc_c: ArmWindow, inc_s: ArmWindow, step_s: ArmWindow,
-                        s: JudgeSettings) -> Sequentials:
+                        s: JudgeSettings, *, has_successes: bool) -> Sequentials:
     updates: dict[str, object] = {}
     if (seq.error_ratio is not None and None not in (inc_c.errors, inc_c.requests, inc_s.errors, inc_s.requests)):
         updates["error_ratio"] = ratio_sequential_update(
             seq.error_ratio, inc_c.errors, inc_c.requests, inc_s.errors, inc_s.requests)  # type: ignore[arg-type]
     if seq.error_rate is not None and inc_c.errors is not None and inc_c.requests is not None:
         updates["error_rate"] = limit_sequential_update(seq.error_rate, inc_c.errors, inc_c.requests)
-    bad = inc_c.non_successes
+    # Not-2xx this tick: from the 2xx counter when the arm reports one, else (it never does) the 5xx.
+    if inc_c.requests is None:
+        bad = None
+    elif inc_c.successes is not None:
+        bad = max(0.0, inc_c.requests - inc_c.successes)
+    else:
+        bad = inc_c.errors if not has_successes else None
     if seq.success_rate is not None and bad is not None and inc_c.requests is not None:
         updates["success_rate"] = limit_sequential_update(seq.success_rate, bad, inc_c.requests)
     if inc_c.buckets is not None:
@@ -270,11 +276,14 @@ def observe(state: AnalysisState, snap: Snapshot, settings: JudgeSettings) -> tu
         return (Judgement(decision=Decision.HOLD, at=snap.t, reasons=("first sample: collecting a baseline",),
                           metrics=(), gates_met=False), state)
     baseline = fill_snapshot_baseline(state.baseline, snap)
-    last = fill_snapshot_baseline(state.last or baseline, snap)
+    # The previous tick as it was, not filled in: a counter that appears only now has no increment yet
+    # this tick. Filling it would pair a whole tick of requests with zero 2xx (or 5xx): a false signal.
+    last = state.last or baseline
     c = arm_window(snap.canary, baseline.canary)
     st = arm_window(snap.stable, baseline.stable)
     seq = _update_sequentials(state.sequentials, arm_window(snap.canary, last.canary),
-                              arm_window(snap.stable, last.stable), st, s)
+                              arm_window(snap.stable, last.stable), st, s,
+                              has_successes=snap.canary.successes is not None)
     weight = snap.weight if snap.weight is not None else state.weight
     stable_expected = weight is None or weight < 100
     elapsed = snap.t - state.step_started_at
