@@ -517,6 +517,8 @@ def test_passive_start_from_a_weight_set_by_hand(cluster: Cluster) -> None:
                  what="the daemon to take up the hand-set weight")
     assert (s["step"], s["weight"]) == (1, 25), s
     assert "set to 25 % by hand" in s["history"][0]["reasons"][0]
+    # The API shows the new phase while its write is in flight: wait for the write itself.
+    wait_for(lambda: route_writes(fake, "daemon", "passive-manual"), timeout=10, what="the daemon's state write")
     assert weights(fake, "passive-manual") == (75, 25)  # left where the operator put it
     written = [state_in(r) for r in route_writes(fake, "daemon", "passive-manual")]
     assert written and all(w is not None and w["weight"] == 25 and w["step"] == 1 for w in written), written
