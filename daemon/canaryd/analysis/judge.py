@@ -21,7 +21,7 @@ from .counts import (
     ratio_sequential_update,
 )
 from .distribution import fraction_above, histogram_quantile
-from .snapshot import ArmSnapshot, Snapshot
+from .snapshot import Snapshot
 from .verdicts import Action, Decision, Judgement, MetricResult, Verdict
 from .windows import ArmWindow, arm_window, fill_snapshot_baseline
 
@@ -333,8 +333,3 @@ def _decide(results: Iterable[MetricResult], waiting: set[str], gate_reasons: li
         return Decision.HOLD, [why + ": pausing", *reasons], True
     return Decision.HOLD, reasons, False
 
-
-def empty_snapshot(t: float, weight: float | None = None) -> Snapshot:
-    """Counters at zero: the daemon accumulates increments from here."""
-    zero = ArmSnapshot(requests=0.0, errors=0.0, successes=None, buckets=None)
-    return Snapshot(t=t, canary=zero, stable=zero, weight=weight)
