@@ -1201,6 +1201,17 @@ def deployment_object(name: str, image: str = "ghcr.io/orion/auth:v1", *, namesp
                      "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": containers}}}}
 
 
+def weighted_virtual_service(name: str = "auth-service", stable: int = 95, canary: int = 5, *,
+                             namespace: str = "orion", api: str = "v1") -> dict[str, Any]:
+    """An Istio VirtualService with one weighted route over the subsets stable and canary."""
+    return {"apiVersion": f"networking.istio.io/{api}", "kind": "VirtualService",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"hosts": [name], "http": [{"route": [
+                {"destination": {"host": name, "subset": "stable"}, "weight": stable},
+                {"destination": {"host": name, "subset": "canary"}, "weight": canary},
+            ]}]}}
+
+
 # ---------------------------------------------------------------------------------------- fixtures
 async def _fake_kube() -> AsyncIterator[FakeKube]:
     """A started FakeKube on a free loopback port (import `fake_kube` into a test module)."""

@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -30,9 +27,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-import yaml
 from prometheus_client import CollectorRegistry
-from prometheus_client.parser import text_string_to_metric_families
 
 from canaryd.actuator import ActuationError
 from canaryd.config import parse_config
@@ -43,6 +38,7 @@ from canaryd.leader import LeaderGuard
 from canaryd.metrics import Metrics
 from canaryd.sources.prometheus import PrometheusClient
 from canaryd.watcher import poll_manual_weights
+from daemon_process import DaemonProcess
 from fake_kube import FakeKube, RequestRecord
 from http_helpers import request, wait_for
 from servers import ExporterProcess, PrometheusServer, free_port, missing_binaries
@@ -85,64 +81,22 @@ def daemon_config(port: int, kubeconfig: Path, prometheus_url: str, canaries: li
     }
 
 
-class Daemon:
+class Daemon(DaemonProcess):
     """A `canaryd run` subprocess (JSON logs to a file), talking to the fake as client `token`."""
 
     def __init__(self, workdir: Path, fake: FakeKube, token: str, prometheus_url: str,
                  canaries: list[dict[str, Any]], *, leader_election: bool = False) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.token = token
-        self.config_path = workdir / f"canaryd-{token}.yaml"
-        self.log_path = workdir / f"canaryd-{token}.log"
         config = daemon_config(free_port(), fake.kubeconfig(workdir, token), prometheus_url, canaries,
                                leader_election=leader_election)
-        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        self.url = f"http://{config['server']['listen']}"
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "canaryd.cli", "run", "--config", str(self.config_path)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        def up() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"canaryd exited with {self.proc.returncode}:\n{self.logs()[-3000:]}")
-            return request("GET", self.url + "/healthz")[0] == 200
-        wait_for(up, timeout=timeout, interval=0.1, what=f"canaryd {self.token} /healthz")
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        super().__init__(workdir / f"canaryd-{token}.yaml", workdir / f"canaryd-{token}.log", config,
+                         namespace=NS, name=f"canaryd {token}")
 
     def log_lines(self) -> list[dict[str, Any]]:
+        # kubernetes_asyncio's lease lock prints a traceback of its own when two replicas race to create
+        # the Lease: only canaryd's JSON lines are read here.
         return [json.loads(line) for line in self.logs().splitlines() if line.startswith("{")]
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-
-    def canary(self, name: str) -> dict[str, Any]:
-        status, body = request("GET", f"{self.url}/api/v1/canaries/{NS}/{name}")
-        assert status == 200, body
-        return dict(body)
-
-    def command(self, name: str, verb: str) -> tuple[int, Any]:
-        return request("POST", f"{self.url}/api/v1/canaries/{NS}/{name}/{verb}")
-
-    def metric(self, name: str, **labels: str) -> float:
-        """The sum of the samples of `name` whose labels include `labels` (0 when there is none)."""
-        status, text = request("GET", self.url + "/metrics")
-        assert status == 200
-        return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
-                   if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
 @pytest.fixture

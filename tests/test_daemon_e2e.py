@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
+from daemon_process import DaemonProcess
 from http_helpers import request, wait_for
 from servers import (
     AlertmanagerServer,
@@ -70,76 +70,19 @@ def daemon_config(port: int, prometheus_url: str, canaries: list[dict[str, Any]]
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-class Daemon:
+class Daemon(DaemonProcess):
     """A `canaryd run` subprocess; its stderr (the logs) goes to a file."""
 
     def __init__(self, workdir: Path, config: dict[str, Any], *, log_format: str = "json") -> None:
         workdir.mkdir(parents=True, exist_ok=True)
-        self.config_path = workdir / "canaryd.yaml"
-        self.log_path = workdir / "canaryd.log"
-        self.write_config(config)
-        self.url = f"http://{config['server']['listen']}"
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "canaryd.cli", "run", "--config", str(self.config_path),
-                 "--log-format", log_format],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-
-    def write_config(self, config: dict[str, Any] | str) -> None:
-        text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
-        self.config_path.write_text(text)
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        def up() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"canaryd exited with {self.proc.returncode}:\n{self.logs()[-3000:]}")
-            return request("GET", self.url + "/healthz")[0] == 200
-        wait_for(up, timeout=timeout, what="canaryd /healthz")
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def log_lines(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.logs().splitlines() if line.strip()]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-
-    # --- API ---------------------------------------------------------------------------------------
-
-    def get(self, path: str) -> tuple[int, Any]:
-        return request("GET", self.url + path)
-
-    def canary(self, name: str) -> dict[str, Any]:
-        status, body = self.get(f"/api/v1/canaries/{NS}/{name}")
-        assert status == 200, body
-        return dict(body)
-
-    def command(self, name: str, verb: str) -> tuple[int, Any]:
-        return request("POST", f"{self.url}/api/v1/canaries/{NS}/{name}/{verb}")
+        super().__init__(workdir / "canaryd.yaml", workdir / "canaryd.log", config,
+                         args=("--log-format", log_format), namespace=NS)
 
     def webhook(self, body: bytes, token: str | None = TOKEN) -> tuple[int, Any]:
         headers = {"Content-Type": "application/json"}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         return request("POST", self.url + "/webhooks/alertmanager", body, headers)
-
-    def metric(self, name: str, **labels: str) -> float:
-        """The sum of the samples of `name` whose labels include `labels` (0 when there is none)."""
-        status, text = self.get("/metrics")
-        assert status == 200
-        total = 0.0
-        for family in text_string_to_metric_families(text):
-            for s in family.samples:
-                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                    total += s.value
-        return total
 
 
 @dataclass

@@ -26,6 +26,7 @@ from fake_kube import (
     apply_merge_patch,
     apply_strategic_merge_patch,
     deployment_object,
+    weighted_virtual_service,
 )
 
 NS = "orion"
@@ -33,15 +34,7 @@ VS = ("networking.istio.io", "v1", NS, "virtualservices")
 
 
 def virtual_service(name: str = "auth-service") -> dict[str, Any]:
-    return {
-        "apiVersion": "networking.istio.io/v1beta1",
-        "kind": "VirtualService",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {"hosts": [name], "http": [{"route": [
-            {"destination": {"host": name, "subset": "stable"}, "weight": 95},
-            {"destination": {"host": name, "subset": "canary"}, "weight": 5},
-        ]}]},
-    }
+    return weighted_virtual_service(name, 95, 5, namespace=NS, api="v1beta1")
 
 
 def deployment(name: str = "auth-service-canary", replicas: int = 2) -> dict[str, Any]:

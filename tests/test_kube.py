@@ -26,22 +26,14 @@ from canaryd.kube import (
     read_modify_write,
     rollout_status,
 )
-from fake_kube import FakeKube, deployment_object
+from fake_kube import FakeKube, deployment_object, weighted_virtual_service
 
 NS = "orion"
 DAEMON = Path(__file__).resolve().parents[1] / "daemon" / "canaryd"
 
 
 def virtual_service(name: str = "auth-service") -> dict[str, Any]:
-    return {
-        "apiVersion": "networking.istio.io/v1",
-        "kind": "VirtualService",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {"hosts": [name], "http": [{"route": [
-            {"destination": {"host": name, "subset": "stable"}, "weight": 100},
-            {"destination": {"host": name, "subset": "canary"}, "weight": 0},
-        ]}]},
-    }
+    return weighted_virtual_service(name, 100, 0, namespace=NS, api="v1")
 
 
 def deployment(name: str, image: str = "ghcr.io/orion/auth:v1", replicas: int = 2) -> dict[str, Any]:

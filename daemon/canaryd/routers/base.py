@@ -72,6 +72,23 @@ class WeightPair:
     max_weight: int | None = None  # the API's bound on one weight
 
 
+def pair_in(entries: Sequence[Mapping[str, Any]], s_j: int, c_j: int, *, pointer: str, where: str, field: str,
+            weight: Callable[[Any, str], int], max_weight: int | None = None) -> WeightPair:
+    """The stable (`entries[s_j]`) and canary (`entries[c_j]`) weights of one route: `pointer` is the JSON
+    pointer of the list, `where` names the route and `field` the list in messages."""
+    s_raw, c_raw = entries[s_j].get("weight"), entries[c_j].get("weight")
+    return WeightPair(
+        where=where,
+        stable_path=f"{pointer}/{s_j}/weight",
+        canary_path=f"{pointer}/{c_j}/weight",
+        stable_raw=s_raw,
+        canary_raw=c_raw,
+        stable=weight(s_raw, f"{where}.{field}[{s_j}]"),
+        canary=weight(c_raw, f"{where}.{field}[{c_j}]"),
+        max_weight=max_weight,
+    )
+
+
 class UnusableRoute(ValueError):
     """Raised by the pure finders; routers turn it into RouterError with the object's name."""
 

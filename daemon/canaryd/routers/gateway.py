@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from canaryd.kube import HTTP_ROUTE
-from canaryd.routers.base import KubeRouter, UnusableRoute, WeightPair, choose, describe_missing
+from canaryd.routers.base import KubeRouter, UnusableRoute, WeightPair, choose, describe_missing, pair_in
 
 MAX_WEIGHT = 1_000_000
 
@@ -61,18 +61,8 @@ def find_httproute_rule(route: Mapping[str, Any], stable: str, canary: str) -> W
     unconditional = [i for i in candidates if not rules[i].get("matches")]
     i = choose(list(candidates), unconditional, "rules", "rules")
     s_j, c_j = candidates[i]
-    refs = rules[i]["backendRefs"]
-    base = f"/spec/rules/{i}/backendRefs"
-    return WeightPair(
-        where=f"spec.rules[{i}]",
-        stable_path=f"{base}/{s_j}/weight",
-        canary_path=f"{base}/{c_j}/weight",
-        stable_raw=refs[s_j].get("weight"),
-        canary_raw=refs[c_j].get("weight"),
-        stable=_weight(refs[s_j].get("weight"), f"spec.rules[{i}].backendRefs[{s_j}]"),
-        canary=_weight(refs[c_j].get("weight"), f"spec.rules[{i}].backendRefs[{c_j}]"),
-        max_weight=MAX_WEIGHT,
-    )
+    return pair_in(rules[i]["backendRefs"], s_j, c_j, pointer=f"/spec/rules/{i}/backendRefs",
+                   where=f"spec.rules[{i}]", field="backendRefs", weight=_weight, max_weight=MAX_WEIGHT)
 
 
 class GatewayRouter(KubeRouter):

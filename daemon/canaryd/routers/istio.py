@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from canaryd.kube import VIRTUAL_SERVICE
-from canaryd.routers.base import KubeRouter, UnusableRoute, WeightPair, choose, describe_missing
+from canaryd.routers.base import KubeRouter, UnusableRoute, WeightPair, choose, describe_missing, pair_in
 
 
 def _matches(dest: Any, backend: str, by: str) -> bool:
@@ -58,17 +58,8 @@ def find_istio_route(vs: Mapping[str, Any], stable: str, canary: str) -> WeightP
             unconditional = [i for i in candidates if not http[i].get("match")]
             i = choose(list(candidates), unconditional, "http", "http routes")
             s_j, c_j = candidates[i]
-            dests = http[i]["route"]
-            base = f"/spec/http/{i}/route"
-            return WeightPair(
-                where=f"spec.http[{i}]",
-                stable_path=f"{base}/{s_j}/weight",
-                canary_path=f"{base}/{c_j}/weight",
-                stable_raw=dests[s_j].get("weight"),
-                canary_raw=dests[c_j].get("weight"),
-                stable=_weight(dests[s_j].get("weight"), f"spec.http[{i}].route[{s_j}]"),
-                canary=_weight(dests[c_j].get("weight"), f"spec.http[{i}].route[{c_j}]"),
-            )
+            return pair_in(http[i]["route"], s_j, c_j, pointer=f"/spec/http/{i}/route", where=f"spec.http[{i}]",
+                           field="route", weight=_weight)
     return _missing(found, backends)
 
 
