@@ -58,6 +58,8 @@ from typing import Any, Literal
 
 import yaml
 
+from .analysis.durations import DURATION_FORM, DurationError, format_duration, parse_duration
+
 __all__ = [
     "THRESHOLD_ACTIONS",
     "DEFAULT_ALERTS",
@@ -293,73 +295,6 @@ class Config:
 # ---------------------------------------------------------------------------------------------------------
 # Durations and query rendering
 
-_DURATION_FORM = "a duration such as 30s, 5m, 1h, 1m30s or 500ms (a bare number means seconds)"
-_UNIT_SECONDS = types.MappingProxyType({"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001})
-_UNIT_RANK = types.MappingProxyType({"d": 0, "h": 1, "m": 2, "s": 3, "ms": 4})
-_UNIT_RE = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(ms|d|h|m|s)")
-_BARE_NUMBER_RE = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)")
-
-
-class _DurationError(ValueError):
-    def __init__(self, text: object, negative: bool) -> None:
-        self.negative = negative
-        what = "negative duration" if negative else "invalid duration"
-        super().__init__(f"{what} {text!r}; use {_DURATION_FORM} (not negative)")
-
-
-def parse_duration(text: str | int | float) -> float:
-    """'1m30s' → 90.0; a bare number is seconds. Raises ValueError for malformed or negative input."""
-    if isinstance(text, bool):
-        raise _DurationError(text, negative=False)
-    if isinstance(text, int | float):
-        seconds = float(text)
-    elif isinstance(text, str):
-        s = text.strip()
-        if _BARE_NUMBER_RE.fullmatch(s):
-            seconds = float(s)
-        else:
-            negative = s.startswith("-")
-            seconds = _parse_units(s[1:] if negative else s, text)
-            if negative:
-                raise _DurationError(text, negative=True)
-    else:
-        raise _DurationError(text, negative=False)
-    if not math.isfinite(seconds):
-        raise _DurationError(text, negative=False)
-    if seconds < 0:
-        raise _DurationError(text, negative=True)
-    return seconds
-
-
-def _parse_units(s: str, original: object) -> float:
-    total, pos, last_rank = 0.0, 0, -1
-    while pos < len(s):
-        m = _UNIT_RE.match(s, pos)
-        # Units go largest first, each once ("1h30m", not "30m1h"), as in Prometheus.
-        if m is None or _UNIT_RANK[m[2]] <= last_rank:
-            raise _DurationError(original, negative=False)
-        total += float(m[1]) * _UNIT_SECONDS[m[2]]
-        last_rank, pos = _UNIT_RANK[m[2]], m.end()
-    if pos == 0:
-        raise _DurationError(original, negative=False)
-    return total
-
-
-def format_duration(seconds: float) -> str:
-    """90 → '1m30s', 0.5 → '500ms', 0 → '0s'; rounds to milliseconds. Valid in PromQL and parse_duration."""
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"cannot format {seconds!r} as a duration; it must be a finite number >= 0")
-    ms = round(seconds * 1000)
-    if ms == 0:
-        return "0s"
-    parts = []
-    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
-        count, ms = divmod(ms, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    return "".join(parts)
-
-
 _COUNTER_PLACEHOLDERS = ("selector", "namespace", "deployment")
 _GAUGE_PLACEHOLDERS = ("selector", "namespace", "deployment", "window")
 
@@ -535,17 +470,17 @@ class _Duration(_Kind):
     positive: bool = True
 
     def allowed(self) -> str:
-        return _DURATION_FORM + (", greater than 0" if self.positive else "")
+        return DURATION_FORM + (", greater than 0" if self.positive else "")
 
     def convert(self, value: Any) -> Any:
         try:
             seconds = parse_duration(value)
-        except _DurationError as e:
+        except DurationError as e:
             if e.negative:
-                raise _Invalid(f"must not be negative, got {_show(value)}; use {_DURATION_FORM}") from None
+                raise _Invalid(f"must not be negative, got {_show(value)}; use {DURATION_FORM}") from None
             raise self.must(value) from None
         if self.positive and seconds <= 0:
-            raise _Invalid(f"must be greater than 0, got {_show(value)}; use {_DURATION_FORM}")
+            raise _Invalid(f"must be greater than 0, got {_show(value)}; use {DURATION_FORM}")
         return seconds
 
 

@@ -21,6 +21,7 @@ from .counts import (
     ratio_sequential_update,
 )
 from .distribution import fraction_above, histogram_quantile
+from .durations import format_duration
 from .snapshot import Snapshot
 from .verdicts import Action, Decision, Judgement, MetricResult, Verdict
 from .windows import ArmWindow, arm_window, fill_snapshot_baseline
@@ -237,10 +238,7 @@ def _settle(check: Check, adjusted: float | None, *, alpha: float, canary_gate: 
 
 
 def _duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    m, s = divmod(seconds, 60)
-    h, m = divmod(m, 60)
-    return (f"{h}h" if h else "") + (f"{m}m" if m else "") + (f"{s}s" if s or not (h or m) else "")
+    return format_duration(max(0, round(seconds)))  # reasons speak in whole seconds
 
 
 def _gate_reasons(c: ArmWindow, st: ArmWindow, elapsed: float, s: JudgeSettings, *,

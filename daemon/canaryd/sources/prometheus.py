@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import aiohttp
 
+from canaryd.analysis.durations import promql_duration
 from canaryd.analysis.snapshot import ArmSnapshot, Buckets
 
 log = logging.getLogger("canaryd.prometheus")
@@ -109,7 +110,7 @@ class PrometheusClient:
 
     async def query_range(self, expr: str, start: float, end: float, step: float) -> list[RangeSeries]:
         """Range query; series left with no finite point are dropped."""
-        params = {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": _duration(step)}
+        params = {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": promql_duration(step)}
         data = await self._call("query_range", params, expr)
         out = []
         try:
@@ -127,7 +128,7 @@ class PrometheusClient:
     async def _call(self, endpoint: str, params: dict[str, str], expr: str) -> Any:
         url = f"{self.base_url}/api/v1/{endpoint}"
         # Ask Prometheus to give up when we do, so an abandoned query does not keep it busy.
-        form = {**params, "timeout": _duration(self.timeout)}
+        form = {**params, "timeout": promql_duration(self.timeout)}
         attempts = self.retries + 1
         for attempt in range(1, attempts + 1):
             retryable: SourceError
@@ -198,14 +199,6 @@ def _parse_response(status: int, text: str, expr: str) -> tuple[SourceError | No
     if not (isinstance(body, dict) and body.get("status") == "success" and isinstance(body.get("data"), dict)):
         return SourceError("http", f"not a Prometheus API answer: {text[:200]!r}", status=status, query=expr), None
     return None, body
-
-
-def _duration(seconds: float) -> str:
-    """A PromQL duration ("30s", "1500ms"); Prometheus accepts only integers with units."""
-    ms = round(seconds * 1000)
-    if ms <= 0:
-        raise ValueError(f"a query window or step must be at least 1ms, got {seconds!r}s")
-    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
 
 
 # --- selectors ---------------------------------------------------------------------------------------
@@ -325,7 +318,7 @@ def _render(template: str, metric: str, target: ArmTarget, **extra: str) -> str:
 
 def _plan_counters(targets: Sequence[ArmTarget], queries: Mapping[str, str | None],
                    window: float | None) -> list[_Plan]:
-    win = None if window is None else _duration(window)
+    win = None if window is None else promql_duration(window)
     groups: dict[tuple[str, str, tuple[str, ...]], _Plan] = {}
     plans: list[_Plan] = []
     for metric in COUNTER_METRICS:
@@ -415,7 +408,7 @@ async def fetch_increments(
         for t in targets:
             template = _template(metric, t, queries)
             if template is not None:
-                win = _duration(gauge_window if window is None else window)
+                win = promql_duration(gauge_window if window is None else window)
                 gauges.append((metric, t, _render(template, metric, t, selector=t.selector, window=win)))
 
     gate = asyncio.Semaphore(concurrency)
