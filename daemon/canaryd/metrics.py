@@ -1,4 +1,4 @@
-"""canaryd_* decision metrics on a registry of our own (names are a contract: DESIGN.md).
+"""canaryd_* decision metrics on a registry of our own (names are a contract: docs/contracts.md).
 
 Choices, so that dashboards and alerts can rely on them:
 - Per-canary series carry `namespace` and `canary`. Their counters are created at 0 for every
@@ -39,6 +39,8 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from canaryd import __version__
+from canaryd.analysis.verdicts import Decision, Verdict
+from canaryd.rollout import ROLLBACK_CAUSES, Phase
 
 __all__ = [
     "DECISIONS",
@@ -52,10 +54,11 @@ __all__ = [
     "render",
 ]
 
-PHASES: tuple[str, ...] = ("idle", "progressing", "paused", "promoting", "succeeded", "rolled_back")
-DECISIONS: tuple[str, ...] = ("advance", "hold", "rollback")
-ROLLBACK_TRIGGERS: tuple[str, ...] = ("analysis", "alert", "manual", "timeout")
-VERDICTS: tuple[str, ...] = ("pass", "fail", "inconclusive", "warn", "skipped")
+# Closed label sets, derived from the enums that produce the values so that they cannot drift.
+PHASES: tuple[str, ...] = tuple(p.value for p in Phase)
+DECISIONS: tuple[str, ...] = tuple(d.value for d in Decision)
+ROLLBACK_TRIGGERS: tuple[str, ...] = tuple(t.value for t in ROLLBACK_CAUSES)
+VERDICTS: tuple[str, ...] = tuple(v.value for v in Verdict)
 ROUTER_OUTCOMES: tuple[str, ...] = ("ok", "conflict_retry", "error")
 PROMETHEUS_ERROR_KINDS: tuple[str, ...] = (
     "timeout",  # the request timed out

@@ -42,6 +42,10 @@ class Trigger(str, Enum):
     START = "start"
 
 
+ROLLBACK_CAUSES = (Trigger.ANALYSIS, Trigger.ALERT, Trigger.MANUAL, Trigger.TIMEOUT)
+"""The triggers a rollback can have (the `trigger` label of canaryd_rollbacks_total)."""
+
+
 # ---------------------------------------------------------------------------------------------- effects
 
 
