@@ -16,7 +16,6 @@ import asyncio
 import json
 import logging
 import math
-import re
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,8 @@ import aiohttp
 
 from canaryd.analysis.durations import promql_duration
 from canaryd.analysis.snapshot import ArmSnapshot, Buckets
+from canaryd.config import render_query
+from canaryd.sources.promql import equality_matchers, regex_any
 
 log = logging.getLogger("canaryd.prometheus")
 
@@ -201,72 +202,6 @@ def _parse_response(status: int, text: str, expr: str) -> tuple[SourceError | No
     return None, body
 
 
-# --- selectors ---------------------------------------------------------------------------------------
-
-_MATCHER_RE = re.compile(
-    r"""\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`)\s*(,|$)""",
-    re.DOTALL,
-)
-_SIMPLE_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
-                   "\\": "\\", '"': '"', "'": "'"}
-_ESCAPE_RE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|[0-7]{3}|.)", re.DOTALL)
-
-
-def _unquote(literal: str) -> str | None:
-    """The value of a PromQL string literal; None for an escape we do not understand."""
-    quote, body = literal[0], literal[1:-1]
-    if quote == "`":
-        return body
-    bad = False
-
-    def one(m: re.Match[str]) -> str:
-        nonlocal bad
-        esc = m[1]
-        if esc in _SIMPLE_ESCAPES:
-            return _SIMPLE_ESCAPES[esc]
-        if esc[0] in "xuU" and len(esc) > 1:
-            return chr(int(esc[1:], 16))
-        if len(esc) == 3 and esc.isdigit():
-            return chr(int(esc, 8))
-        bad = True
-        return ""
-
-    value = _ESCAPE_RE.sub(one, body)
-    return None if bad else value
-
-
-def equality_matchers(selector: str) -> tuple[tuple[str, str], ...] | None:
-    """`job="a", namespace='orion'` → (("job", "a"), ("namespace", "orion")), sorted by label.
-
-    None when the selector is anything else (a regex or negative matcher, a repeated label, syntax we do
-    not parse): such a selector is queried on its own, never merged.
-    """
-    pos, found = 0, {}
-    text = selector.strip()
-    while pos < len(text):
-        m = _MATCHER_RE.match(text, pos)
-        if m is None or m[2] != "=" or m[1] in found:
-            return None
-        value = _unquote(m[3])
-        if value is None:
-            return None
-        found[m[1]] = value
-        pos = m.end()
-    return tuple(sorted(found.items())) or None
-
-
-_RE2_SPECIAL = re.compile(r"([\\.+*?()|\[\]{}^$])")
-
-
-def _promql_string(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-
-
-def _regex_any(values: Sequence[str]) -> str:
-    """A PromQL string literal holding a (fully anchored) regex that matches exactly `values`."""
-    return _promql_string("|".join(_RE2_SPECIAL.sub(r"\\\1", v) for v in sorted(set(values))))
-
-
 # --- batched fetch -----------------------------------------------------------------------------------
 
 
@@ -306,9 +241,10 @@ class _Plan:
     targets: dict[tuple[str, ...], list[ArmTarget]]  # split-label values → targets
 
 
-def _render(template: str, metric: str, target: ArmTarget, **extra: str) -> str:
+def _render(template: str, metric: str, target: ArmTarget, *, selector: str, window: str = "") -> str:
     try:
-        return template.format(namespace=target.namespace, deployment=target.deployment, **extra)
+        return render_query(template, selector=selector, namespace=target.namespace,
+                            deployment=target.deployment, window=window)
     except (KeyError, IndexError, ValueError) as e:
         raise ValueError(
             f"query template for {metric!r} of {target.key} ({target.arm}) is invalid: {e!r}; "
@@ -341,7 +277,7 @@ def _plan_counters(targets: Sequence[ArmTarget], queries: Mapping[str, str | Non
             plan.targets[tuple(v for _, v in matchers)].append(t)
     for (_, shape, labels), plan in groups.items():
         values = list(plan.targets)
-        merged = ",".join(f"{name}=~{_regex_any([v[i] for v in values])}" for i, name in enumerate(labels))
+        merged = ",".join(f"{name}=~{regex_any([v[i] for v in values])}" for i, name in enumerate(labels))
         le = ("le",) if plan.metric == "latency_buckets" else ()
         plan.expr = _wrap(shape.replace(_SENTINEL, merged), labels + le, win)
     return plans
@@ -399,18 +335,60 @@ async def fetch_increments(
     their fields stay None. A failed query leaves its field None for the targets it covered and is
     recorded in `errors`; the others still count.
     """
+    fetch = _plan_fetch(targets, queries, window, gauge_window=gauge_window)
+    answers = await _execute_fetch(client, fetch, concurrency=concurrency)
+    return _assemble_fetch(targets, fetch, answers)
+
+
+@dataclass(frozen=True)
+class _Gauge:
+    """One per-arm gauge query (cpu, memory): a whole expression, never merged."""
+
+    metric: str
+    target: ArmTarget
+    expr: str
+
+
+@dataclass(frozen=True)
+class _FetchPlan:
+    """Every query of one fetch: merged counter queries first, then per-arm gauges."""
+
+    counters: list[_Plan]
+    gauges: list[_Gauge]
+
+    @property
+    def queries(self) -> int:
+        return len(self.counters) + len(self.gauges)
+
+
+@dataclass(frozen=True)
+class _FetchAnswers:
+    """What `execute_fetch` got: one entry per planned query, None where it failed."""
+
+    counters: list[list[Series] | None]
+    gauges: list[list[Series] | None]
+    errors: list[SourceError]
+
+
+def _plan_fetch(targets: Sequence[ArmTarget], queries: Mapping[str, str | None], window: float | None,
+               *, gauge_window: float = 60.0) -> _FetchPlan:
+    """The queries for `fetch_increments` (pure). Raises ValueError for an unknown metric or bad template."""
     unknown = sorted(set(queries) - set(COUNTER_METRICS) - set(GAUGE_METRICS))
     if unknown:
         raise ValueError(f"unknown metrics {unknown}; allowed: {', '.join(COUNTER_METRICS + GAUGE_METRICS)}")
     plans = _plan_counters(targets, queries, window)
-    gauges: list[tuple[str, ArmTarget, str]] = []
+    gauges: list[_Gauge] = []
     for metric in GAUGE_METRICS:
         for t in targets:
             template = _template(metric, t, queries)
             if template is not None:
                 win = promql_duration(gauge_window if window is None else window)
-                gauges.append((metric, t, _render(template, metric, t, selector=t.selector, window=win)))
+                gauges.append(_Gauge(metric, t, _render(template, metric, t, selector=t.selector, window=win)))
+    return _FetchPlan(plans, gauges)
 
+
+async def _execute_fetch(client: PrometheusClient, fetch: _FetchPlan, *, concurrency: int = 16) -> _FetchAnswers:
+    """Issue every planned query, at most `concurrency` at a time; failures are collected, not raised."""
     gate = asyncio.Semaphore(concurrency)
     errors: list[SourceError] = []
 
@@ -422,37 +400,47 @@ async def fetch_increments(
                 errors.append(e)
                 return None
 
-    counter_results = await asyncio.gather(*(run(p.expr) for p in plans))
-    gauge_results = await asyncio.gather(*(run(expr) for _, _, expr in gauges))
+    counters = await asyncio.gather(*(run(p.expr) for p in fetch.counters))
+    gauges = await asyncio.gather(*(run(g.expr) for g in fetch.gauges))
+    return _FetchAnswers(list(counters), list(gauges), errors)
 
+
+def _assemble_fetch(targets: Sequence[ArmTarget], fetch: _FetchPlan, answers: _FetchAnswers) -> FetchResult:
+    """Split the answers among targets and zero-fill (pure)."""
     fields: dict[tuple[str, str], dict[str, Any]] = {(t.key, t.arm): {} for t in targets}
     answered: dict[tuple[str, str], set[str]] = defaultdict(set)  # metrics whose query succeeded
-    for plan, result in zip(plans, counter_results, strict=True):
-        if result is None:
-            continue
-        rows: dict[tuple[str, ...], list[Series]] = defaultdict(list)
-        for s in result:
-            rows[tuple(s.labels.get(name, "") for name in plan.by)].append(s)
-        for values, group in plan.targets.items():
-            got = rows.get(values, [])
-            for t in group:
-                answered[(t.key, t.arm)].add(plan.metric)
-                if not got:
-                    continue
-                if plan.metric == "latency_buckets":
-                    fields[(t.key, t.arm)]["buckets"] = _buckets([(s.labels.get("le", ""), s.value) for s in got])
-                else:
-                    fields[(t.key, t.arm)][plan.metric] = sum(s.value for s in got)
-    for (metric, t, _), result in zip(gauges, gauge_results, strict=True):
+    for plan, result in zip(fetch.counters, answers.counters, strict=True):
+        if result is not None:
+            _split_counter(plan, result, fields, answered)
+    for gauge, result in zip(fetch.gauges, answers.gauges, strict=True):
         if result:
             # A percentage per arm is expected; if the template yields several series, be conservative.
-            fields[(t.key, t.arm)][metric] = max(s.value for s in result)
+            fields[(gauge.target.key, gauge.target.arm)][gauge.metric] = max(s.value for s in result)
+    increments = {arm_key: ArmSnapshot(**_zero_fill(values, answered[arm_key])) for arm_key, values in fields.items()}
+    return FetchResult(increments=increments, errors=answers.errors, queries=fetch.queries)
 
-    increments = {}
-    for arm_key, values in fields.items():
-        if values.get("requests") is not None:
-            for metric in _ZERO_WHEN_REQUESTS:
-                if metric in answered[arm_key] and values.get(metric) is None:
-                    values[metric] = 0.0
-        increments[arm_key] = ArmSnapshot(**values)
-    return FetchResult(increments=increments, errors=errors, queries=len(plans) + len(gauges))
+
+def _split_counter(plan: _Plan, result: list[Series], fields: dict[tuple[str, str], dict[str, Any]],
+                   answered: dict[tuple[str, str], set[str]]) -> None:
+    """Give each target of `plan` its rows of `result`, recording that the metric was answered."""
+    rows: dict[tuple[str, ...], list[Series]] = defaultdict(list)
+    for s in result:
+        rows[tuple(s.labels.get(name, "") for name in plan.by)].append(s)
+    for values, group in plan.targets.items():
+        got = rows.get(values, [])
+        for t in group:
+            answered[(t.key, t.arm)].add(plan.metric)
+            if not got:
+                continue
+            if plan.metric == "latency_buckets":
+                fields[(t.key, t.arm)]["buckets"] = _buckets([(s.labels.get("le", ""), s.value) for s in got])
+            else:
+                fields[(t.key, t.arm)][plan.metric] = sum(s.value for s in got)
+
+
+def _zero_fill(values: dict[str, Any], answered: set[str]) -> dict[str, Any]:
+    if values.get("requests") is not None:
+        for metric in _ZERO_WHEN_REQUESTS:
+            if metric in answered and values.get(metric) is None:
+                values[metric] = 0.0
+    return values
