@@ -116,7 +116,37 @@ class Rollout:
 
     def persisted(self) -> dict[str, Any]:
         """What goes in the route's state annotation: enough to resume after a restart."""
+        return self.saved().to_json()
+
+    def saved(self) -> SavedState:
         last = self.last_decision or {}
+        return SavedState(phase=self.phase, step=self.step, weight=self.weight, step_started_at=self.step_started_at,
+                          started_at=self.started_at, paused_reason=self.paused_reason,
+                          awaiting_promotion=self.awaiting_promotion,
+                          last_decision={k: last.get(k) for k in ("decision", "trigger", "at", "reasons")} if last else None,
+                          history=self.history)
+
+
+@dataclass(frozen=True)
+class SavedState:
+    """The route's `canaryd.io/state` annotation (JSON), the one type that reads and writes it.
+
+    It is written in the same request as the weights, so a restarted daemon, `canaryd status` and the
+    command-line promote and rollback all see where the rollout is. The history of decisions is part
+    of it: a restarted daemon resumes with it.
+    """
+
+    phase: Phase = Phase.IDLE
+    step: int = -1
+    weight: int = 0
+    step_started_at: float | None = None
+    started_at: float | None = None
+    paused_reason: str | None = None
+    awaiting_promotion: bool = False
+    last_decision: Mapping[str, Any] | None = None
+    history: tuple[Mapping[str, Any], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
         return {
             "phase": self.phase.value,
             "step": self.step,
@@ -125,28 +155,42 @@ class Rollout:
             "started_at": self.started_at,
             "paused_reason": self.paused_reason,
             "awaiting_promotion": self.awaiting_promotion,
-            "last_decision": {k: last.get(k) for k in ("decision", "trigger", "at", "reasons")} if last else None,
-            "trigger": last.get("trigger"),
-            # DESIGN.md: the history of decisions is part of the state a restarted daemon resumes.
+            "last_decision": None if self.last_decision is None else dict(self.last_decision),
+            "trigger": (self.last_decision or {}).get("trigger"),
             "history": list(self.history),
         }
+
+    @classmethod
+    def from_json(cls, saved: Mapping[str, Any]) -> SavedState:
+        """Raises ValueError when the annotation is not canaryd's."""
+        try:
+            phase = Phase(saved["phase"])
+            step = int(saved.get("step", -1))
+            weight = int(saved.get("weight", 0))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"state annotation is not canaryd's: {e}") from None
+        last = saved.get("last_decision")
+        return cls(phase=phase, step=step, weight=weight, step_started_at=_float(saved.get("step_started_at")),
+                   started_at=_float(saved.get("started_at")), paused_reason=saved.get("paused_reason"),
+                   awaiting_promotion=bool(saved.get("awaiting_promotion", False)),
+                   last_decision=last if isinstance(last, Mapping) else None,
+                   history=tuple(h for h in saved.get("history") or () if isinstance(h, Mapping))[-HISTORY:])
+
+    def concluded(self, phase: Phase, *, decision: str, trigger: Trigger, reason: str, at: float) -> SavedState:
+        """The state after a promotion or rollback made outside a rollout's own decisions."""
+        return replace(self, phase=phase, weight=0, paused_reason=None, awaiting_promotion=False,
+                       last_decision={"decision": decision, "trigger": trigger.value, "at": at, "reasons": [reason]})
 
 
 def resume(r: Rollout, saved: Mapping[str, Any], now: float) -> Rollout:
     """Rebuild a rollout from its annotation. Analysis restarts within the same step, never at step 0."""
-    try:
-        phase = Phase(saved["phase"])
-        step = int(saved.get("step", -1))
-        weight = int(saved.get("weight", 0))
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"state annotation is not canaryd's: {e}") from None
-    step = min(step, len(r.steps) - 1)
-    started = _float(saved.get("step_started_at"))
-    out = replace(r, phase=phase, step=step, weight=weight, step_started_at=started,
-                  started_at=_float(saved.get("started_at")), paused_reason=saved.get("paused_reason"),
-                  awaiting_promotion=bool(saved.get("awaiting_promotion", False)),
-                  last_decision=saved.get("last_decision"),
-                  history=tuple(h for h in saved.get("history") or () if isinstance(h, Mapping))[-HISTORY:])
+    st = SavedState.from_json(saved)
+    phase, weight = st.phase, st.weight
+    step = min(st.step, len(r.steps) - 1)
+    started = st.step_started_at
+    out = replace(r, phase=phase, step=step, weight=weight, step_started_at=started, started_at=st.started_at,
+                  paused_reason=st.paused_reason, awaiting_promotion=st.awaiting_promotion,
+                  last_decision=st.last_decision, history=st.history)
     if phase is Phase.PROMOTING:
         # Nothing finishes a promotion cut short by a restart: wait for POST .../promote to run it again.
         out = replace(out, phase=Phase.PAUSED, awaiting_promotion=True,

@@ -18,6 +18,7 @@ from typing import Any
 from ..actuator import ActuationError
 from ..config import ConfigError
 from ..kube import KubeError
+from ..rollout import Phase, SavedState, Trigger
 from ..routers.base import RouterError
 from .cluster import add_cluster_args, canary_from_args
 from .common import config_problems, fail
@@ -58,12 +59,13 @@ async def _actuator(config, canary):
     return kube, KubeActuator(kube, router_for(kube, canary), canary)
 
 
-def _state(saved: Mapping[str, Any] | None, *, phase: str, decision: str, reason: str) -> dict[str, Any]:
-    now = time.time()
-    state = dict(saved or {})
-    state.update(phase=phase, weight=0, paused_reason=None, awaiting_promotion=False, trigger="manual",
-                 last_decision={"decision": decision, "trigger": "manual", "at": now, "reasons": [reason]})
-    return state
+def _state(saved: Mapping[str, Any] | None, phase: Phase, *, decision: str, reason: str) -> dict[str, Any]:
+    try:
+        current = SavedState.from_json(saved) if saved else SavedState()
+    except ValueError:  # not canaryd's: the manual decision starts a fresh record
+        current = SavedState()
+    return current.concluded(phase, decision=decision, trigger=Trigger.MANUAL, reason=reason,
+                             at=time.time()).to_json()
 
 
 async def _status(args, config, canary) -> int:
@@ -101,7 +103,7 @@ async def _promote(args, config, canary) -> int:
         saved = await act.read_state()
         print(f"promoting {canary.key}: setting {canary.stable.deployment} to {canary.canary.deployment}'s "
               f"images, waiting up to {canary.settings.progress_deadline:g}s for its rollout ...")
-        state = _state(saved, phase="succeeded", decision="promoted", reason="promoted from the command line")
+        state = _state(saved, Phase.SUCCEEDED, decision="promoted", reason="promoted from the command line")
         await act.promote(state)
     print(f"promoted: {canary.stable.deployment} runs the new version, traffic 100 % stable, "
           f"{canary.canary.deployment} scaled to 0")
@@ -113,7 +115,7 @@ async def _rollback(args, config, canary) -> int:
     async with kube:
         saved = await act.read_state()
         kind = "emergency rollback" if args.emergency else "rollback"
-        state = _state(saved, phase="rolled_back", decision="rollback", reason=f"manual {kind} from the command line")
+        state = _state(saved, Phase.ROLLED_BACK, decision="rollback", reason=f"manual {kind} from the command line")
         await act.rollback(state, emergency=args.emergency)
     extra = "" if args.emergency else f", {canary.canary.deployment} scaled to 0"
     print(f"rolled back {canary.key}: traffic 100 % stable{extra}")
