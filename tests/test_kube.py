@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from canaryd.kube import lazy as kube_module  # the one module that imports kubernetes_asyncio
 from canaryd.kube import (
     VIRTUAL_SERVICE,
     KubeClient,
@@ -26,6 +25,7 @@ from canaryd.kube import (
     read_modify_write,
     rollout_status,
 )
+from canaryd.kube import lazy as kube_module  # the one module that imports kubernetes_asyncio
 from fake_kube import FakeKube, deployment_object, weighted_virtual_service
 
 NS = "orion"
