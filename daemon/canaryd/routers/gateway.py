@@ -42,19 +42,7 @@ def find_httproute_rule(route: Mapping[str, Any], stable: str, canary: str) -> W
     if not isinstance(rules, list) or not rules:
         raise UnusableRoute("has no spec.rules")
     found: dict[str, list[str]] = {"stable": [], "canary": []}
-    candidates: dict[int, tuple[int, int]] = {}
-    for i, rule in enumerate(rules):
-        refs = rule.get("backendRefs") if isinstance(rule, dict) else None
-        if not isinstance(refs, list):
-            continue
-        s = [j for j, r in enumerate(refs) if _is_service(r, stable, namespace)]
-        c = [j for j, r in enumerate(refs) if _is_service(r, canary, namespace)]
-        if s:
-            found["stable"].append(f"rules[{i}]")
-        if c:
-            found["canary"].append(f"rules[{i}]")
-        if len(s) == 1 and len(c) == 1:
-            candidates[i] = (s[0], c[0])
+    candidates = _candidates(rules, stable, canary, namespace, found)
     if not candidates:
         raise UnusableRoute(describe_missing(found, {"stable": stable, "canary": canary},
                                              "rule in spec.rules", "backendRefs[].name of kind Service"))
@@ -63,6 +51,25 @@ def find_httproute_rule(route: Mapping[str, Any], stable: str, canary: str) -> W
     s_j, c_j = candidates[i]
     return pair_in(rules[i]["backendRefs"], s_j, c_j, pointer=f"/spec/rules/{i}/backendRefs",
                    where=f"spec.rules[{i}]", field="backendRefs", weight=_weight, max_weight=MAX_WEIGHT)
+
+
+def _candidates(rules: list[Any], stable: str, canary: str, namespace: str,
+                found: dict[str, list[str]]) -> dict[int, tuple[int, int]]:
+    """rule index → (stable, canary) backendRef indexes, for rules holding each exactly once; adds to
+    `found` every rule that holds either."""
+    candidates: dict[int, tuple[int, int]] = {}
+    for i, rule in enumerate(rules):
+        refs = rule.get("backendRefs") if isinstance(rule, dict) else None
+        if not isinstance(refs, list):
+            continue
+        s = [j for j, r in enumerate(refs) if _is_service(r, stable, namespace)]
+        c = [j for j, r in enumerate(refs) if _is_service(r, canary, namespace)]
+        for side, hits in (("stable", s), ("canary", c)):
+            if hits:
+                found[side].append(f"rules[{i}]")
+        if len(s) == 1 and len(c) == 1:
+            candidates[i] = (s[0], c[0])
+    return candidates
 
 
 class GatewayRouter(KubeRouter):

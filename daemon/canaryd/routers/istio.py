@@ -38,29 +38,39 @@ def find_istio_route(vs: Mapping[str, Any], stable: str, canary: str) -> WeightP
     http = (vs.get("spec") or {}).get("http")
     if not isinstance(http, list) or not http:
         raise UnusableRoute("has no spec.http routes")
-    backends = {"stable": stable, "canary": canary}
     found: dict[str, list[str]] = {"stable": [], "canary": []}
     for by in ("subset", "host"):
-        candidates: dict[int, tuple[int, int]] = {}
-        for i, route in enumerate(http):
-            dests = route.get("route") if isinstance(route, dict) else None
-            if not isinstance(dests, list):
-                continue
-            s = [j for j, d in enumerate(dests) if _matches(d, stable, by)]
-            c = [j for j, d in enumerate(dests) if _matches(d, canary, by)]
-            if s and f"http[{i}]" not in found["stable"]:
-                found["stable"].append(f"http[{i}]")
-            if c and f"http[{i}]" not in found["canary"]:
-                found["canary"].append(f"http[{i}]")
-            if len(s) == 1 and len(c) == 1 and s != c:
-                candidates[i] = (s[0], c[0])
+        candidates = _candidates(http, stable, canary, by, found)
         if candidates:
-            unconditional = [i for i in candidates if not http[i].get("match")]
-            i = choose(list(candidates), unconditional, "http", "http routes")
-            s_j, c_j = candidates[i]
-            return pair_in(http[i]["route"], s_j, c_j, pointer=f"/spec/http/{i}/route", where=f"spec.http[{i}]",
-                           field="route", weight=_weight)
-    return _missing(found, backends)
+            return _pick(http, candidates)
+    return _missing(found, {"stable": stable, "canary": canary})
+
+
+def _candidates(http: list[Any], stable: str, canary: str, by: str,
+                found: dict[str, list[str]]) -> dict[int, tuple[int, int]]:
+    """http route index → (stable, canary) destination indexes, for routes holding each exactly once;
+    adds to `found` every route that holds either."""
+    candidates: dict[int, tuple[int, int]] = {}
+    for i, route in enumerate(http):
+        dests = route.get("route") if isinstance(route, dict) else None
+        if not isinstance(dests, list):
+            continue
+        s = [j for j, d in enumerate(dests) if _matches(d, stable, by)]
+        c = [j for j, d in enumerate(dests) if _matches(d, canary, by)]
+        for side, hits in (("stable", s), ("canary", c)):
+            if hits and f"http[{i}]" not in found[side]:  # found by subset already
+                found[side].append(f"http[{i}]")
+        if len(s) == 1 and len(c) == 1 and s != c:
+            candidates[i] = (s[0], c[0])
+    return candidates
+
+
+def _pick(http: list[Any], candidates: Mapping[int, tuple[int, int]]) -> WeightPair:
+    unconditional = [i for i in candidates if not http[i].get("match")]
+    i = choose(list(candidates), unconditional, "http", "http routes")
+    s_j, c_j = candidates[i]
+    return pair_in(http[i]["route"], s_j, c_j, pointer=f"/spec/http/{i}/route", where=f"spec.http[{i}]",
+                   field="route", weight=_weight)
 
 
 def _missing(found: Mapping[str, list[str]], backends: Mapping[str, str]) -> WeightPair:
