@@ -261,21 +261,34 @@ def _jsonable(value: Any) -> Any:
     """Plain JSON from a decision: datetimes as ISO text, enums as values, NaN/inf as null."""
     if value is None or isinstance(value, bool | str | int):
         return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, enum.Enum):
-        return _jsonable(value.value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_jsonable(v) for v in value]
+    if isinstance(value, float | enum.Enum | datetime):
+        return _scalar(value)
+    if _is_container(value):
+        return _container(value)
     if hasattr(value, "item"):  # numpy scalars
         return _jsonable(value.item())
     if hasattr(value, "tolist"):  # numpy arrays
         return _jsonable(value.tolist())
     return str(value)
 
+
+def _scalar(value: float | enum.Enum | datetime) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, enum.Enum):
+        return _jsonable(value.value)
+    return value.isoformat()
+
+
+def _is_container(value: Any) -> bool:
+    return (dataclasses.is_dataclass(value) and not isinstance(value, type)) or isinstance(
+        value, Mapping | list | tuple | set | frozenset)
+
+
+def _container(value: Any) -> Any:
+    """A dataclass instance or a mapping as an object, any other collection as an array."""
+    if dataclasses.is_dataclass(value):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return [_jsonable(v) for v in value]
