@@ -35,6 +35,7 @@ from canaryd.controller import Controller
 from canaryd.kube import KubeClient
 from canaryd.kube_actuator import KubeActuator, router_for
 from canaryd.leader import LeaderGuard
+from canaryd.leadership import Leadership
 from canaryd.metrics import Metrics
 from canaryd.sources.prometheus import PrometheusClient
 from canaryd.watcher import poll_manual_weights
@@ -309,10 +310,11 @@ async def test_a_rollback_refused_for_lost_leadership_is_not_replayed_later(tmp_
                 leading[0] = False  # lost after the controller's check, before the worker writes
                 with pytest.raises(ActuationError, match="not the leader"):
                     await controller.command(NS, "stale", "rollback")
-                controller.is_leader = False
+                controller.leadership.set(False)
                 await controller.refresh_from_routes()  # a follower's tick
                 assert controller.workers[f"{NS}/stale"].status()["phase"] == "progressing"
-                leading[0] = controller.is_leader = True  # leader again, later
+                leading[0] = True  # leader again, later
+                controller.leadership.set(True)
                 await controller.refresh_from_routes()
                 status = await controller.command(NS, "stale", "pause")
                 assert status["phase"] == "paused" and status["weight"] == 5
@@ -329,13 +331,13 @@ async def in_process(fake: FakeKube, tmp_path: Path, name: str, *, leader: bool 
     config = parse_config({"kubernetes": {"enabled": True}, "canaries": [canary(name)]}, "test")
     async with aiohttp.ClientSession() as session, \
             await KubeClient.from_kubeconfig(str(fake.kubeconfig(tmp_path, "me"))) as kube:
-        controller: Controller | None = None
+        leadership = Leadership(leading=leader)
         controller = Controller(
             config, metrics=Metrics(CollectorRegistry()),
             prometheus=PrometheusClient(session, f"http://127.0.0.1:{free_port()}"),
             actuator_factory=lambda c: LeaderGuard(KubeActuator(kube, router_for(kube, c), c),
-                                                   lambda: controller is not None and controller.is_leader))
-        controller.is_leader = leader
+                                                   lambda: leadership.is_leader),
+            leadership=leadership)
         if start:
             await controller.start()
         try:
@@ -352,11 +354,11 @@ async def test_a_follower_is_ready_again_after_a_transient_read_error(tmp_path: 
             fake.inject_error(500, verb="get", resource="virtualservices")
             await controller.tick()  # a follower's tick: re-read the route
             await worker.barrier()
-            ready, problems = controller.readiness()
+            ready, problems = controller.health.readiness()
             assert not ready and "500 InternalError" in problems[0]
             await controller.tick()
             await worker.barrier()
-            assert controller.readiness() == (True, [])
+            assert controller.health.readiness() == (True, [])
 
 
 async def test_a_failed_read_at_start_does_not_restart_a_paused_rollout(tmp_path: Path) -> None:
@@ -378,7 +380,7 @@ async def test_a_failed_read_at_start_does_not_restart_a_paused_rollout(tmp_path
             assert (status["phase"], status["step"], status["weight"]) == ("paused", 2, 50), status
             assert status["paused_reason"] == state["paused_reason"]
             assert fake.writes("me") == []
-            assert controller.readiness() == (True, [])
+            assert controller.health.readiness() == (True, [])
 
 
 async def test_the_promotions_weight_write_records_the_weight_it_sets(tmp_path: Path) -> None:

@@ -20,6 +20,8 @@ from .actuator import ActuationError, Actuator
 from .alerts import AlertDeduper, AlertOutcome, CanaryIndex, WebhookMessage, plan_alerts
 from .analysis.snapshot import ArmSnapshot
 from .config import AlertAction, CanaryConfig, Config, Queries
+from .health import Health
+from .leadership import Leadership
 from .metrics import Metrics
 from .notify import Notifier
 from .rollout import Phase, TransitionError, Trigger
@@ -52,7 +54,8 @@ class AlertReport:
 class Controller:
     def __init__(self, config: Config, *, metrics: Metrics, prometheus: PrometheusClient,
                  actuator_factory: ActuatorFactory, notifier: Notifier | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, leadership: Leadership | None = None,
+                 health: Health | None = None) -> None:
         self.config = config
         self.metrics = metrics
         self.prometheus = prometheus
@@ -63,8 +66,8 @@ class Controller:
         self.workers: dict[str, CanaryWorker] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.deduper = AlertDeduper()
-        self.is_leader = True  # leader election (when enabled) switches this
-        self.problems: dict[str, str] = {}  # component → why it is not ready
+        self.leadership = leadership or Leadership()  # read here; only the leader election writes it
+        self.health = health or Health()  # this writes "analysis" and "prometheus"
         self.last_tick_at: float | None = None
         self.last_queries = 0
         self._totals: dict[tuple[str, str], ArmSnapshot] = {}  # counter totals at the last good read
@@ -80,23 +83,10 @@ class Controller:
 
     async def _add(self, canary: CanaryConfig) -> None:
         worker = CanaryWorker(canary, self.actuator_factory(canary), metrics=self.metrics, notifier=self.notifier,
-                              clock=self.clock, dry_run=self.dry_run)
-        try:
-            await worker.restore()
-        except ActuationError as e:
-            worker.error = str(e)
-            log.error("cannot read the route's saved state", extra={"canary": canary.key, "error": str(e)})
+                              clock=self.clock, dry_run=self.dry_run, health=self.health)
         self.workers[canary.key] = worker
-        self._tasks[canary.key] = asyncio.create_task(self._guard(worker), name=f"canary {canary.key}")
-
-    async def _guard(self, worker: CanaryWorker) -> None:
-        try:
-            await worker.run()
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # run() guards each command; this is the last line
-            log.exception("canary task died", extra={"canary": worker.key})
-            self.problems[f"canary {worker.key}"] = "its task died; see the logs"
+        self._tasks[canary.key] = asyncio.create_task(worker.run(), name=f"canary {canary.key}")
+        await worker.refresh(at_start=True)  # resume from the route's saved state, if any
 
     async def stop(self) -> None:
         tasks = list(self._tasks.values())
@@ -148,7 +138,7 @@ class Controller:
                 raise
             except Exception as e:
                 log.exception("tick failed")
-                self.problems["analysis"] = f"tick failed: {type(e).__name__}: {e}"
+                self.health.set_problem("analysis", f"tick failed: {type(e).__name__}: {e}")
             interval = self.tick_interval()
 
     # ------------------------------------------------------------------------------------------ ticks
@@ -160,7 +150,7 @@ class Controller:
     async def tick(self) -> int:
         """Read every progressing canary's increments and post them. Returns the number of queries."""
         now = self.clock()
-        if not self.is_leader:
+        if not self.leadership.is_leader:
             # Followers do not judge; they keep their read-only view current from the routes.
             self.last_tick_at = now
             for w in self.workers.values():
@@ -180,7 +170,7 @@ class Controller:
         self._totals = {k: v for k, v in self._totals.items() if k[0] in keys}
         if not active:
             self.last_queries = 0
-            self.problems.pop("prometheus", None)  # nothing reads it now: an old outage must not stick
+            self.health.clear("prometheus")  # nothing reads it now: an old outage must not stick
             return 0
         default_queries = asdict(Queries())
         targets: list[ArmTarget] = []
@@ -198,11 +188,11 @@ class Controller:
         self.last_queries = result.queries
         if result.all_failed:
             reason = f"Prometheus unreachable: {_describe(result.errors[-1])}"
-            self.problems["prometheus"] = reason
+            self.health.set_problem("prometheus", reason)
             for w in active:
                 w.post(SourceDown(now, reason))
             return result.queries
-        self.problems.pop("prometheus", None)
+        self.health.clear("prometheus")
         if result.errors:
             log.warning("some Prometheus queries failed", extra={"errors": [_describe(e) for e in result.errors]})
         for w in active:
@@ -225,7 +215,7 @@ class Controller:
 
     async def command(self, namespace: str, name: str, verb: str, *, trigger: Trigger = Trigger.MANUAL,
                       reason: str | None = None, emergency: bool = False, step: int = 0) -> dict[str, Any]:
-        if not self.is_leader:
+        if not self.leadership.is_leader:
             raise NotLeader("this replica is not the leader")
         w = self.worker(namespace, name)
         return await asyncio.wait_for(w.submit(Command(verb, trigger, reason, emergency, step)), COMMAND_TIMEOUT)
@@ -264,15 +254,6 @@ class Controller:
 
     def canaries(self) -> list[dict[str, Any]]:
         return [w.status() for w in self.workers.values()]
-
-    def readiness(self) -> tuple[bool, list[str]]:
-        problems = [f"{k}: {v}" for k, v in sorted(self.problems.items())]
-        for w in self.workers.values():
-            if w.error:
-                problems.append(f"canary {w.key}: {w.error}")
-        dead = [k for k, t in self._tasks.items() if t.done()]
-        problems.extend(f"canary {k}: its task has stopped" for k in dead)
-        return not problems, problems
 
 
 def _describe(e: SourceError) -> str:

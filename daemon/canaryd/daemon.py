@@ -20,7 +20,9 @@ from prometheus_client import CollectorRegistry
 from .actuator import Actuator, RouterActuator
 from .config import CanaryConfig, Config, ConfigError, load_config
 from .controller import Controller
+from .health import Health
 from .leader import LeaderGuard, run_leadership
+from .leadership import Leadership
 from .metrics import Metrics
 from .notify import Notifier, NotifyTarget
 from .routers import make_router
@@ -99,25 +101,25 @@ class Daemon:
             elif factory is None:
                 factory = dry_run_actuators()
             electing = kube is not None and cfg.kubernetes.leader_election.enabled
-            controller: Controller | None = None
+            leadership = Leadership(leading=not electing)
+            leadership.subscribe(metrics.set_leader)
+            health = Health()
             if electing:
                 inner = factory
-                factory = lambda c: LeaderGuard(inner(c), lambda: controller is not None and controller.is_leader)  # noqa: E731
+                factory = lambda c: LeaderGuard(inner(c), lambda: leadership.is_leader)  # noqa: E731
             controller = Controller(cfg, metrics=metrics, prometheus=prometheus, actuator_factory=factory,
-                                    notifier=notifier)
+                                    notifier=notifier, leadership=leadership, health=health)
             self.controller = controller
-            if electing:
-                controller.is_leader = False
-            metrics.set_leader(controller.is_leader)
             await controller.start()
             tune_gc()
             background = []
             if kube is not None:
                 from .watcher import run_watchers
-                background.append(asyncio.create_task(run_watchers(controller, kube), name="watchers"))
+                background.append(asyncio.create_task(run_watchers(controller, kube, health), name="watchers"))
                 if electing:
                     background.append(asyncio.create_task(
-                        run_leadership(controller, kube, cfg.kubernetes.leader_election, metrics), name="leader"))
+                        run_leadership(leadership, kube, cfg.kubernetes.leader_election, health,
+                                       on_lead=controller.refresh_from_routes), name="leader"))
             app = make_app(controller, self.registry, webhook_token=webhook_token, api_token=api_token)
             server = asyncio.create_task(serve(app, cfg.server.host, cfg.server.port, ready=self.ready),
                                          name="http server")

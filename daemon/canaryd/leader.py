@@ -11,13 +11,13 @@ import logging
 import math
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from .actuator import ActuationError, Actuator, GuardedActuator
 from .config import LeaderElectionConfig
-from .controller import Controller
+from .health import Health
 from .kube import KubeClient, KubeError
-from .metrics import Metrics
+from .leadership import Leadership
 
 log = logging.getLogger("canaryd.leader")
 
@@ -36,27 +36,28 @@ def identity() -> str:
     return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
 
 
-async def run_leadership(controller: Controller, kube: KubeClient, settings: LeaderElectionConfig,
-                         metrics: Metrics, *, name: str | None = None) -> None:
-    """Compete for the lease forever; flips controller.is_leader and canaryd_is_leader."""
+async def run_leadership(leadership: Leadership, kube: KubeClient, settings: LeaderElectionConfig,
+                         health: Health, *, on_lead: Callable[[], Awaitable[None]] | None = None,
+                         name: str | None = None) -> None:
+    """Compete for the lease forever; the only writer of `leadership` and of the "leader_election" problem.
+
+    `on_lead` runs before this replica acts as the leader (the controller re-reads the routes)."""
     me = name or identity()
 
     async def lead() -> None:
         log.info("became the leader", extra={"identity": me, "lease": f"{settings.namespace}/{settings.lease}"})
         # The previous leader may have moved things: start from what the routes say.
-        await controller.refresh_from_routes()
-        controller.is_leader = True
-        metrics.set_leader(True)
+        if on_lead is not None:
+            await on_lead()
+        leadership.set(True)
         await asyncio.Event().wait()
 
     async def follow() -> None:
-        if controller.is_leader:
+        if leadership.is_leader:
             log.warning("lost the leadership; writes stop now", extra={"identity": me})
-        controller.is_leader = False
-        metrics.set_leader(False)
+        leadership.set(False)
 
-    controller.is_leader = False
-    metrics.set_leader(False)
+    leadership.set(False)
     while True:
         try:
             await kube.run_leader_election(
@@ -71,7 +72,7 @@ async def run_leadership(controller: Controller, kube: KubeClient, settings: Lea
         except (KubeError, Exception) as e:  # the election must go on whatever one round did
             log.error("leader election round failed", extra={"identity": me, "error": str(e)})
             await follow()
-            controller.problems["leader_election"] = str(e)
+            health.set_problem("leader_election", str(e))
             await asyncio.sleep(settings.retry_period)
         else:
-            controller.problems.pop("leader_election", None)
+            health.clear("leader_election")

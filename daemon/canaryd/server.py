@@ -19,7 +19,9 @@ from prometheus_client import CollectorRegistry
 from .actuator import ActuationError
 from .alerts import PayloadError, parse_webhook
 from .controller import Controller, NotLeader, UnknownCanary
-from .metrics import render
+from .health import Health
+from .leadership import Leadership
+from .metrics import OTHER_ALERTNAME, render
 from .rollout import TransitionError
 
 log = logging.getLogger("canaryd.server")
@@ -30,6 +32,8 @@ VERBS = ("start", "promote", "rollback", "pause", "resume")
 CONTROLLER: web.AppKey[Controller] = web.AppKey("controller", Controller)
 REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("registry", CollectorRegistry)
 TOKENS: web.AppKey[dict[str, str | None]] = web.AppKey("tokens", dict)
+HEALTH: web.AppKey[Health] = web.AppKey("health", Health)
+LEADERSHIP: web.AppKey[Leadership] = web.AppKey("leadership", Leadership)
 
 
 def read_token(path: str | None) -> str | None:
@@ -51,8 +55,13 @@ def _authorized(request: web.Request, expected: str | None) -> bool:
         return True
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
+    try:
+        # aiohttp decodes header bytes that are not UTF-8 as surrogates; surrogateescape gives them back.
+        given_bytes = given.strip().encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return False
     # Constant-time comparison: the token must not leak through response timing.
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected.encode())
+    return scheme.lower() == "bearer" and hmac.compare_digest(given_bytes, expected.encode())
 
 
 async def _body(request: web.Request) -> bytes | web.Response:
@@ -81,9 +90,11 @@ async def webhook(request: web.Request) -> web.Response:
     except PayloadError as e:
         controller.metrics.alert_received("unknown", "unknown", "malformed")
         return _error(400, f"malformed Alertmanager payload: {e}")
-    if not controller.is_leader:
-        for alert in message.alerts:
-            controller.metrics.alert_received(alert.alertname or "unknown", alert.status, "not_leader")
+    if not request.app[LEADERSHIP].is_leader:
+        configured = {rule.alertname for rule in controller.config.alerts}
+        for alert in message.alerts:  # a name without a rule must not add a series (metrics.py)
+            name = alert.alertname if alert.alertname in configured else OTHER_ALERTNAME
+            controller.metrics.alert_received(name, alert.status, "not_leader")
         return _error(503, "not the leader; Alertmanager will retry (and may reach the leader)")
     report = await controller.handle_alerts(message)
     if report.retry:
@@ -138,10 +149,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    controller = request.app[CONTROLLER]
-    ready, problems = controller.readiness()
-    body = {"ready": ready, "leader": controller.is_leader, "problems": problems,
-            "last_tick_at": controller.last_tick_at}
+    ready, problems = request.app[HEALTH].readiness()
+    body = {"ready": ready, "leader": request.app[LEADERSHIP].is_leader, "problems": problems,
+            "last_tick_at": request.app[CONTROLLER].last_tick_at}
     return web.json_response(body, status=200 if ready else 503)
 
 
@@ -165,9 +175,13 @@ async def _json_errors(request: web.Request,
 
 
 def make_app(controller: Controller, registry: CollectorRegistry, *, webhook_token: str | None = None,
-             api_token: str | None = None) -> web.Application:
+             api_token: str | None = None, health: Health | None = None,
+             leadership: Leadership | None = None) -> web.Application:
+    """The daemon's HTTP app; health and leadership default to the ones the controller was given."""
     app = web.Application(client_max_size=MAX_BODY, middlewares=[_json_errors])
     app[CONTROLLER] = controller
+    app[HEALTH] = health or controller.health
+    app[LEADERSHIP] = leadership or controller.leadership
     app[REGISTRY] = registry
     app[TOKENS] = {"webhook": webhook_token, "api": api_token}
     app.router.add_post("/webhooks/alertmanager", webhook)

@@ -15,10 +15,10 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from .actuator import ActuationError
 from .controller import Controller
+from .health import Health
 from .kube import KubeClient, KubeError, container_images, rollout_status
-from .rollout import ACTIVE, TransitionError, Trigger, step_for_weight
+from .rollout import ACTIVE, TransitionError, Trigger
 
 log = logging.getLogger("canaryd.watcher")
 
@@ -31,8 +31,9 @@ def template_hash(deployment: Mapping[str, Any]) -> str:
 class DeploymentWatcher:
     """Remembers each canary Deployment's pod template; a change that becomes available starts a rollout."""
 
-    def __init__(self, controller: Controller) -> None:
+    def __init__(self, controller: Controller, health: Health | None = None) -> None:
         self.controller = controller
+        self.health = health or controller.health  # this writes "watch <namespace>"
         self.known: dict[str, str] = {}  # "ns/deployment" → template hash last seen
         self.pending: dict[str, str] = {}  # changed, not yet available
         self._index: dict[tuple[str, str], str] = {}
@@ -90,55 +91,58 @@ class DeploymentWatcher:
             except asyncio.CancelledError:
                 raise
             except KubeError as e:
-                self.controller.problems[f"watch {namespace}"] = str(e)
+                self.health.set_problem(f"watch {namespace}", str(e))
                 log.warning("deployment watch failed; retrying", extra={"namespace": namespace, "error": str(e)})
                 await asyncio.sleep(5.0)
             else:
-                self.controller.problems.pop(f"watch {namespace}", None)
+                self.health.clear(f"watch {namespace}")
 
 
 async def poll_manual_weights(controller: Controller) -> None:
-    """One pass: a canary not in a rollout whose route has a canary weight > 0 was started by hand."""
-    if not controller.is_leader:
+    """One pass: each canary not in a rollout looks at its route (CanaryWorker.observe_route), in turn."""
+    if not controller.leadership.is_leader:
         return
     for key, w in list(controller.workers.items()):
         if w.rollout.phase in ACTIVE or w.pending_rollback is not None:
-            continue
+            continue  # its own task knows where it stands; do not queue behind a rollout
         try:
-            weight = await w.actuator.read_weight()
-            if weight > 0 and w.rollout.weight != weight:
-                saved = await w.actuator.read_state()
-                if saved and saved.get("weight") == weight:
-                    # canaryd's own weight, with its state (whose read failed at start, say): resume that
-                    # state rather than start over; a paused or promoted rollout must stay so.
-                    await w.refresh()
-                    continue
-        except ActuationError as e:
-            w.error = str(e)
-            continue
-        if w.pending_rollback is None:
-            w.error = None  # the route reads fine again
-        if weight > 0 and w.rollout.weight != weight:
-            step = step_for_weight(w.config.settings.traffic_steps, weight)
-            ns, name = key.split("/", 1)
-            reason = f"canary weight set to {weight} % by hand on the route; continuing from there"
-            try:
-                await controller.command(ns, name, "start", trigger=Trigger.START, reason=reason, step=step)
-            except TransitionError:
-                pass
-            except Exception as e:
-                log.warning("could not start a rollout", extra={"canary": key, "error": str(e)})
+            await w.observe_route()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.warning("could not read the route", extra={"canary": key, "error": str(e)})
 
 
-async def run_watchers(controller: Controller, kube: KubeClient) -> None:
-    watcher = DeploymentWatcher(controller)
-    namespaces = sorted({w.config.namespace for w in controller.workers.values()})
-    tasks = [asyncio.create_task(watcher.watch_namespace(kube, ns), name=f"watch {ns}") for ns in namespaces]
-    try:
-        while True:
-            await asyncio.sleep(controller.tick_interval())
-            await poll_manual_weights(controller)
-    finally:
+class NamespaceWatches:
+    """One Deployment watch per namespace of the configured canaries; follows the config on reload."""
+
+    def __init__(self, watcher: DeploymentWatcher, kube: KubeClient) -> None:
+        self.watcher = watcher
+        self.kube = kube
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+
+    def follow(self, namespaces: set[str]) -> None:
+        for ns in sorted(namespaces - self.tasks.keys()):
+            self.tasks[ns] = asyncio.create_task(self.watcher.watch_namespace(self.kube, ns), name=f"watch {ns}")
+        for ns in sorted(self.tasks.keys() - namespaces):
+            self.tasks.pop(ns).cancel()
+            self.watcher.health.clear(f"watch {ns}")  # no longer watched: its old failure must not stick
+
+    async def close(self) -> None:
+        tasks = list(self.tasks.values())
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self.tasks.clear()
+
+
+async def run_watchers(controller: Controller, kube: KubeClient, health: Health | None = None) -> None:
+    watcher = DeploymentWatcher(controller, health)
+    watches = NamespaceWatches(watcher, kube)
+    try:
+        while True:
+            watches.follow({c.namespace for c in controller.config.canaries})
+            await asyncio.sleep(controller.tick_interval())
+            await poll_manual_weights(controller)
+    finally:
+        await watches.close()

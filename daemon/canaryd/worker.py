@@ -21,10 +21,10 @@ from .analysis.judge import METRICS
 from .analysis.snapshot import ArmSnapshot
 from .analysis.verdicts import Judgement
 from .config import CanaryConfig
+from .health import Health
 from .metrics import MetricObservation, Metrics
 from .notify import Event, Notifier
 from .rollout import Phase, Rollout, Trigger
-from .settings import judge_settings
 
 log = logging.getLogger("canaryd.worker")
 
@@ -44,7 +44,15 @@ class SourceDown:
 
 @dataclass(frozen=True)
 class Refresh:
-    """Re-read the state saved on the route (a follower's view, or a new leader taking over)."""
+    """Re-read the state saved on the route (at start, a follower's view, or a new leader taking over)."""
+
+    at_start: bool = False  # a failure then is logged: the canary starts without its saved state
+
+
+@dataclass(frozen=True)
+class ObserveRoute:
+    """The watcher's pass: a canary not in a rollout whose route has a canary weight > 0 was started by
+    hand (`kubectl patch`), so a rollout starts at that weight."""
 
 
 @dataclass(frozen=True)
@@ -58,18 +66,21 @@ class Command:
 
 @dataclass
 class _Item:
-    message: Tick | SourceDown | Refresh | Command | Callable[[], None]
+    message: Message
     done: asyncio.Future[Any] | None = field(default=None)
 
 
+Message = Tick | SourceDown | Refresh | ObserveRoute | Command | Callable[[], None]
+
+
 def new_rollout(c: CanaryConfig) -> Rollout:
-    return Rollout(steps=c.settings.traffic_steps, settings=judge_settings(c.settings),
+    return Rollout(steps=c.settings.traffic_steps, settings=c.settings.judge_settings(),
                    auto_promote=c.settings.auto_promote)
 
 
 class CanaryWorker:
     def __init__(self, config: CanaryConfig, actuator: Actuator, *, metrics: Metrics, notifier: Notifier | None,
-                 clock: Callable[[], float] = time.time, dry_run: bool = False) -> None:
+                 clock: Callable[[], float] = time.time, dry_run: bool = False, health: Health | None = None) -> None:
         self.config = config
         self.actuator = actuator
         self.metrics = metrics
@@ -77,7 +88,8 @@ class CanaryWorker:
         self.clock = clock
         self.dry_run = dry_run
         self.rollout = new_rollout(config)
-        self.error: str | None = None  # the last actuation error, shown in the status until a write works
+        self.health = health or Health()
+        self._error: str | None = None
         self.pending_rollback: ro.Rollback | None = None  # a rollback whose write failed: retried every tick
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._report()
@@ -85,6 +97,18 @@ class CanaryWorker:
     @property
     def key(self) -> str:
         return self.config.key
+
+    @property
+    def error(self) -> str | None:
+        """The last actuation error, shown in the status and in /readyz until the route works again."""
+        return self._error
+
+    def _set_error(self, error: str | None) -> None:
+        self._error = error
+        if error:
+            self.health.set_problem(f"canary {self.key}", error)
+        else:
+            self.health.clear(f"canary {self.key}")
 
     # ------------------------------------------------------------------------------------------ public
 
@@ -106,29 +130,32 @@ class CanaryWorker:
 
     async def submit(self, command: Command) -> dict[str, Any]:
         """Queue a command and wait until it has been applied. Raises TransitionError or ActuationError."""
-        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Item(command, done))
-        return await done
+        return await self._ask(command)
 
     async def barrier(self) -> None:
         """Wait until everything queued before this call has been handled (used at shutdown)."""
+        await self._ask(lambda: None)
+
+    async def observe_route(self) -> None:
+        """Look at the route's weight now (see ObserveRoute); returns once that is done."""
+        await self._ask(ObserveRoute())
+
+    async def _ask(self, message: Message) -> Any:
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Item(lambda: None, done))
-        await done
+        self._queue.put_nowait(_Item(message, done))
+        return await done
 
     def reconfigure(self, config: CanaryConfig) -> None:
         """A reloaded config: the next steps and judgements use it; the current position is kept."""
         def apply() -> None:
             self.config = config
-            settings = judge_settings(config.settings)
+            settings = config.settings.judge_settings()
             self.rollout = replace(self.rollout, steps=config.settings.traffic_steps, settings=settings,
                                    auto_promote=config.settings.auto_promote)
         self._queue.put_nowait(_Item(apply))
 
-    async def refresh(self) -> None:
-        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Item(Refresh(), done))
-        await done
+    async def refresh(self, *, at_start: bool = False) -> None:
+        await self._ask(Refresh(at_start))
 
     async def restore(self) -> None:
         """Resume from the state saved on the route, if any (a restarted daemon continues, never restarts)."""
@@ -144,6 +171,17 @@ class CanaryWorker:
             self._report()
 
     async def run(self) -> None:
+        """Handle the queue until cancelled; the task's last line of defence says so in /readyz."""
+        try:
+            await self._serve()
+        except asyncio.CancelledError:
+            self.health.clear(f"canary {self.key}")  # stopped on purpose (shutdown, removed by a reload)
+            raise
+        except Exception:  # _serve() guards each message; this is the last line
+            log.exception("canary task died", extra={"canary": self.key})
+            self.health.set_problem(f"canary {self.key}", "its task died; see the logs")
+
+    async def _serve(self) -> None:
         while True:
             item = await self._queue.get()
             try:
@@ -163,30 +201,66 @@ class CanaryWorker:
 
     # ------------------------------------------------------------------------------------------ handling
 
-    async def _handle(self, message: Tick | SourceDown | Refresh | Command | Callable[[], None]) -> dict[str, Any]:
+    async def _handle(self, message: Message) -> dict[str, Any]:
         if isinstance(message, Refresh):
-            try:
-                await self.restore()
-            except ActuationError as e:
-                self.error = str(e)
-            else:
-                if self.pending_rollback is None:
-                    self.error = None  # the route reads again: a follower never writes to clear it
+            await self._refresh(message.at_start)
+        elif isinstance(message, ObserveRoute):
+            await self._observe_route()
         elif isinstance(message, Tick):
             await self._tick(message)
         elif isinstance(message, SourceDown):
-            if ro.due(self.rollout, message.now, self.config.settings.interval):
-                self.rollout = replace(ro.source_down(self.rollout, message.now, message.reason),
-                                       last_judged_at=message.now)
-                # Every verdict is unknown while the source is down: say so rather than keep stale ones.
-                self.metrics.observe_decision(self.config.namespace, self.config.name, "hold",
-                                              [MetricObservation(m, "inconclusive") for m in METRICS])
-                self._report()
+            self._source_down(message)
         elif isinstance(message, Command):
             await self._command(message)
         else:
             message()
         return self.status()
+
+    async def _refresh(self, at_start: bool = False) -> None:
+        try:
+            await self.restore()
+        except ActuationError as e:
+            self._set_error(str(e))
+            if at_start:
+                log.error("cannot read the route's saved state", extra={"canary": self.key, "error": str(e)})
+        else:
+            if self.pending_rollback is None:
+                self._set_error(None)  # the route reads again: a follower never writes to clear it
+
+    def _source_down(self, message: SourceDown) -> None:
+        if ro.due(self.rollout, message.now, self.config.settings.interval):
+            self.rollout = replace(ro.source_down(self.rollout, message.now, message.reason),
+                                   last_judged_at=message.now)
+            # Every verdict is unknown while the source is down: say so rather than keep stale ones.
+            self.metrics.observe_decision(self.config.namespace, self.config.name, "hold",
+                                          [MetricObservation(m, "inconclusive") for m in METRICS])
+            self._report()
+
+    async def _observe_route(self) -> None:
+        if self.rollout.phase in ro.ACTIVE or self.pending_rollback is not None:
+            return
+        try:
+            weight = await self.actuator.read_weight()
+            if weight > 0 and self.rollout.weight != weight:
+                saved = await self.actuator.read_state()
+                if saved and saved.get("weight") == weight:
+                    # canaryd's own weight, with its state (whose read failed at start, say): resume that
+                    # state rather than start over; a paused or promoted rollout must stay so.
+                    await self._refresh()
+                    return
+        except ActuationError as e:
+            self._set_error(str(e))
+            return
+        self._set_error(None)  # the route reads fine again
+        if weight > 0 and self.rollout.weight != weight:
+            step = ro.step_for_weight(self.config.settings.traffic_steps, weight)
+            reason = f"canary weight set to {weight} % by hand on the route; continuing from there"
+            try:
+                await self._command(Command("start", Trigger.START, reason, step=step))
+            except ro.TransitionError:
+                pass
+            except ActuationError as e:
+                log.warning("could not start a rollout", extra={"canary": self.key, "error": str(e)})
 
     async def _tick(self, tick: Tick) -> None:
         if self.pending_rollback is not None:
@@ -204,7 +278,7 @@ class CanaryWorker:
             try:
                 await self.restore()
             except ActuationError as e:
-                self.error = str(e)
+                self._set_error(str(e))
             if self.rollout.phase is not Phase.PROGRESSING:
                 return
             r = self.rollout
@@ -266,11 +340,11 @@ class CanaryWorker:
         try:
             await action()
         except ActuationError as e:
-            self.error = str(e)
+            self._set_error(str(e))
             self.metrics.router_update(ns, name, "error")
             log.error("route update failed", extra={"canary": self.key, "error": self.error})
             return False
-        self.error = None
+        self._set_error(None)
         self.metrics.router_update(ns, name, "ok")
         return True
 
