@@ -396,3 +396,28 @@ async def test_parses_what_real_alertmanager_sends(aiohttp_server: Any, tmp_path
             proc.wait()
         log.close()
         shutil.rmtree(tmp_path / "data", ignore_errors=True)
+
+
+# --- input no sender should be able to break us -------------------------------------------
+
+
+@pytest.mark.parametrize("labels", [{"alertname": "\ud800"}, {"canary": "\udfff"}, {"\udc00": "x"}])
+def test_a_lone_surrogate_anywhere_is_a_payload_error_naming_where(labels: dict[str, str]) -> None:
+    doc = alert_doc(labels=labels)
+    del doc["fingerprint"]  # the fingerprint is then computed from the labels
+    with pytest.raises(PayloadError, match=r"^alerts\[0\]\.labels.*lone UTF-16 surrogate"):
+        parse_webhook(payload(doc))
+
+
+def test_a_surrogate_pair_is_ordinary_text() -> None:
+    msg = parse_webhook(payload(alert_doc(annotations={"summary": "\ud83d\ude00"})))
+    assert msg.alerts[0].annotations["summary"] == "\N{GRINNING FACE}"
+
+
+def test_a_number_with_too_many_digits_is_a_payload_error() -> None:
+    with pytest.raises(PayloadError, match="too many digits"):
+        parse_webhook(b'{"version": "4", "alerts": [], "truncatedAlerts": ' + b"9" * 5000 + b"}")
+
+
+def test_fingerprint_of_a_lone_surrogate_does_not_raise() -> None:
+    assert len(compute_fingerprint({"canary": "\ud800"})) == 16

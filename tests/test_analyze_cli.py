@@ -149,3 +149,19 @@ def test_validate_command(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "defaults.traffic_steps" in r.stderr
     assert "did you mean 'step_duration'" in r.stderr
+
+
+def test_help_lists_the_threshold_flags():
+    code, out, err = analyze("--help")
+    assert code == 0, err
+    assert "max canary 5xx rate, % (rollback; default" in out
+
+
+def test_a_counter_beyond_float_range_names_its_field(tmp_path, capsys):
+    data = {"samples": [sample(0), sample(10)]}
+    text = json.dumps(data).replace('"requests": 0', '"requests": 1' + "0" * 400, 1)
+    code = main(["analyze", "--input", write(tmp_path, text)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "samples[0].canary.requests: must be a finite number" in err
+    assert "internal error" not in err and len(err.strip().splitlines()) == 1

@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from canaryd import __version__
 from canaryd.metrics import (
     DECISIONS,
+    OTHER_ALERTNAME,
     PHASES,
     PROMETHEUS_ERROR_KINDS,
     ROLLBACK_TRIGGERS,
@@ -488,3 +489,18 @@ def test_per_canary_state_is_small() -> None:
     finally:
         tracemalloc.stop()
     assert traced < 8_000_000, traced
+
+
+def test_alert_names_without_a_rule_share_one_series(m: Metrics, registry: CollectorRegistry) -> None:
+    for i in range(1000):
+        m.alert_received(f"Junk{i}", "firing", "unknown_alertname")
+    m.alert_received("\ud800", "firing", "accepted")  # cannot be encoded: never a label value
+    m.alert_received("CanaryHighErrorRate", "weird-status", "weird-outcome")
+    assert val(registry, "canaryd_alerts_received_total", alertname=OTHER_ALERTNAME, status="firing",
+               outcome="unknown_alertname") == 1000
+    assert val(registry, "canaryd_alerts_received_total", alertname=OTHER_ALERTNAME, status="firing",
+               outcome="accepted") == 1
+    assert val(registry, "canaryd_alerts_received_total", alertname="CanaryHighErrorRate", status="unknown",
+               outcome="other") == 1
+    body = render(registry)[0].decode()
+    assert body.count("canaryd_alerts_received_total{") == 3

@@ -131,16 +131,9 @@ def parse_timestamp(text: str) -> datetime:
 # --- parsing --------------------------------------------------------------------------------
 
 
-def parse_webhook(body: bytes) -> WebhookMessage:
+def parse_webhook(body: bytes | str) -> WebhookMessage:
     """Parse an Alertmanager webhook body (version "4"). Raises `PayloadError` naming the JSON path."""
-    try:
-        doc = json.loads(body)
-    except UnicodeDecodeError as e:
-        raise PayloadError(f"body: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except json.JSONDecodeError as e:
-        raise PayloadError(f"body: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
-    except RecursionError:
-        raise PayloadError("body: JSON nested too deeply") from None
+    doc = _load_json(body)
     if not isinstance(doc, dict):
         raise PayloadError(f"body: expected a JSON object (Alertmanager webhook v4), got {_kind(doc)}")
 
@@ -174,6 +167,57 @@ def parse_webhook(body: bytes) -> WebhookMessage:
         truncated_alerts=truncated,
         alerts=alerts,
     )
+
+
+def _load_json(body: bytes | str) -> Any:
+    """json.loads, with every way it can fail as a `PayloadError`, and no lone surrogate let through."""
+    try:
+        doc = json.loads(body)
+    except UnicodeDecodeError as e:
+        raise PayloadError(f"body: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise PayloadError(f"body: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        raise PayloadError("body: JSON nested too deeply") from None
+    except ValueError:  # json.loads' other ValueError: an integer over sys.get_int_max_str_digits()
+        raise PayloadError("body: a number in the JSON has too many digits") from None
+    if (isinstance(body, str) or _SURROGATE_ESCAPE.search(body)) and (where := _lone_surrogate(doc)) is not None:
+        raise PayloadError(f"{where}: not valid Unicode: a lone UTF-16 surrogate escape (\\ud800-\\udfff)")
+    return doc
+
+
+# A "\\uD800"-"\\uDFFF" escape; only a body with one can decode to a lone surrogate, since Python's
+# UTF-8 decoder already rejects encoded surrogates. A lone one cannot be encoded again (logs,
+# metrics, fingerprints), and Alertmanager (Go) never sends one, so it is a malformed payload.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _lone_surrogate(doc: Any) -> str | None:
+    """The JSON path of the first string (value or key) holding a lone surrogate, else None.
+    Iterative, so that a document json.loads accepted cannot exhaust the stack here."""
+    stack: list[tuple[Any, str]] = [(doc, "body")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            if not _encodable(value):
+                return path
+        elif isinstance(value, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(value))
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                key_path = k if path == "body" else f"{path}.{k}"
+                if not _encodable(k):
+                    return f"{path}: the key \"{k.encode('utf-8', 'backslashreplace').decode()}\""
+                stack.append((v, key_path))
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _parse_alert(raw: Any, path: str) -> Alert:
@@ -270,7 +314,8 @@ def compute_fingerprint(labels: Mapping[str, str]) -> str:
     h = _FNV_OFFSET
     for name in sorted(labels):
         for part in (name, labels[name]):
-            for byte in part.encode("utf-8") + b"\xff":
+            # surrogatepass: a lone surrogate (which parse_webhook rejects) must not make this raise
+            for byte in part.encode("utf-8", "surrogatepass") + b"\xff":
                 h = ((h ^ byte) * _FNV_PRIME) & _MASK64
     return f"{h:016x}"
 

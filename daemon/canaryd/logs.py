@@ -7,12 +7,20 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is logged as a field.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 
 
 def _extras(record: logging.LogRecord) -> dict[str, object]:
     return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
+
+
+def _encodable(text: str) -> str:
+    # A lone surrogate from a request (a header, a path) cannot be written to a UTF-8 stream: the
+    # handler would print its own "--- Logging error ---" traceback and drop the line.
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class JsonFormatter(logging.Formatter):
@@ -26,7 +34,7 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return _encodable(json.dumps(entry, default=str, ensure_ascii=False))
 
 
 class TextFormatter(logging.Formatter):
@@ -36,7 +44,23 @@ class TextFormatter(logging.Formatter):
         line = f"{ts} {record.levelname:<7} {record.getMessage()}" + (f"  {fields}" if fields else "")
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        return _encodable(line)
+
+
+class BadRequestFilter(logging.Filter):
+    """aiohttp logs every request it cannot parse (bad request line, header too long, ...) at ERROR
+    with a traceback of its own parser. That is the client's fault: keep one WARNING line naming it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and record.levelno > logging.WARNING:
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            problem = " ".join(str(exc.message).split())  # aiohttp's message spans lines
+            record.msg, record.args = "bad HTTP request from %s: %s %s", (remote, exc.code, problem)
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+            return logging.getLogger(record.name).isEnabledFor(logging.WARNING)
+        return True
 
 
 def setup_logging(fmt: str = "json", level: str = "info") -> None:
@@ -47,3 +71,6 @@ def setup_logging(fmt: str = "json", level: str = "info") -> None:
     root.setLevel(level.upper())
     # aiohttp's access log is off; its internal warnings stay.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, BadRequestFilter) for f in server.filters):
+        server.addFilter(BadRequestFilter())

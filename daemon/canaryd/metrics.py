@@ -11,6 +11,12 @@ Choices, so that dashboards and alerts can rely on them:
 - `canaryd_prometheus_errors_total` has a `kind` label from a closed set (see
   `PROMETHEUS_ERROR_KINDS`, unknown kinds count as "other"); all kinds start at 0, so
   `sum(canaryd_prometheus_errors_total)` is the plain total the contract names.
+- `canaryd_alerts_received_total{alertname,status,outcome}` takes its labels from closed sets
+  too, since a webhook payload is anyone's input: `alertname` is a configured alert's name,
+  "unknown" when the request was refused before its alerts were read (unauthorized, too large,
+  malformed), or "other" (`OTHER_ALERTNAME`) for every name without a rule in `alerts:`
+  (outcome `unknown_alertname`); `status` is firing, resolved or unknown; `outcome` one of
+  `ALERT_OUTCOMES`, anything else counts as "other".
 - `render` drops the `*_created` samples prometheus_client adds to counters and histograms.
   promtool accepts them, but in the text format they become one extra gauge series per counter
   series, doubling the per-canary series count for nothing Prometheus 2.x uses. Filtering at
@@ -39,11 +45,15 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from canaryd import __version__
+from canaryd.alerts import OUTCOMES
 from canaryd.analysis.verdicts import Decision, Verdict
 from canaryd.rollout import ROLLBACK_CAUSES, Phase
 
 __all__ = [
+    "ALERT_OUTCOMES",
+    "ALERT_STATUSES",
     "DECISIONS",
+    "OTHER_ALERTNAME",
     "PHASES",
     "PROMETHEUS_ERROR_KINDS",
     "ROLLBACK_TRIGGERS",
@@ -68,6 +78,10 @@ PROMETHEUS_ERROR_KINDS: tuple[str, ...] = (
     "bad_response",  # unparseable or unexpected JSON
     "other",
 )
+# The webhook's alert outcomes (alerts.OUTCOMES) and the ways a whole request is refused.
+ALERT_OUTCOMES: tuple[str, ...] = (*OUTCOMES, "not_leader", "unauthorized", "too_large", "malformed", "other")
+ALERT_STATUSES: tuple[str, ...] = ("firing", "resolved", "unknown")
+OTHER_ALERTNAME = "other"
 ANALYSIS_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 _CANARY = ("namespace", "canary")
@@ -289,6 +303,13 @@ class Metrics:
     # --- daemon-wide --------------------------------------------------------------------
 
     def alert_received(self, alertname: str, status: str, outcome: str) -> None:
+        """Count one webhook alert. `alertname` must be a configured alert's name or "unknown"; the
+        caller maps names without a rule to `OTHER_ALERTNAME` (outcome unknown_alertname does it
+        here), so that no payload can add series."""
+        if outcome == "unknown_alertname" or not _encodable(alertname):
+            alertname = OTHER_ALERTNAME
+        status = status if status in ALERT_STATUSES else "unknown"
+        outcome = outcome if outcome in ALERT_OUTCOMES else "other"
         self.alerts_received.labels(alertname, status, outcome).inc()
 
     def prometheus_error(self, kind: str) -> None:
@@ -314,6 +335,17 @@ def _check(value: str, allowed: tuple[str, ...], what: str) -> None:
     # A typo in a label value would silently create a new series nobody queries; fail loudly.
     if value not in allowed:
         raise ValueError(f"{what}: {value!r} is not one of {', '.join(allowed)}")
+
+
+def _encodable(text: str) -> bool:
+    # A lone surrogate in a label value would make every later scrape fail to encode.
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _number(value: float | None) -> float | None:

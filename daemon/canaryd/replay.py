@@ -29,8 +29,11 @@ class Replay:
 
 def _number(value: object, where: str, *, minimum: float | None = 0.0, maximum: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ReplayError(f"{where}: must be a number, got {json.dumps(value)}")
-    v = float(value)
+        raise ReplayError(f"{where}: must be a number, got {_shown(value)}")
+    try:
+        v = float(value)
+    except OverflowError:  # an integer beyond float's range, e.g. 10**400
+        raise ReplayError(f"{where}: must be a finite number, got an integer of {len(str(value))} digits") from None
     if not math.isfinite(v):
         raise ReplayError(f"{where}: must be a finite number, got {value}")
     if minimum is not None and v < minimum:
@@ -38,6 +41,12 @@ def _number(value: object, where: str, *, minimum: float | None = 0.0, maximum: 
     if maximum is not None and v > maximum:
         raise ReplayError(f"{where}: must be <= {maximum:g}, got {value}")
     return v
+
+
+def _shown(value: object) -> str:
+    """The JSON of a bad value, cut short: the error stays one readable line."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _le(text: str, where: str) -> float:
@@ -107,13 +116,22 @@ def _latest(seen: ArmSnapshot, cur: ArmSnapshot) -> ArmSnapshot:
     return replace(seen, **{k: getattr(cur, k) for k in fields if getattr(cur, k) is not None})
 
 
-def parse_replay(text: str | bytes, source: str = "input") -> Replay:
+def _load_json(text: str | bytes, source: str) -> object:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ReplayError(f"{source}: not valid JSON: line {e.lineno} column {e.colno}: {e.msg}") from None
     except UnicodeDecodeError as e:
         raise ReplayError(f"{source}: not UTF-8 text: {e.reason}") from None
+    except RecursionError:
+        raise ReplayError(f"{source}: the JSON is nested too deeply") from None
+    except ValueError:  # json.loads' other ValueError: an integer over sys.get_int_max_str_digits()
+        raise ReplayError(f"{source}: a number in the JSON has too many digits") from None
+    return data
+
+
+def parse_replay(text: str | bytes, source: str = "input") -> Replay:
+    data = _load_json(text, source)
     if not isinstance(data, Mapping) or not isinstance(data.get("samples"), list):
         raise ReplayError(f"{source}: must be a JSON object with a \"samples\" list")
     samples = data["samples"]

@@ -83,7 +83,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"requests each arm needs before the step can pass (default {defaults.min_requests})")
     p.add_argument("--alpha", type=_probability, help=f"family-wise error rate (default {defaults.alpha})")
     for flag, field, text in THRESHOLD_FLAGS:
-        p.add_argument(flag, dest=field, type=_threshold, metavar="N|off", help=text % getattr(defaults, field))
+        p.add_argument(flag, dest=field, type=_threshold, metavar="N|off",
+                       help=text.replace("%s", str(getattr(defaults, field))))
     p.add_argument("--output", "-o", choices=("table", "json"), default="table")
     p.add_argument("--every-tick", action="store_true", help="with the table: print every tick's decision")
     p.set_defaults(handler=run)
