@@ -383,11 +383,13 @@ def _plan_fetch(targets: Sequence[ArmTarget], queries: Mapping[str, str | None],
             template = _template(metric, t, queries)
             if template is not None:
                 win = promql_duration(gauge_window if window is None else window)
-                gauges.append(_Gauge(metric, t, _render(template, metric, t, selector=t.selector, window=win)))
+                expr = _render(template, metric, t, selector=t.selector, window=win)
+                gauges.append(_Gauge(metric, t, expr))
     return _FetchPlan(plans, gauges)
 
 
-async def _execute_fetch(client: PrometheusClient, fetch: _FetchPlan, *, concurrency: int = 16) -> _FetchAnswers:
+async def _execute_fetch(client: PrometheusClient, fetch: _FetchPlan, *,
+                         concurrency: int = 16) -> _FetchAnswers:
     """Issue every planned query, at most `concurrency` at a time; failures are collected, not raised."""
     gate = asyncio.Semaphore(concurrency)
     errors: list[SourceError] = []
@@ -416,7 +418,7 @@ def _assemble_fetch(targets: Sequence[ArmTarget], fetch: _FetchPlan, answers: _F
         if result:
             # A percentage per arm is expected; if the template yields several series, be conservative.
             fields[(gauge.target.key, gauge.target.arm)][gauge.metric] = max(s.value for s in result)
-    increments = {arm_key: ArmSnapshot(**_zero_fill(values, answered[arm_key])) for arm_key, values in fields.items()}
+    increments = {key: ArmSnapshot(**_zero_fill(values, answered[key])) for key, values in fields.items()}
     return FetchResult(increments=increments, errors=answers.errors, queries=fetch.queries)
 
 
