@@ -22,33 +22,13 @@ from .counts import (
 )
 from .distribution import fraction_above, histogram_quantile
 from .durations import format_duration
+from .settings import JudgeSettings
 from .snapshot import Snapshot
 from .verdicts import Action, Decision, Judgement, MetricResult, Verdict
 from .windows import ArmWindow, arm_window, fill_snapshot_baseline
 
 METRICS = ("error_ratio", "latency_ratio", "error_rate", "success_rate", "latency_p95", "latency_p99",
            "cpu", "memory")
-
-
-@dataclass(frozen=True)
-class JudgeSettings:
-    """What the judge needs from the config; `None` disables a threshold."""
-
-    alpha: float = 0.05
-    min_requests: int = 1000
-    step_duration: float = 300.0
-    max_step_duration: float | None = 900.0
-    timeout_rollback: bool = False  # after max_step_duration a hold becomes: rollback (True) or pause
-    tolerance_pp: float = 1.0
-    error_rate: float | None = 5.0
-    success_rate: float | None = 95.0
-    latency_p95_ms: float | None = 500.0
-    latency_p99_ms: float | None = 1000.0
-    error_ratio: float | None = 2.0
-    latency_ratio: float | None = 1.5
-    cpu: float | None = 80.0
-    memory: float | None = 80.0
-    min_traffic_share: float = 0.5  # below this share of its weight, the canary "is not receiving traffic"
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ from ..analysis.judge import JudgeSettings
 from ..analysis.verdicts import Decision, Judgement
 from ..config import AnalysisSettings, ConfigError, load_config, parse_duration
 from ..replay import ReplayError, parse_replay
-from ..settings import judge_settings
 from .common import DECISION_EXIT, config_problems, fail
 from .table import render_judgement
 
@@ -115,7 +114,7 @@ def _settings(args: argparse.Namespace) -> JudgeSettings:
         overrides["min_requests"] = args.min_requests
     if args.alpha is not None:
         overrides["alpha"] = args.alpha
-    settings = replace(judge_settings(analysis), **overrides)
+    settings = replace(analysis.judge_settings(), **overrides)
     thresholds = {field: None if getattr(args, field) == OFF else getattr(args, field)
                   for _, field, _ in THRESHOLD_FLAGS if getattr(args, field) is not None}
     return replace(settings, **thresholds)

@@ -21,7 +21,6 @@ from ..analysis.snapshot import ArmSnapshot, Snapshot
 from ..analysis.verdicts import Decision, Judgement
 from ..config import ConfigError
 from ..rollout import add_arm
-from ..settings import judge_settings
 from ..sources.counters import advance
 from ..sources.prometheus import ArmTarget, PrometheusClient, SourceError, fetch_increments
 from .cluster import add_cluster_args, canary_from_args
@@ -65,7 +64,7 @@ def arm_table(c: ArmSnapshot, s: ArmSnapshot, seconds: float) -> str:
 
 async def _monitor(args: argparse.Namespace) -> int:
     config, canary = canary_from_args(args)
-    settings = judge_settings(canary.settings)
+    settings = canary.settings.judge_settings()
     if args.min_requests is not None:
         settings = replace(settings, min_requests=args.min_requests)
     url = args.prometheus_url or config.prometheus.url

@@ -1,0 +1,90 @@
+"""Loading: YAML (duplicate keys refused) → validated sections → the typed, frozen Config."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .checks import _merge, _valid, check_all
+from .kinds import _Ctx, _show
+from .model import AnalysisSettings, CanaryConfig, Config
+from .schema import _TOP, construct
+
+
+class ConfigError(Exception):
+    """The configuration is invalid. `problems` lists every problem found, one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+    def __str__(self) -> str:
+        return "\n".join(self.problems)
+
+
+def _build(raw: Mapping[str, Any], ctx: _Ctx) -> Config | None:
+    check_all(ctx, raw)
+    if ctx.problems or not _valid(raw):
+        return None
+    defaults = raw["defaults"]
+    canaries = tuple(construct(CanaryConfig, c, settings=construct(AnalysisSettings, _merge(defaults, c)))
+                     for c in raw["canaries"])
+    return construct(Config, raw, canaries=canaries, source=ctx.source)
+
+
+def parse_config(data: object, source: str = "<config>") -> Config:
+    """Validate already-parsed YAML/JSON data. Raises ConfigError listing every problem."""
+    ctx = _Ctx(source)
+    if data is None:  # an empty file: every default, no canaries
+        data = {}
+    if not isinstance(data, Mapping):
+        ctx.add("", f"must be a mapping with the sections {', '.join(_TOP.keys())}, got {_show(data)}")
+        raise ConfigError(ctx.problems)
+    config = _build(_TOP.parse(data, ctx, ""), ctx)
+    if ctx.problems or config is None:
+        raise ConfigError(ctx.problems or [f"{source}: (top level): invalid configuration"])
+    return config
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys, which plain YAML loading silently resolves to the last."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[tuple[str, str]] = set()
+        for key_node, _value in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key = (key_node.tag, key_node.value)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"found duplicate key {key_node.value!r}", key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(source: str, error: yaml.YAMLError) -> str:
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        mark = error.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}"
+        context = f" ({error.context})" if error.context else ""
+        return f"{source}: {where}: invalid YAML: {error.problem}{context}; fix the syntax at that line"
+    return f"{source}: (top level): invalid YAML: {error}"
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config file. Raises ConfigError (unreadable file, bad YAML, bad values)."""
+    source = str(path)
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except OSError as e:
+        raise ConfigError([f"{source}: (file): cannot read: {e.strerror or e}; give a readable YAML file"]) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"{source}: (file): not UTF-8 text at byte {e.start}; save the file as UTF-8"]) from None
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.YAMLError as e:
+        raise ConfigError([_yaml_problem(source, e)]) from None
+    return parse_config(data, source)

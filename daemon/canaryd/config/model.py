@@ -1,0 +1,248 @@
+"""The typed configuration: frozen dataclasses whose fields carry their default, doc line and kind.
+
+A field's ``metadata`` holds ``doc`` (one line for the reference) and ``kind`` (a validator from
+`kinds`, the name of one in `kinds.NAMED`, or a dataclass for a nested section). ``items`` names the
+dataclass of a list's entries, ``yaml`` a YAML key that differs from the field's name, ``joins`` the
+fields that one YAML key fills, ``inherits`` a section whose keys are repeated inline (a canary's own
+settings). A field without ``doc`` is not a YAML key. The schema, the reference and the JSON schema are
+derived from these fields; the default written here is the only one.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Literal
+
+from ..analysis.settings import JudgeBase, Thresholds
+from .kinds import _K8S_LABEL, _K8S_NAME, _PATH, _SELECTOR, _Bool, _Choice, _choice, _Int, _Listen, _Str, _Url
+from .queries import _COUNTER, _GAUGE
+
+if TYPE_CHECKING:
+    from ..analysis.settings import JudgeSettings
+
+__all__ = [
+    "DEFAULT_ALERTS", "THRESHOLD_ACTIONS", "AlertAction", "AlertRule", "AnalysisSettings", "ArmConfig",
+    "CanaryConfig", "Config", "HoldPolicy", "KubernetesConfig", "LeaderElectionConfig", "Mesh", "NotifierConfig",
+    "PrometheusConfig", "Queries", "ServerConfig", "Thresholds", "default_backend",
+]
+
+
+class Mesh(str, Enum):
+    ISTIO = "istio"  # VirtualService, subsets
+    LINKERD = "linkerd"  # SMI TrafficSplit, services
+    GATEWAY_API = "gateway-api"  # HTTPRoute, services
+
+
+class AlertAction(str, Enum):
+    ROLLBACK = "rollback"
+    PAUSE = "pause"
+    HOLD = "hold"  # DESIGN's name for keeping the current weight; same effect as pause
+    IGNORE = "ignore"
+
+
+class HoldPolicy(str, Enum):
+    """What a hold becomes once a step has lasted max_step_duration."""
+
+    PAUSE = "pause"
+    ROLLBACK = "rollback"
+
+
+THRESHOLD_ACTIONS: Mapping[str, str] = types.MappingProxyType(
+    {f.name: f.metadata["action"] for f in fields(Thresholds)})
+"""The seed's action for each threshold when it is exceeded; fixed, not configurable."""
+
+
+def _key(default: Any, doc: str, kind: object, **more: Any) -> Any:
+    return field(default=default, metadata={"doc": doc, "kind": kind, **more})
+
+
+def _required(doc: str, kind: object) -> Any:
+    return field(metadata={"doc": doc, "kind": kind})
+
+
+def _section(cls: type, doc: str, **more: Any) -> Any:
+    return field(default_factory=cls, metadata={"doc": doc, "kind": cls, **more})
+
+
+def _judge(name: str) -> Any:
+    """The judge's own field (default, doc and kind), so the config cannot restate it differently."""
+    (f,) = (f for f in fields(JudgeBase) if f.name == name)
+    return field(default=f.default, metadata=f.metadata)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = _key("127.0.0.1", "Address of the HTTP server (webhooks, API, metrics)", _Listen(),
+                     yaml="listen", joins=("host", "port"))  # IPv6 without brackets
+    port: int = 8080  # YAML: the port of listen
+    webhook_token_file: str | None = _key(
+        None, 'File holding a token; if set, /webhooks/* need "Authorization: Bearer <token>"', _PATH)
+    api_token_file: str | None = _key(None, "File holding a token; if set, POST /api/v1/* need it", _PATH)
+
+
+@dataclass(frozen=True)
+class PrometheusConfig:
+    url: str = _key("http://127.0.0.1:9090", "Prometheus base URL",
+                    _Url("http://127.0.0.1:9090"))  # without a trailing slash
+    timeout: float = _key(10.0, "Timeout of one Prometheus HTTP request", "duration")
+    retries: int = _key(3, "Retries of a failed Prometheus request before the tick holds", _Int(0, 10))
+
+
+@dataclass(frozen=True)
+class LeaderElectionConfig:
+    enabled: bool = _key(False, "Elect one acting replica through a coordination.k8s.io Lease", _Bool())
+    namespace: str = _key("default", "Namespace of the Lease", _K8S_LABEL)
+    lease: str = _key("canaryd", "Name of the Lease", _K8S_NAME)
+    lease_duration: float = _key(15.0, "How long a lease is valid without renewal", "duration")
+    renew_deadline: float = _key(10.0, "How long the leader retries renewing before it steps down", "duration")
+    retry_period: float = _key(2.0, "Pause between attempts to acquire or renew", "duration")
+
+
+@dataclass(frozen=True)
+class KubernetesConfig:
+    enabled: bool = _key(True, "false: dry run; decisions are logged and exported, nothing is patched", _Bool())
+    kubeconfig: str | None = _key(None, "Kubeconfig file; null: in-cluster config, else the default", _PATH)
+    leader_election: LeaderElectionConfig = _section(LeaderElectionConfig, "Leader election")
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    mesh: Mesh = _key(Mesh.ISTIO, "Traffic router: istio (VirtualService), linkerd (SMI TrafficSplit), "
+                                  "gateway-api (HTTPRoute)", _choice(Mesh))
+    traffic_steps: tuple[int, ...] = _key((5, 25, 50, 100), "Canary weights, %, one per step", "steps")
+    step_duration: float = _judge("step_duration")
+    interval: float = _key(30.0, "Time between analysis ticks", "duration")
+    min_requests: int = _judge("min_requests")
+    auto_promote: bool = _key(False, "Promote after the last step without a manual promote", _Bool())
+    alpha: float = _judge("alpha")
+    thresholds: Thresholds = _section(Thresholds, "Limits")
+    # None means 3 × step_duration; resolved in __post_init__, so readers always see a float.
+    max_step_duration: float | None = _key(
+        None, "After this long at one step a hold becomes on_max_step_duration; null: 3 × step_duration",
+        "duration")
+    on_max_step_duration: HoldPolicy = _key(HoldPolicy.PAUSE, "What a too-long hold becomes", _choice(HoldPolicy))
+    progress_deadline: float = _key(600.0, "Time for the canary Deployment to become ready", "duration")
+    tolerance_pp: float = _judge("tolerance_pp")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "traffic_steps", tuple(self.traffic_steps))
+        if self.max_step_duration is None:
+            object.__setattr__(self, "max_step_duration", 3.0 * self.step_duration)
+
+    def judge_settings(self) -> JudgeSettings:
+        """The judge's settings: every field the judge shares with this class, and every threshold."""
+        from ..analysis.settings import JudgeSettings
+
+        mine = {f.name for f in fields(self)}
+        shared = {f.name: getattr(self, f.name) for f in fields(JudgeBase) if f.name in mine}
+        limits = {f.name: getattr(self.thresholds, f.name) for f in fields(Thresholds)}
+        return JudgeSettings(**shared, **limits,
+                             timeout_rollback=self.on_max_step_duration is HoldPolicy.ROLLBACK)
+
+
+@dataclass(frozen=True)
+class Queries:
+    """PromQL templates; see `canaryd.config.queries` for the convention and `render_query`."""
+
+    requests: str = _key("http_requests_total{{{selector}}}", "Request counter", _COUNTER)
+    errors: str | None = _key('http_requests_total{{{selector},status=~"5.."}}',
+                              "Error (5xx) counter; null skips error checks", _COUNTER)
+    successes: str | None = _key('http_requests_total{{{selector},status=~"2.."}}',
+                                 "Success (2xx) counter; null skips success_rate", _COUNTER)
+    latency_buckets: str | None = _key("http_request_duration_seconds_bucket{{{selector}}}",
+                                       "Latency histogram buckets (seconds, with le); null skips latency checks",
+                                       _COUNTER)
+    cpu: str | None = _key(None, "CPU utilisation in percent over {window}; null skips cpu", _GAUGE)
+    memory: str | None = _key(None, "Memory utilisation in percent; null skips memory", _GAUGE)
+
+
+@dataclass(frozen=True)
+class ArmConfig:
+    deployment: str = _required("The arm's Deployment", _K8S_NAME)
+    # PromQL label matchers without braces: job="auth-service-canary"
+    selector: str = _required("Label matchers substituted for {selector} in queries", _SELECTOR)
+    # Resolved by CanaryConfig.
+    backend: str | None = _key(None, 'Istio subset or SMI / HTTPRoute service; null: istio "stable"/"canary", '
+                                     'else "<name>-stable"/"<name>-canary"', _K8S_NAME)
+
+
+def default_backend(mesh: Mesh, canary_name: str, role: Literal["stable", "canary"]) -> str:
+    """The seed's naming: Istio subsets "stable"/"canary"; SMI and Gateway API services "<name>-<role>"."""
+    if mesh is Mesh.ISTIO:
+        return role
+    return f"{canary_name}-{role}"
+
+
+@dataclass(frozen=True)
+class CanaryConfig:
+    name: str = _required("Canary name (metrics label; default backend prefix)", _K8S_LABEL)
+    namespace: str = _required("Namespace of the route and the Deployments", _K8S_LABEL)
+    route: str = _required("VirtualService / TrafficSplit / HTTPRoute name", _K8S_NAME)
+    stable: ArmConfig = _required("Stable arm", ArmConfig)
+    canary: ArmConfig = _required("Canary arm", ArmConfig)
+    # In YAML the canary's own settings sit beside its other keys and override `defaults` key by key.
+    settings: AnalysisSettings = _section(AnalysisSettings, "Analysis settings", inherits="defaults")
+    queries: Queries = _section(Queries, "Query templates")
+
+    def __post_init__(self) -> None:
+        # Backends are resolved here so that configs built in code get the same defaults as loaded ones.
+        for role in ("stable", "canary"):
+            arm: ArmConfig = getattr(self, role)
+            if arm.backend is None:
+                object.__setattr__(self, role, replace(arm, backend=default_backend(self.settings.mesh, self.name, role)))
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    alertname: str = _required("Alertmanager alertname", _Str("an alert name"))
+    action: AlertAction = _required("What the alert does to its canary (hold = pause)", _choice(AlertAction))
+
+
+@dataclass(frozen=True)
+class NotifierConfig:
+    url: str = _required("Webhook URL", _Url("https://hooks.example.com/canaryd"))
+    format: Literal["json", "slack"] = _key("json", "Payload: generic JSON or Slack-compatible",
+                                            _Choice(("json", "slack")))
+    timeout: float = _key(5.0, "Timeout of one notification request", "duration")
+
+
+DEFAULT_ALERTS: tuple[AlertRule, ...] = (
+    AlertRule("CanaryHighErrorRate", AlertAction.ROLLBACK),
+    AlertRule("CanaryPodCrashLooping", AlertAction.ROLLBACK),
+    AlertRule("CanaryLatencyHigherThanStable", AlertAction.HOLD),
+    AlertRule("CanaryErrorRateHigherThanStable", AlertAction.ROLLBACK),
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = _section(ServerConfig, "HTTP server")
+    prometheus: PrometheusConfig = _section(PrometheusConfig, "Prometheus")
+    kubernetes: KubernetesConfig = _section(KubernetesConfig, "Kubernetes")
+    defaults: AnalysisSettings = _section(AnalysisSettings, "Analysis settings for every canary")
+    canaries: tuple[CanaryConfig, ...] = field(default=(), metadata={
+        "doc": "Watched canaries; each may also set any defaults key (thresholds merge key by key)",
+        "items": CanaryConfig})
+    alerts: tuple[AlertRule, ...] = field(default=DEFAULT_ALERTS, metadata={
+        "doc": "Alertmanager alertname → action, matched to a canary by the labels canary|service and namespace",
+        "items": AlertRule})
+    notifications: tuple[NotifierConfig, ...] = field(default=(), metadata={
+        "doc": "Outbound notifications of decisions", "items": NotifierConfig})
+    source: str = "<config>"  # the file it was loaded from; not a YAML key
+
+    def canary(self, namespace: str, name: str) -> CanaryConfig | None:
+        return next((c for c in self.canaries if c.namespace == namespace and c.name == name), None)
+
+
+def field_default(f: Any) -> Any:
+    """A dataclass field's python default, or MISSING when the key is required."""
+    if f.default is not MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not MISSING else MISSING
