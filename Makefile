@@ -5,16 +5,18 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install test lint bench analyze-example clean
 
-$(STAMP): pyproject.toml
+# canaryd, then the demo (a project of its own in demo/, which adds `canaryd demo`).
+$(STAMP): pyproject.toml demo/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e ./demo
 	touch $(STAMP)
 
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check daemon tests bench
+	$(BIN)/ruff check daemon tests bench demo
 
 test: $(STAMP) lint
 	$(BIN)/pytest -q
@@ -28,7 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/scale.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info daemon/*.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info daemon/*.egg-info demo/*.egg-info
 
 .PHONY: demo
 demo:

@@ -32,13 +32,15 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import stats
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "daemon"))
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+sys.path.insert(0, os.path.join(ROOT, "daemon"))
+sys.path.insert(0, os.path.join(ROOT, "tests"))  # simulation.py: synthetic traffic, shared with the tests
 
 from canaryd.analysis import judge  # noqa: E402
 from canaryd.analysis.distribution import histogram_quantile  # noqa: E402
 from canaryd.analysis.judge import JudgeSettings  # noqa: E402
 from canaryd.analysis.verdicts import Decision  # noqa: E402
-from canaryd.simulation import BUCKETS, Arm, Increments, Scenario, simulate, snapshots  # noqa: E402
+from simulation import BUCKETS, Arm, Increments, Scenario, simulate, snapshots  # noqa: E402
 
 STABLE = Arm(error_rate=0.005, latency_median=0.1, latency_sigma=0.5)
 DURATION = 1800.0

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: set up what `canaryd demo` needs on a fresh Debian or Ubuntu machine, then run it.
-#   1. the virtualenv (.venv) with canaryd installed, when it is missing;
+#   1. the virtualenv (.venv) with canaryd and the demo (demo/, which adds `canaryd demo`) installed,
+#      when they are missing;
 #   2. Prometheus and Alertmanager (Debian packages) when they are missing: installed through apt when
 #      this runs as root, otherwise the one command to run is printed (exit 2);
 #   3. `canaryd demo "$@"` (for instance: bash scripts/demo.sh --scenario bad --keep-running).
@@ -46,6 +47,10 @@ if [ ! -x "$VENV/bin/canaryd" ]; then
   fi
   echo "demo: installing canaryd into $VENV"
   "$VENV/bin/pip" install --quiet -e .
+fi
+if [ ! -x "$VENV/bin/canaryd-demo" ]; then
+  echo "demo: installing the demo (demo/) into $VENV"
+  "$VENV/bin/pip" install --quiet -e ./demo
 fi
 
 # 2. Prometheus and Alertmanager.

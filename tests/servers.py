@@ -1,59 +1,436 @@
 """Real Prometheus, Alertmanager and test exporters as plain loopback subprocesses (for tests and bench/).
 
-The Prometheus and Alertmanager launchers live in the product (`canaryd.demo.servers`, which
-`canaryd demo` uses); this module re-exports them under their old names and adds `ExporterProcess`,
-which runs `tests/exporter.py`. Usable from pytest (see conftest.py) and from plain scripts:
+`ExporterProcess` runs `tests/exporter.py`. Usable from pytest (see conftest.py) and from plain scripts:
 
     with PrometheusServer(["127.0.0.1:9101"], workdir=Path("/tmp/p")) as prom:
         prom.wait_for_targets_up()
         print(prom.query('up'))
+
+Each server runs in its own directory on a free 127.0.0.1 port. `stop()` terminates, then kills;
+`restart()` keeps the port and the data directory, so a test can take Prometheus away mid-rollout
+and bring it back with its history. Only the standard library is used here (plus PyYAML), so a
+script can import this without the test dependencies.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import socket
+import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import weakref
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-try:
-    import canaryd.demo.servers  # noqa: F401 - only probing whether the package is importable
-except ImportError:  # a plain script run without the package installed: use the source tree
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "daemon"))
+import yaml
 
-from canaryd.demo.servers import (  # noqa: E402
-    ALERTMANAGER_BIN,
-    HOST,
-    PROMETHEUS_BIN,
-    AlertmanagerServer,
-    PrometheusServer,
-    ServerError,
-    ServerProcess,
-    T,
-    _terminate,
-    free_port,
-    http_json,
-    missing_binaries,
-    wait_until,
-)
+# The Debian packages' paths; CANARYD_PROMETHEUS / CANARYD_ALERTMANAGER (or the older CANARYD_TEST_*)
+# point elsewhere.
+PROMETHEUS_BIN = (os.environ.get("CANARYD_PROMETHEUS") or os.environ.get("CANARYD_TEST_PROMETHEUS")
+                  or "/usr/bin/prometheus")
+ALERTMANAGER_BIN = (os.environ.get("CANARYD_ALERTMANAGER") or os.environ.get("CANARYD_TEST_ALERTMANAGER")
+                    or "/usr/bin/prometheus-alertmanager")
+HOST = "127.0.0.1"
 
-__all__ = [
-    "ALERTMANAGER_BIN",
-    "EXPORTER_SCRIPT",
-    "HOST",
-    "PROMETHEUS_BIN",
-    "AlertmanagerServer",
-    "ExporterProcess",
-    "PrometheusServer",
-    "ServerError",
-    "ServerProcess",
-    "T",
-    "_terminate",
-    "free_port",
-    "http_json",
-    "missing_binaries",
-    "wait_until",
-]
+T = TypeVar("T")
+
+
+class ServerError(RuntimeError):
+    """A server did not start or answer; the message includes the tail of its log."""
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def missing_binaries() -> list[str]:
+    """The Prometheus/Alertmanager binaries that are not installed (empty when all are)."""
+    return [b for b in (PROMETHEUS_BIN, ALERTMANAGER_BIN) if not os.access(b, os.X_OK)]
+
+
+def wait_until(
+    predicate: Callable[[], T], *, timeout: float = 20.0, interval: float = 0.1, what: str = "condition"
+) -> T:
+    """Poll `predicate` until it returns something truthy; return that. Exceptions count as not yet."""
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while True:
+        try:
+            result = predicate()
+            if result:
+                return result
+        except Exception as e:  # noqa: BLE001 - polling: any failure means "not yet"
+            last_exc = e
+        if time.monotonic() >= deadline:
+            detail = f" (last error: {last_exc!r})" if last_exc else ""
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}{detail}")
+        time.sleep(interval)
+
+
+def http_json(
+    method: str, url: str, body: Any = None, *, timeout: float = 5.0, headers: Mapping[str, str] | None = None
+) -> Any:
+    """A small JSON-over-HTTP helper for scripts and sync test code. Raises urllib's HTTPError on >= 400."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        raw = resp.read()
+    return json.loads(raw) if raw.strip() else None
+
+
+def _terminate(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after `timeout`; reaps the process."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)
+
+
+class ServerProcess:
+    """One subprocess listening on 127.0.0.1:port, logging to <workdir>/<name>.log."""
+
+    name = "server"
+    ready_path = "/-/ready"
+
+    def __init__(self, *, workdir: Path | None = None, port: int | None = None, start_timeout: float = 30.0):
+        self._own_workdir = workdir is None
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"canaryd-{self.name}-")) if workdir is None else workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port if port is not None else free_port()
+        self.start_timeout = start_timeout
+        self.log_path = self.workdir / f"{self.name}.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._finalizer = weakref.finalize(self, lambda: None)
+
+    # --- to override -------------------------------------------------------------------------------
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        """Write config files before (re)starting."""
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self) -> None:
+        if self.running:
+            return
+        self.prepare()
+        log = self.log_path.open("ab")
+        try:
+            self._proc = subprocess.Popen(
+                self.command(),
+                cwd=self.workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C in the terminal reaches us, not the children
+            )
+        finally:
+            log.close()  # the child holds its own descriptor
+        # A script that dies without stop() must not leave servers behind: stop them at interpreter exit.
+        self._finalizer = weakref.finalize(self, _terminate, self._proc)
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            assert self._proc is not None
+            if self._proc.poll() is not None:
+                raise ServerError(
+                    f"{self.name} exited with code {self._proc.returncode} during start\n{self.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(self.url + self.ready_path, timeout=1.0) as resp:
+                    if resp.status == 200:
+                        return
+            except (OSError, urllib.error.URLError):
+                pass
+            if time.monotonic() >= deadline:
+                raise ServerError(f"{self.name} not ready after {self.start_timeout}s\n{self.log_tail()}")
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Terminate, then kill after `timeout`. Safe to call twice, or on a process that never started."""
+        proc, self._proc = self._proc, None
+        self._finalizer.detach()
+        if proc is not None:
+            _terminate(proc, timeout)
+
+    def kill(self) -> None:
+        """Stop abruptly (SIGKILL), like a crashed server."""
+        proc, self._proc = self._proc, None
+        self._finalizer.detach()
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+    def restart(self) -> None:
+        """Stop and start again on the same port with the same data directory."""
+        self.stop()
+        self.start()
+
+    def cleanup(self) -> None:
+        """Stop, and remove the work directory when this object created it."""
+        self.stop()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def __enter__(self: Any) -> Any:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url} running={self.running}>"
+
+
+class PrometheusServer(ServerProcess):
+    """Real Prometheus scraping `scrape_targets` (host:port) every `scrape_interval`.
+
+    The targets form one job, "exporters", with `honor_labels: true`, so each exporter's own `job` and
+    other labels (e.g. namespace) are what the series carry. `alertmanagers` are host:port addresses
+    that rule alerts are sent to.
+    """
+
+    name = "prometheus"
+
+    def __init__(
+        self,
+        scrape_targets: Sequence[str] = (),
+        rule_files: Sequence[Path] = (),
+        *,
+        scrape_interval: str = "1s",
+        evaluation_interval: str = "1s",
+        extra_scrape_configs: Sequence[Mapping[str, Any]] = (),
+        alertmanagers: Sequence[str] = (),
+        workdir: Path | None = None,
+        port: int | None = None,
+        start_timeout: float = 30.0,
+    ):
+        super().__init__(workdir=workdir, port=port, start_timeout=start_timeout)
+        self.scrape_targets = list(scrape_targets)
+        self.rule_files = [Path(p).resolve() for p in rule_files]
+        self.scrape_interval = scrape_interval
+        self.evaluation_interval = evaluation_interval
+        self.extra_scrape_configs = [dict(c) for c in extra_scrape_configs]
+        self.alertmanagers = list(alertmanagers)
+        self.config_path = self.workdir / "prometheus.yml"
+        self.data_dir = self.workdir / "data"
+
+    def config(self) -> dict[str, Any]:
+        scrape_configs: list[dict[str, Any]] = []
+        if self.scrape_targets:
+            scrape_configs.append(
+                {
+                    "job_name": "exporters",
+                    "honor_labels": True,
+                    "static_configs": [{"targets": self.scrape_targets}],
+                }
+            )
+        scrape_configs.extend(self.extra_scrape_configs)
+        cfg: dict[str, Any] = {
+            "global": {
+                "scrape_interval": self.scrape_interval,
+                # The 10s default would exceed a 1s interval, which Prometheus rejects.
+                "scrape_timeout": self.scrape_interval,
+                "evaluation_interval": self.evaluation_interval,
+            },
+            "scrape_configs": scrape_configs,
+        }
+        if self.rule_files:
+            cfg["rule_files"] = [str(p) for p in self.rule_files]
+        if self.alertmanagers:
+            cfg["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": self.alertmanagers}]}]}
+        return cfg
+
+    def prepare(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(yaml.safe_dump(self.config(), sort_keys=False))
+
+    def command(self) -> list[str]:
+        return [
+            PROMETHEUS_BIN,
+            f"--config.file={self.config_path}",
+            f"--web.listen-address={self.address}",
+            f"--storage.tsdb.path={self.data_dir}",
+            "--web.enable-lifecycle",
+            "--log.level=warn",
+        ]
+
+    def reload(self, *, scrape_targets: Sequence[str] | None = None) -> None:
+        """Rewrite the config (optionally with new targets) and POST /-/reload."""
+        if scrape_targets is not None:
+            self.scrape_targets = list(scrape_targets)
+        self.prepare()
+        req = urllib.request.Request(self.url + "/-/reload", method="POST")
+        with urllib.request.urlopen(req, timeout=10):
+            pass
+
+    # --- sync query helpers for tests and scripts --------------------------------------------------
+    def api(self, path: str, **params: str) -> Any:
+        url = f"{self.url}/api/v1/{path}"
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
+        body = http_json("GET", url, timeout=10)
+        if body.get("status") != "success":
+            raise ServerError(f"Prometheus {path} failed: {body}")
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """Instant query; the raw `result` list."""
+        return list(self.api("query", query=expr)["result"])
+
+    def wait_for_targets_up(self, count: int | None = None, timeout: float = 20.0) -> None:
+        """Wait until `count` (default: all configured) targets have been scraped successfully."""
+        want = len(self.scrape_targets) if count is None else count
+
+        def up() -> bool:
+            active = self.api("targets", state="active")["activeTargets"]
+            return sum(1 for t in active if t.get("health") == "up") >= want
+
+        wait_until(up, timeout=timeout, what=f"{want} Prometheus targets up")
+
+    def wait_for_scrapes(self, count: int, timeout: float = 30.0) -> None:
+        """Wait until every configured target has been scraped successfully at least `count` times, so
+        that `increase(...[w])` over a window w < count scrape intervals sees complete data."""
+        want = len(self.scrape_targets)
+
+        def enough() -> bool:
+            rows = self.query("sum_over_time(up[1h])")
+            return len(rows) >= want and all(float(r["value"][1]) >= count for r in rows)
+
+        wait_until(enough, timeout=timeout, interval=0.2, what=f"{count} scrapes of {want} targets")
+
+    def wait_for_samples(self, expr: str, min_series: int = 1, timeout: float = 20.0) -> list[dict[str, Any]]:
+        """Wait until the instant query `expr` returns at least `min_series` series."""
+
+        def enough() -> list[dict[str, Any]] | None:
+            result = self.query(expr)
+            return result if len(result) >= min_series else None
+
+        return wait_until(enough, timeout=timeout, what=f"{min_series} series for {expr}")
+
+
+class AlertmanagerServer(ServerProcess):
+    """Real Alertmanager, no clustering, routing every alert to one webhook (`webhook_url`).
+
+    Each alert is its own group (`group_by: ['...']`) and `group_wait: 0s`, so a POSTed alert is sent
+    on at once; `group_interval: 1s`; resolved alerts are sent too. With `bearer_token`, the webhook
+    carries `Authorization: Bearer <token>`.
+    """
+
+    name = "alertmanager"
+
+    def __init__(
+        self,
+        webhook_url: str,
+        bearer_token: str | None = None,
+        *,
+        group_by: Sequence[str] = ("...",),
+        group_wait: str = "0s",
+        group_interval: str = "1s",
+        repeat_interval: str = "2s",
+        resolve_timeout: str = "5m",
+        workdir: Path | None = None,
+        port: int | None = None,
+        start_timeout: float = 30.0,
+    ):
+        super().__init__(workdir=workdir, port=port, start_timeout=start_timeout)
+        self.webhook_url = webhook_url
+        self.bearer_token = bearer_token
+        self.group_by = list(group_by)
+        self.group_wait = group_wait
+        self.group_interval = group_interval
+        self.repeat_interval = repeat_interval
+        self.resolve_timeout = resolve_timeout
+        self.config_path = self.workdir / "alertmanager.yml"
+        self.data_dir = self.workdir / "data"
+
+    def config(self) -> dict[str, Any]:
+        webhook: dict[str, Any] = {"url": self.webhook_url, "send_resolved": True}
+        if self.bearer_token is not None:
+            webhook["http_config"] = {"authorization": {"type": "Bearer", "credentials": self.bearer_token}}
+        return {
+            "global": {"resolve_timeout": self.resolve_timeout},
+            "route": {
+                "receiver": "canaryd",
+                "group_by": self.group_by,
+                "group_wait": self.group_wait,
+                "group_interval": self.group_interval,
+                "repeat_interval": self.repeat_interval,
+            },
+            "receivers": [{"name": "canaryd", "webhook_configs": [webhook]}],
+        }
+
+    def prepare(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(yaml.safe_dump(self.config(), sort_keys=False))
+
+    def command(self) -> list[str]:
+        return [
+            ALERTMANAGER_BIN,
+            f"--config.file={self.config_path}",
+            f"--web.listen-address={self.address}",
+            f"--storage.path={self.data_dir}",
+            "--cluster.listen-address=",  # empty: no gossip port, no settling delay
+            "--log.level=warn",
+        ]
+
+    def post_alerts(self, alerts: Sequence[Mapping[str, Any]]) -> None:
+        """POST /api/v2/alerts. Each alert: {"labels": {...}, "annotations": {...}, "startsAt"?, "endsAt"?}."""
+        http_json("POST", f"{self.url}/api/v2/alerts", list(alerts), timeout=10)
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """GET /api/v2/alerts: what Alertmanager currently holds."""
+        return list(http_json("GET", f"{self.url}/api/v2/alerts", timeout=10))
+
 
 EXPORTER_SCRIPT = Path(__file__).resolve().parent / "exporter.py"
 

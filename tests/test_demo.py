@@ -16,8 +16,13 @@ from pathlib import Path
 import pytest
 
 from canaryd.config import parse_config
-from canaryd.demo.report import ScenarioResult, decision_line, summary
-from canaryd.demo.runner import (
+
+# The demo is a project of its own (demo/), installed beside canaryd by `make install`.
+pytest.importorskip("canaryd_demo", reason="the demo is not installed: pip install -e ./demo")
+
+from canaryd_demo.report import ScenarioResult, decision_line, summary  # noqa: E402
+from canaryd_demo.servers import missing_binaries  # noqa: E402
+from canaryd_demo.settings import (  # noqa: E402
     DEFAULT,
     FAST,
     alert_for_seconds,
@@ -25,7 +30,6 @@ from canaryd.demo.runner import (
     find_rules,
     worst_case_seconds,
 )
-from canaryd.demo.servers import missing_binaries
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = [sys.executable, "-m", "canaryd.cli", "demo"]

@@ -12,7 +12,7 @@ from canaryd.analysis import judge
 from canaryd.analysis.judge import JudgeSettings, holm
 from canaryd.analysis.snapshot import ArmSnapshot, Snapshot
 from canaryd.analysis.verdicts import Decision, Verdict
-from canaryd.simulation import Arm, Scenario, simulate, snapshots
+from simulation import Arm, Scenario, simulate, snapshots
 
 S = JudgeSettings()
 STABLE = Arm(error_rate=0.005)

@@ -13,7 +13,7 @@ from canaryd import rollout as ro
 from canaryd.analysis.judge import JudgeSettings
 from canaryd.analysis.snapshot import ArmSnapshot
 from canaryd.rollout import Phase, Promote, Rollback, Rollout, SetWeight, TransitionError, Trigger
-from canaryd.simulation import Arm, Scenario, simulate
+from simulation import Arm, Scenario, simulate
 
 STEPS = (5, 25, 50, 100)
 SETTINGS = JudgeSettings(min_requests=100, step_duration=10.0, max_step_duration=30.0)
@@ -385,7 +385,7 @@ def _simulated(canary_error_rate: float, seed: int) -> tuple[Rollout, list[ro.Ef
 
 
 def _cumulative(per_bucket: np.ndarray) -> tuple[tuple[float, float], ...]:
-    from canaryd.simulation import BUCKETS
+    from simulation import BUCKETS
     return tuple((le, float(c)) for le, c in zip(BUCKETS, np.cumsum(per_bucket), strict=True))
 
 

@@ -1,4 +1,4 @@
-"""The `canaryd` command: one sub-command per module in commands/."""
+"""The `canaryd` command: one sub-command per module in commands/, plus those of installed add-ons."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from . import __version__
 from .commands import COMMANDS
 from .commands.common import EXIT_USAGE
+from .commands.plugins import register_plugins
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,12 +22,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for command in COMMANDS:
         command.register(sub)
+    register_plugins(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)  # argparse exits 2 on usage errors, as the contract says
+    # parse_args, except that a stand-in for a missing add-on takes any arguments (see commands/plugins.py)
+    args, extra = parser.parse_known_args(argv)  # argparse exits 2 on usage errors, as the contract says
+    if extra and not getattr(args, "takes_any_arguments", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.handler(args))
     except KeyboardInterrupt:

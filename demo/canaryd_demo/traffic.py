@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-log = logging.getLogger("canaryd.demo.traffic")
+log = logging.getLogger("canaryd_demo.traffic")
 
 ACTIVE_PHASES = ("progressing", "paused", "promoting")
 

@@ -1,9 +1,13 @@
-"""The demo's lines: one per decision or event, readable in a terminal and in a log. Pure formatting."""
+"""The demo's lines: one per decision or event, readable in a terminal and in a log.
+
+Formatting only: `Console` hands each line to the function it is given (print, in the CLI).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 SHORT = {"error_ratio": "5xx×", "latency_ratio": "p95×", "error_rate": "5xx", "success_rate": "2xx",
@@ -15,6 +19,20 @@ LEGEND = ("verdicts: 5xx× canary/stable 5xx ratio, p95× canary/stable P95 rati
 
 def stamp(seconds: float) -> str:
     return f"[{seconds:6.1f}s]"
+
+
+@dataclass
+class Console:
+    """Where the demo's lines go: `out`, each event stamped with the time since the start and a tag
+    (the scenario, or setup / end)."""
+
+    out: Callable[[str], None]
+    t0: float = field(default_factory=time.time)
+    tag: str = "setup"
+
+    def say(self, text: str, at: float | None = None) -> None:
+        when = (at if at is not None else time.time()) - self.t0
+        self.out(f"{stamp(when)} {self.tag:<5} {text}")
 
 
 def _pct(x: object) -> str:

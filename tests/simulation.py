@@ -1,4 +1,4 @@
-"""Synthetic canary traffic: cumulative snapshots as Prometheus would report them.
+"""Synthetic canary traffic for the tests and bench/: cumulative snapshots as Prometheus would report them.
 
 Used by the decision-quality benchmark, the tests and the examples. Requests are Poisson, 5xx are
 binomial, latencies are lognormal and land in Prometheus-style buckets. Nothing here is statistics
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from .analysis.snapshot import ArmSnapshot, Snapshot
+from canaryd.analysis.snapshot import ArmSnapshot, Snapshot
 
 # Typical HTTP server buckets, in seconds (finer than the client default around 100-500 ms).
 BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75,
