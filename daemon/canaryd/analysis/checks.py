@@ -101,12 +101,7 @@ def error_ratio(canary: ArmWindow, stable: ArmWindow, *, r0: float, alpha: float
     # a canary that is clearly worse never advances just because the absolute tolerance is lenient.
     worse = test.ci is not None and x_c + x_s > 0 and test.ci[0] > 1.0
     passes = n_c > 0 and n_s > 0 and ub is not None and ub <= bound and not worse
-    ratio_txt = "n/a (no 5xx in either arm)" if ratio is None else f"{ratio:.2f}×"
-    ci_txt = ""
-    if test.ci is not None:
-        hi = "∞" if math.isinf(test.ci[1]) else f"{test.ci[1]:.2f}"
-        ci_txt = f", {100 * (1 - alpha):.0f} % CI {test.ci[0]:.2f}–{hi}"
-    summary = f"canary 5xx {pct(rate_c)} vs stable {pct(rate_s)}, ratio {ratio_txt}{ci_txt}"
+    summary = f"canary 5xx {pct(rate_c)} vs stable {pct(rate_s)}, ratio {_ratio_text(ratio, test.ci, alpha)}"
     return Check(
         name=name, action=action, status=Status.OK, summary=summary, unit="%", limit=r0,
         canary=rate_c, stable=rate_s, p_value=test.p_value, anytime_p_value=anytime_p,
@@ -120,6 +115,14 @@ def error_ratio(canary: ArmWindow, stable: ArmWindow, *, r0: float, alpha: float
         evidence={"canary_errors": x_c, "canary_requests": n_c, "stable_errors": x_s,
                   "stable_requests": n_s, "upper_bound_pct": ub, "p0": test.p0},
     )
+
+
+def _ratio_text(ratio: float | None, ci: tuple[float, float] | None, alpha: float) -> str:
+    text = "n/a (no 5xx in either arm)" if ratio is None else f"{ratio:.2f}×"
+    if ci is not None:
+        hi = "∞" if math.isinf(ci[1]) else f"{ci[1]:.2f}"
+        text += f", {100 * (1 - alpha):.0f} % CI {ci[0]:.2f}–{hi}"
+    return text
 
 
 def rate_limit(name: str, action: Action, x: float | None, n: float | None, *, limit_pct: float,

@@ -91,33 +91,49 @@ def _fresh_sequentials(s: JudgeSettings) -> Sequentials:
 
 def _update_sequentials(seq: Sequentials, inc_c: ArmWindow, inc_s: ArmWindow, step_s: ArmWindow,
                         s: JudgeSettings, *, has_successes: bool) -> Sequentials:
+    updates = {**_count_updates(seq, inc_c, inc_s, has_successes=has_successes),
+               **_latency_updates(seq, inc_c, step_s, s)}
+    return replace(seq, **updates) if updates else seq  # type: ignore[arg-type]
+
+
+def _not_2xx(inc_c: ArmWindow, *, has_successes: bool) -> float | None:
+    """Not-2xx this tick: from the 2xx counter when the arm reports one, else (it never does) the 5xx."""
+    if inc_c.requests is None:
+        return None
+    if inc_c.successes is not None:
+        return max(0.0, inc_c.requests - inc_c.successes)
+    return inc_c.errors if not has_successes else None
+
+
+def _count_updates(seq: Sequentials, inc_c: ArmWindow, inc_s: ArmWindow, *,
+                   has_successes: bool) -> dict[str, object]:
     updates: dict[str, object] = {}
     if (seq.error_ratio is not None and None not in (inc_c.errors, inc_c.requests, inc_s.errors, inc_s.requests)):
         updates["error_ratio"] = ratio_sequential_update(
             seq.error_ratio, inc_c.errors, inc_c.requests, inc_s.errors, inc_s.requests)  # type: ignore[arg-type]
     if seq.error_rate is not None and inc_c.errors is not None and inc_c.requests is not None:
         updates["error_rate"] = limit_sequential_update(seq.error_rate, inc_c.errors, inc_c.requests)
-    # Not-2xx this tick: from the 2xx counter when the arm reports one, else (it never does) the 5xx.
-    if inc_c.requests is None:
-        bad = None
-    elif inc_c.successes is not None:
-        bad = max(0.0, inc_c.requests - inc_c.successes)
-    else:
-        bad = inc_c.errors if not has_successes else None
+    bad = _not_2xx(inc_c, has_successes=has_successes)
     if seq.success_rate is not None and bad is not None and inc_c.requests is not None:
         updates["success_rate"] = limit_sequential_update(seq.success_rate, bad, inc_c.requests)
-    if inc_c.buckets is not None:
-        for name, limit_ms in (("latency_p95", s.latency_p95_ms), ("latency_p99", s.latency_p99_ms)):
-            current = getattr(seq, name)
-            if current is not None and limit_ms is not None:
-                above, total = fraction_above(inc_c.buckets, limit_ms / 1000.0)
-                updates[name] = limit_sequential_update(current, above, total)
-        if seq.latency_ratio is not None and s.latency_ratio is not None and step_s.buckets is not None:
-            p95_s = histogram_quantile(0.95, step_s.buckets)
-            if p95_s is not None:
-                above, total = fraction_above(inc_c.buckets, s.latency_ratio * p95_s)
-                updates["latency_ratio"] = limit_sequential_update(seq.latency_ratio, above, total)
-    return replace(seq, **updates) if updates else seq  # type: ignore[arg-type]
+    return updates
+
+
+def _latency_updates(seq: Sequentials, inc_c: ArmWindow, step_s: ArmWindow, s: JudgeSettings) -> dict[str, object]:
+    updates: dict[str, object] = {}
+    if inc_c.buckets is None:
+        return updates
+    for name, limit_ms in (("latency_p95", s.latency_p95_ms), ("latency_p99", s.latency_p99_ms)):
+        current = getattr(seq, name)
+        if current is not None and limit_ms is not None:
+            above, total = fraction_above(inc_c.buckets, limit_ms / 1000.0)
+            updates[name] = limit_sequential_update(current, above, total)
+    if seq.latency_ratio is not None and s.latency_ratio is not None and step_s.buckets is not None:
+        p95_s = histogram_quantile(0.95, step_s.buckets)
+        if p95_s is not None:
+            above, total = fraction_above(inc_c.buckets, s.latency_ratio * p95_s)
+            updates["latency_ratio"] = limit_sequential_update(seq.latency_ratio, above, total)
+    return updates
 
 
 def _checks(c: ArmWindow, st: ArmWindow, seq: Sequentials, s: JudgeSettings, *, stable_expected: bool) -> list[Check]:
@@ -187,34 +203,41 @@ def holm(p_values: Mapping[str, float]) -> dict[str, float]:
 def _settle(check: Check, adjusted: float | None, *, alpha: float, canary_gate: bool,
             gates_met: bool) -> tuple[MetricResult, bool]:
     """The metric's verdict, and whether it is inconclusive only because the gates are not met yet."""
-    waiting = False
     significant = adjusted is not None and adjusted <= alpha and check.significant_ok
-    p_txt = ""
-    if check.anytime_p_value is not None:
-        p_txt = f" (anytime p={checks.fmt_p(check.anytime_p_value)}"
-        p_txt += f", Holm-adjusted {checks.fmt_p(adjusted)})" if adjusted is not None else ")"
-    if check.status is Status.SKIPPED:
-        verdict, reason = Verdict.SKIPPED, f"{check.name}: skipped, {check.summary}"
-    elif check.status is Status.NO_DATA:
-        verdict, reason = Verdict.INCONCLUSIVE, f"{check.name}: no data, {check.summary}"
-    elif check.action is Action.ROLLBACK and significant and (canary_gate or not check.fail_needs_gate):
-        verdict, reason = Verdict.FAIL, f"{check.name}: {check.summary}; {check.fail_why}{p_txt}"
-    elif check.action is Action.WARN and check.exceeds and canary_gate:
-        verdict, reason = Verdict.WARN, f"{check.name}: {check.summary}; exceeds the warning limit"
-    elif check.passes and gates_met:
-        verdict, reason = Verdict.PASS, f"{check.name}: {check.summary}; {check.pass_why}"
-    elif check.passes or check.action is Action.WARN:
-        # Nothing against this metric: only the gates keep it from passing, and they are reported once.
-        verdict, reason = Verdict.INCONCLUSIVE, f"{check.name}: {check.summary}; waiting for the gates"
-        waiting = True
-    else:
-        verdict, reason = Verdict.INCONCLUSIVE, f"{check.name}: {check.summary}; {check.hold_why}{p_txt}"
+    verdict, reason, waiting = _verdict(check, _p_text(check, adjusted), significant=significant,
+                                        canary_gate=canary_gate, gates_met=gates_met)
     result = MetricResult(
         name=check.name, verdict=verdict, reason=reason, action=check.action, p_value=check.p_value,
         anytime_p_value=check.anytime_p_value, adjusted_p_value=adjusted, ratio=check.ratio, ci=check.ci,
         canary=check.canary, stable=check.stable, limit=check.limit, unit=check.unit, evidence=check.evidence,
     )
     return result, waiting
+
+
+def _p_text(check: Check, adjusted: float | None) -> str:
+    if check.anytime_p_value is None:
+        return ""
+    text = f" (anytime p={checks.fmt_p(check.anytime_p_value)}"
+    return text + (f", Holm-adjusted {checks.fmt_p(adjusted)})" if adjusted is not None else ")")
+
+
+def _verdict(check: Check, p_txt: str, *, significant: bool, canary_gate: bool,
+             gates_met: bool) -> tuple[Verdict, str, bool]:
+    """(verdict, reason, held only by the gates)."""
+    if check.status is Status.SKIPPED:
+        return Verdict.SKIPPED, f"{check.name}: skipped, {check.summary}", False
+    if check.status is Status.NO_DATA:
+        return Verdict.INCONCLUSIVE, f"{check.name}: no data, {check.summary}", False
+    if check.action is Action.ROLLBACK and significant and (canary_gate or not check.fail_needs_gate):
+        return Verdict.FAIL, f"{check.name}: {check.summary}; {check.fail_why}{p_txt}", False
+    if check.action is Action.WARN and check.exceeds and canary_gate:
+        return Verdict.WARN, f"{check.name}: {check.summary}; exceeds the warning limit", False
+    if check.passes and gates_met:
+        return Verdict.PASS, f"{check.name}: {check.summary}; {check.pass_why}", False
+    if check.passes or check.action is Action.WARN:
+        # Nothing against this metric: only the gates keep it from passing, and they are reported once.
+        return Verdict.INCONCLUSIVE, f"{check.name}: {check.summary}; waiting for the gates", True
+    return Verdict.INCONCLUSIVE, f"{check.name}: {check.summary}; {check.hold_why}{p_txt}", False
 
 
 def _duration(seconds: float) -> str:
@@ -268,18 +291,9 @@ def observe(state: AnalysisState, snap: Snapshot, settings: JudgeSettings) -> tu
 
     raw = _checks(c, st, seq, s, stable_expected=stable_expected)
     seen = state.seen | {ch.name for ch in raw if ch.status is Status.OK}
-    # A metric that never had data has no source: shown as skipped, it does not block.
-    raw = [checks.skipped(ch.name, ch.action, f"no data source ({ch.summary})", ch.unit)
-           if ch.status is Status.NO_DATA and ch.name not in seen else ch for ch in raw]
-    family = {ch.name: ch.anytime_p_value for ch in raw
-              if ch.status is Status.OK and ch.action is Action.ROLLBACK and ch.anytime_p_value is not None}
-    adjusted = holm(family)  # type: ignore[arg-type]
     gate_reasons, canary_gate = _gate_reasons(c, st, elapsed, s, stable_expected=stable_expected, weight=weight)
     gates_met = not gate_reasons
-    settled = [_settle(ch, adjusted.get(ch.name), alpha=s.alpha, canary_gate=canary_gate, gates_met=gates_met)
-               for ch in raw]
-    results = tuple(r for r, _ in settled)
-    waiting = {r.name for r, w in settled if w}
+    results, waiting = _settle_all(raw, seen, s, canary_gate=canary_gate, gates_met=gates_met)
 
     decision, reasons, timed_out = _decide(results, waiting, gate_reasons, elapsed, s)
     judgement = Judgement(decision=decision, at=snap.t, reasons=tuple(reasons), metrics=results,
@@ -289,6 +303,20 @@ def observe(state: AnalysisState, snap: Snapshot, settings: JudgeSettings) -> tu
     return judgement, new_state
 
 
+def _settle_all(raw: list[Check], seen: frozenset[str], s: JudgeSettings, *, canary_gate: bool,
+                gates_met: bool) -> tuple[tuple[MetricResult, ...], set[str]]:
+    """Every metric's verdict, with Holm's correction across the rollback metrics' anytime p-values."""
+    # A metric that never had data has no source: shown as skipped, it does not block.
+    raw = [checks.skipped(ch.name, ch.action, f"no data source ({ch.summary})", ch.unit)
+           if ch.status is Status.NO_DATA and ch.name not in seen else ch for ch in raw]
+    family = {ch.name: ch.anytime_p_value for ch in raw
+              if ch.status is Status.OK and ch.action is Action.ROLLBACK and ch.anytime_p_value is not None}
+    adjusted = holm(family)  # type: ignore[arg-type]
+    settled = [_settle(ch, adjusted.get(ch.name), alpha=s.alpha, canary_gate=canary_gate, gates_met=gates_met)
+               for ch in raw]
+    return tuple(r for r, _ in settled), {r.name for r, w in settled if w}
+
+
 def _decide(results: Iterable[MetricResult], waiting: set[str], gate_reasons: list[str], elapsed: float,
             s: JudgeSettings) -> tuple[Decision, list[str], bool]:
     results = list(results)
@@ -296,18 +324,24 @@ def _decide(results: Iterable[MetricResult], waiting: set[str], gate_reasons: li
     if failed:
         return Decision.ROLLBACK, failed, False
     warnings = [m.reason for m in results if m.verdict is Verdict.WARN]
-    blocking = [m.reason for m in results if m.verdict is Verdict.INCONCLUSIVE]
-    if not gate_reasons and not blocking:
-        judged = [m.name for m in results if m.verdict in (Verdict.PASS, Verdict.WARN)]
-        head = f"all judged metrics pass ({', '.join(judged)})" if judged else "no metric to judge"
-        return Decision.ADVANCE, [head, *warnings], False
+    if not gate_reasons and not any(m.verdict is Verdict.INCONCLUSIVE for m in results):
+        return Decision.ADVANCE, [_advance_head(results), *warnings], False
     # Metrics held only by the gates are not repeated: the gate reasons say it once.
     reasons = [*gate_reasons, *(m.reason for m in results
                                 if m.verdict is Verdict.INCONCLUSIVE and m.name not in waiting), *warnings]
-    if s.max_step_duration is not None and elapsed >= s.max_step_duration:
-        why = (f"step held for {_duration(elapsed)}, past max_step_duration {_duration(s.max_step_duration)}")
-        if s.timeout_rollback:
-            return Decision.ROLLBACK, [why + ": rolling back", *reasons], True
-        return Decision.HOLD, [why + ": pausing", *reasons], True
-    return Decision.HOLD, reasons, False
+    return _hold_or_timeout(reasons, elapsed, s)
+
+
+def _advance_head(results: list[MetricResult]) -> str:
+    judged = [m.name for m in results if m.verdict in (Verdict.PASS, Verdict.WARN)]
+    return f"all judged metrics pass ({', '.join(judged)})" if judged else "no metric to judge"
+
+
+def _hold_or_timeout(reasons: list[str], elapsed: float, s: JudgeSettings) -> tuple[Decision, list[str], bool]:
+    if s.max_step_duration is None or elapsed < s.max_step_duration:
+        return Decision.HOLD, reasons, False
+    why = f"step held for {_duration(elapsed)}, past max_step_duration {_duration(s.max_step_duration)}"
+    if s.timeout_rollback:
+        return Decision.ROLLBACK, [why + ": rolling back", *reasons], True
+    return Decision.HOLD, [why + ": pausing", *reasons], True
 
