@@ -154,7 +154,7 @@ def test_validate_command(tmp_path):
 def test_help_lists_the_threshold_flags():
     code, out, err = analyze("--help")
     assert code == 0, err
-    assert "max canary 5xx rate, % (rollback; default" in out
+    assert "--error-rate N|off    Canary 5xx rate, % (rollback above; default 5)" in out
 
 
 def test_a_counter_beyond_float_range_names_its_field(tmp_path, capsys):

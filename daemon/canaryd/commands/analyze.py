@@ -8,62 +8,39 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
+from dataclasses import fields, replace
 
 from ..analysis import judge
 from ..analysis.judge import JudgeSettings
+from ..analysis.settings import Thresholds
 from ..analysis.verdicts import Decision, Judgement
-from ..config import AnalysisSettings, ConfigError, load_config, parse_duration
+from ..config import AnalysisSettings, ConfigError, load_config, read_setting
 from ..replay import ReplayError, parse_replay
 from .common import DECISION_EXIT, config_problems, fail
 from .table import render_judgement
 
-THRESHOLD_FLAGS = (
-    ("--error-rate", "error_rate", "max canary 5xx rate, %% (rollback; default %s)"),
-    ("--success-rate", "success_rate", "min canary 2xx rate, %% (rollback; default %s)"),
-    ("--latency-p95", "latency_p95_ms", "max canary P95, ms (warn; default %s)"),
-    ("--latency-p99", "latency_p99_ms", "max canary P99, ms (rollback; default %s)"),
-    ("--error-ratio", "error_ratio", "max canary/stable 5xx rate ratio (rollback; default %s)"),
-    ("--latency-ratio", "latency_ratio", "max canary/stable P95 ratio (rollback; default %s)"),
-    ("--cpu", "cpu", "max canary CPU utilisation, %% (warn; default %s)"),
-    ("--memory", "memory", "max canary memory utilisation, %% (warn; default %s)"),
-)
-
-
 OFF = "off"  # a threshold flag given as `off` disables that check (None would mean "not given")
 
 
-def _threshold(text: str) -> float | str:
-    if text.lower() in ("off", "none", "null"):
-        return OFF
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0 or 'off', got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0 or 'off', got {text!r}")
-    return value
+def _flag(name: str) -> str:
+    return "--" + name.removesuffix("_ms").replace("_", "-")
 
 
-def _duration(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+# One flag per threshold, named after its config key (latency_p95_ms → --latency-p95).
+THRESHOLD_FLAGS = tuple((_flag(f.name), f.name, f.metadata) for f in fields(Thresholds))
 
 
-def _probability(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 0.5:
-        raise argparse.ArgumentTypeError(f"must be in (0, 0.5], got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
+def _checked(kind: str, *, off: bool = False):
+    """An argparse type checked by the config's own validator for that kind of setting."""
+    def parse(text: str) -> object:
+        if off and text.strip().lower() in ("off", "none", "null"):
+            return OFF
+        try:
+            return read_setting(kind, text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e) + (" (or off to disable)" if off else "")) from None
+    parse.__name__ = kind  # argparse names the type in some messages
+    return parse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -74,16 +51,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="JSON with cumulative snapshots ({\"samples\": [...]}), or - for stdin")
     p.add_argument("--config", "-c", metavar="FILE", help="take the defaults (or --canary's settings) from this config")
     p.add_argument("--canary", metavar="NAMESPACE/NAME", help="with --config: use this canary's settings")
-    p.add_argument("--step-duration", type=_duration, metavar="DURATION",
+    p.add_argument("--step-duration", type=_checked("duration"), metavar="DURATION",
                    help="minimum time before the step can pass (default 5m)")
-    p.add_argument("--max-step-duration", type=_duration, metavar="DURATION",
+    p.add_argument("--max-step-duration", type=_checked("duration"), metavar="DURATION",
                    help="after this long a hold becomes the timeout policy (default 3 × step duration)")
-    p.add_argument("--min-requests", type=_positive_int, metavar="N",
+    p.add_argument("--min-requests", type=_checked("count"), metavar="N",
                    help=f"requests each arm needs before the step can pass (default {defaults.min_requests})")
-    p.add_argument("--alpha", type=_probability, help=f"family-wise error rate (default {defaults.alpha})")
-    for flag, field, text in THRESHOLD_FLAGS:
-        p.add_argument(flag, dest=field, type=_threshold, metavar="N|off",
-                       help=text.replace("%s", str(getattr(defaults, field))))
+    p.add_argument("--alpha", type=_checked("alpha"), help=f"family-wise error rate (default {defaults.alpha})")
+    for flag, name, meta in THRESHOLD_FLAGS:
+        p.add_argument(flag, dest=name, type=_checked(meta["kind"], off=True), metavar="N|off",
+                       help=f"{meta['doc']} ({meta['action']} {meta['when']}; default {getattr(defaults, name):g})"
+                            .replace("%", "%%"))
     p.add_argument("--output", "-o", choices=("table", "json"), default="table")
     p.add_argument("--every-tick", action="store_true", help="with the table: print every tick's decision")
     p.set_defaults(handler=run)

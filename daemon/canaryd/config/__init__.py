@@ -23,6 +23,7 @@ Query templates: see `canaryd.config.queries`.
 from __future__ import annotations
 
 from ..analysis.durations import format_duration, parse_duration
+from .kinds import read_setting
 from .load import ConfigError, load_config, parse_config
 from .model import (
     DEFAULT_ALERTS,
@@ -74,5 +75,6 @@ __all__ = [
     "load_config",
     "parse_config",
     "parse_duration",
+    "read_setting",
     "render_query",
 ]

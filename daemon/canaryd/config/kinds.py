@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+import yaml
+
 from ..analysis.durations import DURATION_FORM, DurationError, format_duration, parse_duration
 
 
@@ -386,3 +388,21 @@ NAMED: Mapping[str, _Kind] = types.MappingProxyType({
     "alpha": _Number("a number greater than 0 and at most 0.5", 0, 0.5, lo_open=True),
     "points": _Number("a number of percentage points between 0 and 100", 0, 100),
 })
+
+
+def read_setting(kind: str, text: str) -> Any:
+    """A command-line value checked by the same validator as the config key of that kind.
+
+    The text is read as a YAML scalar, as the same value in a file would be. Raises ValueError with
+    "must be <allowed>, got <value>".
+    """
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    if isinstance(value, list | dict) or value is None:
+        value = text  # a flag value is one scalar; "[1]" or "" is shown back as written
+    try:
+        return NAMED[kind].convert(value)
+    except _Invalid as e:
+        raise ValueError(str(e)) from None
