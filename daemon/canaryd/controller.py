@@ -1,32 +1,34 @@
 """Schedules analysis ticks, routes alerts and manual commands to each canary's task.
 
 One guarded task per canary (worker.py) owns that canary's state; the controller only fans out. Each
-tick reads every progressing canary's counters from Prometheus with one query per metric, then
-posts the increments to the workers. A Prometheus failure becomes a visible hold, never a step.
+tick selects a slot of the progressing canaries, reads their counters (sources/reader.py: one query
+per metric for all of them), then posts the increments to the workers. A Prometheus failure becomes
+a visible hold, never a step.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from .actuator import ActuationError, Actuator
 from .alerts import AlertDeduper, AlertOutcome, CanaryIndex, WebhookMessage, plan_alerts
 from .analysis.snapshot import ArmSnapshot
-from .config import AlertAction, CanaryConfig, Config, Queries
+from .config import AlertAction, CanaryConfig, Config
 from .health import Health
 from .leadership import Leadership
 from .metrics import Metrics
 from .notify import Notifier
 from .rollout import Phase, TransitionError, Trigger
-from .sources.counters import advance
-from .sources.prometheus import ArmTarget, PrometheusClient, SourceError, fetch_increments
+from .sources.prometheus import PrometheusClient
+from .sources.reader import CounterReader, Reading
 from .worker import CanaryWorker, Command, Refresh, SourceDown, Tick
 
 log = logging.getLogger("canaryd.controller")
@@ -58,7 +60,7 @@ class Controller:
                  health: Health | None = None) -> None:
         self.config = config
         self.metrics = metrics
-        self.prometheus = prometheus
+        self.reader = CounterReader(prometheus, config.canaries)  # the counters' targets and totals
         self.actuator_factory = actuator_factory
         self.notifier = notifier
         self.clock = clock
@@ -69,8 +71,6 @@ class Controller:
         self.leadership = leadership or Leadership()  # read here; only the leader election writes it
         self.health = health or Health()  # this writes "analysis" and "prometheus"
         self.last_tick_at: float | None = None
-        self.last_queries = 0
-        self._totals: dict[tuple[str, str], ArmSnapshot] = {}  # counter totals at the last good read
         self._tick_count = 0
         self._index = CanaryIndex([])
 
@@ -95,9 +95,17 @@ class Controller:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
 
+    async def drain(self, timeout: float) -> None:
+        """Wait, for `timeout` seconds at most, until what the canary tasks have queued (commands, route
+        writes) is done: a stop lets them finish rather than cut a write in half."""
+        live = [w.barrier() for key, w in self.workers.items() if not self._tasks[key].done()]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*live, return_exceptions=True), timeout)
+
     async def reload(self, config: Config) -> None:
         """Apply a new config: new canaries start idle, removed ones stop, the others keep their place."""
         new = {c.key: c for c in config.canaries}
+        self.reader.configure(config.canaries)
         for key in list(self.workers):
             if key not in new:
                 self._tasks.pop(key).cancel()
@@ -148,61 +156,51 @@ class Controller:
         await asyncio.gather(*(w.refresh() for w in self.workers.values()), return_exceptions=True)
 
     async def tick(self) -> int:
-        """Read every progressing canary's increments and post them. Returns the number of queries."""
+        """Select the canaries to read, read their increments, post them. Returns the number of queries."""
         now = self.clock()
+        self.last_tick_at = now
         if not self.leadership.is_leader:
             # Followers do not judge; they keep their read-only view current from the routes.
-            self.last_tick_at = now
             for w in self.workers.values():
                 w.post(Refresh())
             return 0
+        progressing, active = self._select()
+        self._retry_rollbacks(now, {w.key for w in active})
+        self.reader.keep({w.key for w in progressing})
+        if not active:
+            self.health.clear("prometheus")  # nothing reads it now: an old outage must not stick
+            return 0
+        reading = await self.reader.read([w.key for w in active], gauge_window=max(60.0, 2 * self.tick_interval()))
+        self._post(now, active, reading)
+        return reading.queries
+
+    def _select(self) -> tuple[list[CanaryWorker], list[CanaryWorker]]:
+        """The progressing canaries, and this tick's slot of them (see `slots`)."""
         progressing = [w for w in self.workers.values() if w.rollout.phase is Phase.PROGRESSING]
         k = max(1, math.ceil(len(progressing) / SLOT_SIZE))
         slot = self._tick_count % k
         self._tick_count += 1
-        active = [w for w in progressing if k == 1 or zlib.crc32(w.key.encode()) % k == slot]
-        self.last_tick_at = now
+        if k == 1:
+            return progressing, progressing
+        return progressing, [w for w in progressing if zlib.crc32(w.key.encode()) % k == slot]
+
+    def _retry_rollbacks(self, now: float, active: set[str]) -> None:
         for w in self.workers.values():
-            if w.pending_rollback is not None and w not in active:
+            if w.pending_rollback is not None and w.key not in active:
                 w.post(Tick(now, ArmSnapshot(), ArmSnapshot()))  # not progressing: the tick only retries the write
-        # A canary that stops progressing forgets its baseline: its next rollout starts from a fresh read.
-        keys = {w.key for w in progressing}
-        self._totals = {k: v for k, v in self._totals.items() if k[0] in keys}
-        if not active:
-            self.last_queries = 0
-            self.health.clear("prometheus")  # nothing reads it now: an old outage must not stick
-            return 0
-        default_queries = asdict(Queries())
-        targets: list[ArmTarget] = []
-        for w in active:
-            c = w.config
-            own = asdict(c.queries)
-            queries = None if own == default_queries else own
-            for arm in ("canary", "stable"):
-                a = getattr(c, arm)
-                targets.append(ArmTarget(key=c.key, arm=arm, selector=a.selector, namespace=c.namespace,
-                                         deployment=a.deployment, queries=queries))
-        # Counter totals, differenced here: exact counts, and no window shorter than two scrapes.
-        result = await fetch_increments(self.prometheus, targets, default_queries, None,
-                                        gauge_window=max(60.0, 2 * self.tick_interval()))
-        self.last_queries = result.queries
-        if result.all_failed:
-            reason = f"Prometheus unreachable: {_describe(result.errors[-1])}"
-            self.health.set_problem("prometheus", reason)
+
+    def _post(self, now: float, active: list[CanaryWorker], reading: Reading) -> None:
+        if reading.failure is not None:
+            self.health.set_problem("prometheus", reading.failure)
             for w in active:
-                w.post(SourceDown(now, reason))
-            return result.queries
+                w.post(SourceDown(now, reading.failure))
+            return
         self.health.clear("prometheus")
-        if result.errors:
-            log.warning("some Prometheus queries failed", extra={"errors": [_describe(e) for e in result.errors]})
+        if reading.errors:
+            log.warning("some Prometheus queries failed", extra={"errors": reading.errors})
         for w in active:
-            arms = []
-            for arm in ("canary", "stable"):
-                key = (w.key, arm)
-                inc, self._totals[key] = advance(self._totals.get(key), result.increments.get(key) or ArmSnapshot())
-                arms.append(inc)
-            w.post(Tick(now, arms[0], arms[1]))
-        return result.queries
+            canary, stable = reading.increments[w.key]
+            w.post(Tick(now, canary, stable))
 
     # ------------------------------------------------------------------------------------------ commands
 
@@ -254,7 +252,3 @@ class Controller:
 
     def canaries(self) -> list[dict[str, Any]]:
         return [w.status() for w in self.workers.values()]
-
-
-def _describe(e: SourceError) -> str:
-    return str(e)

@@ -1,0 +1,70 @@
+"""The analysis tick's read: the progressing canaries' counters from Prometheus, as increments.
+
+One `CounterReader` holds what each canary's arms are read with (rebuilt when the config changes,
+not on every tick) and the counter totals of the last good read per (canary, arm). Totals are
+differenced here (counters.advance): exact counts, and no window shorter than two scrapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+from ..analysis.snapshot import ArmSnapshot
+from ..config import CanaryConfig, Queries
+from .counters import advance
+from .prometheus import ArmTarget, FetchResult, PrometheusClient, fetch_increments
+
+ARMS = ("canary", "stable")
+
+
+@dataclass(frozen=True)
+class Reading:
+    increments: dict[str, tuple[ArmSnapshot, ArmSnapshot]]  # canary key → (canary arm, stable arm)
+    queries: int  # queries issued
+    failure: str | None = None  # every query failed: Prometheus is down, and why
+    errors: list[str] = field(default_factory=list)  # queries that failed while others worked
+
+
+class CounterReader:
+    def __init__(self, prometheus: PrometheusClient, canaries: Iterable[CanaryConfig] = ()) -> None:
+        self.prometheus = prometheus
+        self._default_queries: Mapping[str, str | None] = asdict(Queries())
+        self._targets: dict[str, tuple[tuple[ArmTarget, ...], Mapping[str, str | None] | None]] = {}
+        self._totals: dict[tuple[str, str], ArmSnapshot] = {}  # counter totals at the last good read
+        self.configure(canaries)
+
+    def configure(self, canaries: Iterable[CanaryConfig]) -> None:
+        """The canaries to read from now on. A canary whose series changed (another selector or query)
+        starts from a fresh baseline: differencing two different series would invent requests."""
+        targets = {c.key: self._arm_targets(c) for c in canaries}
+        self._totals = {k: v for k, v in self._totals.items() if targets.get(k[0]) == self._targets.get(k[0])}
+        self._targets = targets
+
+    def _arm_targets(self, c: CanaryConfig) -> tuple[tuple[ArmTarget, ...], Mapping[str, str | None] | None]:
+        own = asdict(c.queries)
+        queries = None if own == self._default_queries else own
+        arms = tuple(ArmTarget(key=c.key, arm=arm, selector=a.selector, namespace=c.namespace,
+                               deployment=a.deployment, queries=queries)
+                     for arm, a in zip(ARMS, (c.canary, c.stable), strict=True))
+        return arms, queries  # the queries too: ArmTarget's equality leaves them out
+
+    def keep(self, keys: Collection[str]) -> None:
+        """Forget the totals of every canary not in `keys`: a canary that stops progressing forgets its
+        baseline, and its next rollout starts from a fresh read."""
+        self._totals = {k: v for k, v in self._totals.items() if k[0] in keys}
+
+    async def read(self, keys: Sequence[str], *, gauge_window: float) -> Reading:
+        """The increments since the last read of each of `keys`, with one query per metric for all."""
+        targets = [t for k in keys if k in self._targets for t in self._targets[k][0]]
+        result = await fetch_increments(self.prometheus, targets, self._default_queries, None,
+                                        gauge_window=gauge_window)
+        if result.all_failed:
+            return Reading({}, result.queries, failure=f"Prometheus unreachable: {result.errors[-1]}")
+        increments = {k: (self._advance(k, "canary", result), self._advance(k, "stable", result)) for k in keys}
+        return Reading(increments, result.queries, errors=[str(e) for e in result.errors])
+
+    def _advance(self, key: str, arm: str, result: FetchResult) -> ArmSnapshot:
+        inc, self._totals[(key, arm)] = advance(self._totals.get((key, arm)),
+                                                result.increments.get((key, arm)) or ArmSnapshot())
+        return inc
