@@ -205,16 +205,18 @@ def test_commands_that_do_not_apply_to_an_idle_canary(verb: str, match: str) -> 
         ro.command(rollout(), verb, 1.0)
 
 
-def test_start_twice_is_refused() -> None:
-    with pytest.raises(TransitionError, match="already progressing at 5 %"):
+def test_start_twice_changes_nothing() -> None:
+    with pytest.raises(ro.AlreadyDone, match="already progressing at 5 %"):
         ro.command(started(), "start", 1.0)
 
 
 @pytest.mark.parametrize("verb", ["promote", "rollback", "pause", "resume"])
 def test_finished_rollouts_refuse_commands(verb: str) -> None:
     done, _ = ro.command(started(), "rollback", 1.0)
-    with pytest.raises(TransitionError):
+    with pytest.raises(TransitionError) as refused:
         ro.command(done, verb, 2.0)
+    # Rolling back again is the one repeated verb here: a no-op; the others do not apply.
+    assert isinstance(refused.value, ro.AlreadyDone) == (verb == "rollback")
 
 
 def test_start_after_a_rollback_begins_again_at_the_first_step() -> None:
@@ -228,11 +230,11 @@ def test_pause_and_resume() -> None:
     r = started()
     paused, effects = ro.command(r, "pause", 3.0, reason="operator looks at it")
     assert effects == [] and paused.phase is Phase.PAUSED and paused.paused_reason == "operator looks at it"
-    again, effects = ro.command(paused, "pause", 4.0)
-    assert again is paused and effects == []  # pausing a paused canary changes nothing
+    with pytest.raises(ro.AlreadyDone, match="already paused"):  # a repeated verb: a no-op, not an error
+        ro.command(paused, "pause", 4.0)
     # Paused: ticks are not judged and do not move anything.
     assert ro.judge_tick(ro.accumulate(paused, 50.0, arm(500), arm(500)), 50.0)[1] == []
-    with pytest.raises(TransitionError, match="cannot resume: the canary is progressing"):
+    with pytest.raises(ro.AlreadyDone, match="already progressing"):
         ro.command(r, "resume", 5.0)
     resumed, _ = ro.command(paused, "resume", 60.0)
     assert resumed.phase is Phase.PROGRESSING and resumed.step_started_at == 60.0 and resumed.paused_reason is None
@@ -252,7 +254,7 @@ def test_rollback_records_its_trigger_and_emergency() -> None:
 def test_manual_promote_mid_rollout() -> None:
     out, effects = ro.command(started(), "promote", 3.0)
     assert out.phase is Phase.PROMOTING and effects == [Promote()]
-    with pytest.raises(TransitionError, match="cannot promote: the canary is promoting"):
+    with pytest.raises(ro.AlreadyDone, match="already promoting"):
         ro.command(out, "promote", 4.0)
     failed = ro.promotion_failed(out, 5.0, "stable rollout timed out")
     assert failed.phase is Phase.PAUSED and failed.awaiting_promotion and "timed out" in (failed.paused_reason or "")

@@ -433,11 +433,16 @@ async def test_commands_walk_a_rollout_and_invalid_transitions_are_409(stack: St
     assert stack.routers("orion/auth-service").history[-1].canary_weight == 5
     assert stack.routers("orion/auth-service").history[-1].state["step"] == 0  # state written with the weight
 
-    assert (await stack.post("orion", "auth-service", "start")).status == 409
-    assert (await stack.post("orion", "auth-service", "resume")).status == 409
+    # A repeated verb is a no-op answered 200 with the canary and why nothing changed.
+    for verb in ("start", "resume"):
+        resp = await stack.post("orion", "auth-service", verb)
+        body = await resp.json()
+        assert resp.status == 200 and body["phase"] == "progressing" and body["unchanged"] == "already progressing at 5 %"
+    assert [h.canary_weight for h in stack.routers("orion/auth-service").history] == [5]
     resp = await stack.post("orion", "auth-service", "pause")
     assert resp.status == 200 and (await resp.json())["phase"] == "paused"
-    assert (await stack.post("orion", "auth-service", "pause")).status == 200  # already paused: no change
+    resp = await stack.post("orion", "auth-service", "pause")
+    assert resp.status == 200 and (await resp.json())["unchanged"] == "already paused"
     resp = await stack.post("orion", "auth-service", "resume")
     assert resp.status == 200 and (await resp.json())["phase"] == "progressing"
     resp = await stack.post("orion", "auth-service", "promote")
@@ -447,11 +452,15 @@ async def test_commands_walk_a_rollout_and_invalid_transitions_are_409(stack: St
     assert stack.sample("canaryd_promotions_total", namespace="orion", canary="auth-service") == 1
     resp = await stack.post("orion", "auth-service", "rollback")
     assert resp.status == 409 and "nothing to roll back" in (await resp.json())["error"]
+    resp = await stack.post("orion", "auth-service", "promote")
+    assert resp.status == 200 and (await resp.json())["unchanged"] == "already succeeded"
 
     resp = await stack.post("orion", "auth-service", "start")  # a new rollout after a finished one
     assert resp.status == 200
     resp = await stack.post("orion", "auth-service", "rollback")
     assert resp.status == 200 and (await resp.json())["phase"] == "rolled_back"
+    resp = await stack.post("orion", "auth-service", "rollback")
+    assert resp.status == 200 and (await resp.json())["unchanged"] == "already rolled_back"
     assert stack.sample("canaryd_rollbacks_total", namespace="orion", canary="auth-service", trigger="manual") == 1
     # The other canary was never touched.
     assert (await stack.canary("shop", "cart"))["phase"] == "idle"
@@ -479,9 +488,11 @@ async def test_api_token_guards_commands_not_reads(secured: Stack) -> None:
 
 
 async def test_commands_wait_for_their_change(stack: Stack) -> None:
-    """Concurrent commands are applied one at a time by the canary's task: exactly one start wins."""
+    """Concurrent commands are applied one at a time by the canary's task: exactly one start acts."""
     responses = await asyncio.gather(*(stack.post("orion", "auth-service", "start") for _ in range(5)))
-    assert sorted(r.status for r in responses) == [200, 409, 409, 409, 409]
+    bodies = [await r.json() for r in responses]
+    assert [r.status for r in responses] == [200] * 5
+    assert sum("unchanged" in b for b in bodies) == 4
     assert [h.canary_weight for h in stack.routers("orion/auth-service").history] == [5]
 
 

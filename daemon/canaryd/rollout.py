@@ -78,6 +78,15 @@ class TransitionError(ValueError):
     """A command that does not apply in the current phase (answered 409 by the API)."""
 
 
+class AlreadyDone(TransitionError):
+    """A repeated command: what it asks for already holds, and nothing changes (answered 200 by the API).
+
+    The rule for all five verbs: start on a progressing canary, promote on a promoting or succeeded one,
+    rollback on a rolled-back one, pause on a paused one and resume on a progressing one are no-ops, so
+    that a retried pipeline step or a redelivered alert is not an error.
+    """
+
+
 # ---------------------------------------------------------------------------------------------- state
 
 
@@ -238,6 +247,8 @@ def _record(r: Rollout, *, at: float, decision: str, trigger: Trigger, reasons: 
 
 
 def start(r: Rollout, now: float, *, step: int = 0, reason: str | None = None) -> tuple[Rollout, list[Effect]]:
+    if r.phase is Phase.PROGRESSING:
+        raise AlreadyDone(f"already progressing at {r.weight} %")
     if r.phase in ACTIVE:
         raise TransitionError(f"a rollout is already {r.phase.value} at {r.weight} %")
     step = max(0, min(step, len(r.steps) - 1))
@@ -352,9 +363,23 @@ def step_for_weight(steps: tuple[int, ...], weight: int) -> int:
     return below[-1] if below else 0
 
 
+# The phase each verb leads to: asking for it again is a no-op (AlreadyDone), not an error.
+_ALREADY: Mapping[str, tuple[Phase, ...]] = {
+    "start": (Phase.PROGRESSING,),
+    "promote": (Phase.PROMOTING, Phase.SUCCEEDED),
+    "rollback": (Phase.ROLLED_BACK,),
+    "pause": (Phase.PAUSED,),
+    "resume": (Phase.PROGRESSING,),
+}
+
+
 def command(r: Rollout, verb: str, now: float, *, trigger: Trigger = Trigger.MANUAL,
             reason: str | None = None, emergency: bool = False, step: int = 0) -> tuple[Rollout, list[Effect]]:
     """A manual command or an alert's action: start, promote, rollback, pause, resume."""
+    if verb not in _ALREADY:
+        raise TransitionError(f"unknown command {verb!r}; allowed: start, promote, rollback, pause, resume")
+    if r.phase in _ALREADY[verb]:
+        raise AlreadyDone(f"already {r.phase.value}" + (f" at {r.weight} %" if r.phase is Phase.PROGRESSING else ""))
     why = reason or f"{trigger.value} {verb}"
     if verb == "start":
         return start(r, now, step=step, reason=reason)
@@ -369,24 +394,24 @@ def command(r: Rollout, verb: str, now: float, *, trigger: Trigger = Trigger.MAN
         return _promote(r, trigger, now)
     if verb == "pause":
         if r.phase is not Phase.PROGRESSING:
-            if r.phase is Phase.PAUSED:
-                return r, []
             raise TransitionError(f"cannot pause: the canary is {r.phase.value}")
         r = _record(r, at=now, decision="pause", trigger=trigger, reasons=[why])
         return replace(r, phase=Phase.PAUSED, paused_reason=why), []
-    if verb == "resume":
-        if r.phase is not Phase.PAUSED:
-            raise TransitionError(f"cannot resume: the canary is {r.phase.value}")
-        if r.awaiting_promotion:
-            raise TransitionError("the last step has passed: promote it, or roll it back")
-        # A new window at the same step: the step's timer restarts, the anytime evidence carries on.
-        analysis = r.analysis or judge.start(r.settings, now, weight=r.weight)
-        if r.counters is None:
-            r = replace(r, counters=zero_snapshot(now, r.weight))
-        analysis = judge.next_step(analysis, now, weight=r.weight)
-        r = replace(r, phase=Phase.PROGRESSING, paused_reason=None, step_started_at=now, analysis=analysis)
-        return _record(r, at=now, decision="resume", trigger=trigger, reasons=[why]), []
-    raise TransitionError(f"unknown command {verb!r}; allowed: start, promote, rollback, pause, resume")
+    return _resume(r, now, trigger, why)
+
+
+def _resume(r: Rollout, now: float, trigger: Trigger, why: str) -> tuple[Rollout, list[Effect]]:
+    if r.phase is not Phase.PAUSED:
+        raise TransitionError(f"cannot resume: the canary is {r.phase.value}")
+    if r.awaiting_promotion:
+        raise TransitionError("the last step has passed: promote it, or roll it back")
+    # A new window at the same step: the step's timer restarts, the anytime evidence carries on.
+    analysis = r.analysis or judge.start(r.settings, now, weight=r.weight)
+    if r.counters is None:
+        r = replace(r, counters=zero_snapshot(now, r.weight))
+    analysis = judge.next_step(analysis, now, weight=r.weight)
+    r = replace(r, phase=Phase.PROGRESSING, paused_reason=None, step_started_at=now, analysis=analysis)
+    return _record(r, at=now, decision="resume", trigger=trigger, reasons=[why]), []
 
 
 def due(r: Rollout, now: float, interval: float) -> bool:

@@ -22,7 +22,7 @@ from .controller import Controller, NotLeader, UnknownCanary
 from .health import Health
 from .leadership import Leadership
 from .metrics import OTHER_ALERTNAME, render
-from .rollout import TransitionError
+from .rollout import AlreadyDone, TransitionError
 
 log = logging.getLogger("canaryd.server")
 
@@ -126,6 +126,9 @@ async def canary_command(request: web.Request) -> web.Response:
                                           emergency=emergency)
     except UnknownCanary as e:
         return _error(404, str(e))
+    except AlreadyDone as e:  # a repeated verb: 200 with the canary as it is, and why nothing changed
+        w = controller.worker(request.match_info["namespace"], request.match_info["name"])
+        return web.json_response({**w.status(), "unchanged": str(e)})
     except TransitionError as e:
         return _error(409, str(e))
     except NotLeader as e:
