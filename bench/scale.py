@@ -58,11 +58,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from canaryd.config import parse_config  # noqa: E402
 from canaryd.controller import Controller  # noqa: E402
-from canaryd.daemon import dry_run_actuators, tune_gc  # noqa: E402
+from canaryd.daemon import tune_gc  # noqa: E402
 from canaryd.logs import JsonFormatter  # noqa: E402
 from canaryd.metrics import Metrics  # noqa: E402
 from canaryd.rollout import Phase  # noqa: E402
 from canaryd.sources.prometheus import PrometheusClient, Series  # noqa: E402
+from canaryd.wiring import dry_run_actuators  # noqa: E402
 from servers import ExporterProcess, PrometheusServer, wait_until  # noqa: E402
 
 NAMESPACE = "bench"

@@ -16,17 +16,13 @@ import contextlib
 import time
 from dataclasses import replace
 
-import aiohttp
-from prometheus_client import CollectorRegistry
-
 from ..actuator import ActuationError
 from ..config import ConfigError, parse_duration
 from ..controller import Controller
 from ..kube import KubeClient, KubeError, container_images
-from ..metrics import Metrics
 from ..rollout import Phase, TransitionError
 from ..routers.base import RouterError
-from ..sources.prometheus import PrometheusClient
+from ..wiring import assemble
 from .cluster import add_cluster_args, canary_from_args
 from .common import EXIT_ADVANCE, EXIT_HOLD, EXIT_ROLLBACK, config_problems, fail
 
@@ -101,7 +97,7 @@ async def _deploy(args: argparse.Namespace) -> int:
     config, canary = canary_from_args(args, base=_settings(args))
     if args.prometheus_url:
         config = replace(config, prometheus=replace(config.prometheus, url=args.prometheus_url))
-    from ..kube_actuator import connect, kube_actuators, router_for
+    from ..kube_actuator import connect, router_for
     async with contextlib.AsyncExitStack() as stack:
         kube: KubeClient = await connect(config)
         stack.push_async_callback(kube.close)
@@ -116,13 +112,9 @@ async def _deploy(args: argparse.Namespace) -> int:
         await kube.set_images(ns, canary.canary.deployment, {container: args.image})
         say(f"waiting for the canary rollout (up to {canary.settings.progress_deadline:g}s)")
         await kube.wait_for_rollout(ns, canary.canary.deployment, timeout=canary.settings.progress_deadline)
-        session = await stack.enter_async_context(aiohttp.ClientSession())
-        prometheus = PrometheusClient(session, config.prometheus.url, timeout=config.prometheus.timeout)
-        controller = Controller(config, metrics=Metrics(CollectorRegistry()), prometheus=prometheus,
-                                actuator_factory=await kube_actuators(config, stack, kube))
-        await controller.start()
-        stack.push_async_callback(controller.stop)
-        return await _walk(controller, canary)
+        # The daemon's own parts on this one canary; no notifications, no leader election.
+        parts = await stack.enter_async_context(assemble(config, kube=kube, notify=False, elect=False))
+        return await _walk(parts.controller, canary)
 
 
 async def _walk(controller: Controller, canary) -> int:

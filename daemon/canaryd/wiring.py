@@ -1,0 +1,146 @@
+"""The composition root: every part of the daemon built from a config, in one place.
+
+`canaryd run` (daemon.py), `canaryd deploy` and the demo build their parts here. Each shared object
+has one owner that writes it: the leadership is flipped only by the leader election, and each health
+component is written by the part it is named after. The parts live as long as `assemble`'s context;
+leaving it stops the controller's canary tasks and closes the notifier, the Kubernetes client and the
+HTTP session, in that order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from .actuator import Actuator, RouterActuator
+from .config import CanaryConfig, Config
+from .controller import Controller
+from .health import Health
+from .kube import KubeClient
+from .leader import LeaderGuard, run_leadership
+from .leadership import Leadership
+from .metrics import Metrics
+from .notify import Notifier, NotifyTarget
+from .routers import make_router
+from .server import make_app, read_token
+from .sources.prometheus import PrometheusClient, SourceError
+
+ActuatorFactory = Callable[[CanaryConfig], Actuator]
+Loop = Callable[[], Coroutine[Any, Any, None]]
+
+_ERROR_KINDS = {"prometheus": "api", "connection": "connection", "timeout": "timeout", "http": "http"}
+NOTIFIER_CLOSE_TIMEOUT = 1.0  # seconds for notifications still being delivered at shutdown
+
+
+def dry_run_actuators() -> ActuatorFactory:
+    def make(c: CanaryConfig) -> Actuator:
+        router = make_router("dry-run", kube=None, namespace=c.namespace, route=c.route,
+                             stable_backend=c.stable.backend or "stable", canary_backend=c.canary.backend or "canary")
+        return RouterActuator(router)
+    return make
+
+
+@dataclass
+class Parts:
+    config: Config
+    registry: CollectorRegistry
+    metrics: Metrics
+    health: Health
+    leadership: Leadership
+    prometheus: PrometheusClient
+    notifier: Notifier | None
+    kube: KubeClient | None  # None: dry-run, or actuators given by the caller
+    controller: Controller
+    electing: bool
+    app: web.Application | None  # the HTTP API, when asked for
+
+    def loops(self) -> dict[str, Loop]:
+        """The daemon's long-running loops by name: the analysis ticks, and with a cluster the
+        Deployment watches and the leader election. Each runs until cancelled."""
+        loops: dict[str, Loop] = {"analysis ticks": self.controller.run_ticks}
+        kube = self.kube
+        if kube is None:
+            return loops
+        from .watcher import run_watchers  # only a cluster-backed daemon needs it
+        loops["watchers"] = lambda: run_watchers(self.controller, kube, self.health)
+        if self.electing:
+            loops["leader"] = lambda: run_leadership(
+                self.leadership, kube, self.config.kubernetes.leader_election, self.health,
+                on_lead=self.controller.refresh_from_routes)
+        return loops
+
+
+@contextlib.asynccontextmanager
+async def assemble(config: Config, *, registry: CollectorRegistry | None = None,
+                   actuator_factory: ActuatorFactory | None = None, kube: KubeClient | None = None,
+                   with_app: bool = False, notify: bool = True, elect: bool = True,
+                   clock: Callable[[], float] = time.time) -> AsyncIterator[Parts]:
+    """Build and start the parts. Actuators: `actuator_factory` if given; else the cluster's (through
+    `kube`, or a client connected here when the config enables Kubernetes); else dry-run ones.
+    `with_app` builds the HTTP app (its token files are read first, before anything starts);
+    `notify` and `elect` turn off notifications and leader election for a one-shot command."""
+    tokens = _tokens(config) if with_app else {}
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = Metrics(registry)
+    health = Health()
+    async with contextlib.AsyncExitStack() as stack:
+        session = await stack.enter_async_context(aiohttp.ClientSession())
+        prometheus = PrometheusClient(session, config.prometheus.url, timeout=config.prometheus.timeout,
+                                      retries=config.prometheus.retries,
+                                      on_error=lambda e: _count_error(metrics, e))
+        notifier = _notifier(config, session, stack) if notify else None
+        kube, factory = await _actuators(config, stack, actuator_factory, kube)
+        electing = elect and kube is not None and config.kubernetes.leader_election.enabled
+        leadership = Leadership(leading=not electing)  # a candidate follows until it wins the lease
+        leadership.subscribe(metrics.set_leader)
+        if electing:
+            factory = _guarded(factory, leadership)
+        controller = Controller(config, metrics=metrics, prometheus=prometheus, actuator_factory=factory,
+                                notifier=notifier, clock=clock, leadership=leadership, health=health)
+        await controller.start()
+        stack.push_async_callback(controller.stop)
+        app = make_app(controller, registry, health=health, leadership=leadership, **tokens) if with_app else None
+        yield Parts(config, registry, metrics, health, leadership, prometheus, notifier, kube, controller,
+                    electing, app)
+
+
+def _tokens(config: Config) -> dict[str, str | None]:
+    return {"webhook_token": read_token(config.server.webhook_token_file),
+            "api_token": read_token(config.server.api_token_file)}
+
+
+def _notifier(config: Config, session: aiohttp.ClientSession, stack: contextlib.AsyncExitStack) -> Notifier | None:
+    targets = [NotifyTarget(n.url, n.format, n.timeout) for n in config.notifications]
+    if not targets:
+        return None
+    notifier = Notifier(session, targets)
+    stack.push_async_callback(notifier.close, timeout=NOTIFIER_CLOSE_TIMEOUT)
+    return notifier
+
+
+async def _actuators(config: Config, stack: contextlib.AsyncExitStack, given: ActuatorFactory | None,
+                     kube: KubeClient | None) -> tuple[KubeClient | None, ActuatorFactory]:
+    if given is not None:
+        return kube, given
+    if kube is None and not config.kubernetes.enabled:
+        return None, dry_run_actuators()
+    from .kube_actuator import connect, kube_actuators  # only a cluster-backed daemon needs it
+    if kube is None:
+        kube = await connect(config)
+        stack.push_async_callback(kube.close)
+    return kube, await kube_actuators(config, stack, kube)
+
+
+def _guarded(factory: ActuatorFactory, leadership: Leadership) -> ActuatorFactory:
+    return lambda c: LeaderGuard(factory(c), lambda: leadership.is_leader)
+
+
+def _count_error(metrics: Metrics, e: SourceError) -> None:
+    metrics.prometheus_error(_ERROR_KINDS.get(e.kind, "other"))
