@@ -71,6 +71,15 @@ def setup_logging(fmt: str = "json", level: str = "info") -> None:
     root.setLevel(level.upper())
     # aiohttp's access log is off; its internal warnings stay.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    quiet_bad_requests()
+
+
+def quiet_bad_requests() -> BadRequestFilter:
+    """Install `BadRequestFilter` on aiohttp's server logger (once); returns the installed filter."""
     server = logging.getLogger("aiohttp.server")
-    if not any(isinstance(f, BadRequestFilter) for f in server.filters):
-        server.addFilter(BadRequestFilter())
+    for f in server.filters:
+        if isinstance(f, BadRequestFilter):
+            return f
+    f = BadRequestFilter()
+    server.addFilter(f)
+    return f

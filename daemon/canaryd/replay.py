@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from .analysis.snapshot import ArmSnapshot, Buckets, Snapshot
 
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}")
 ARM_FIELDS = ("requests", "errors", "successes", "latency_buckets", "cpu", "memory")
 SAMPLE_FIELDS = ("t", "canary", "stable", "weight")
 COUNTERS = ("requests", "errors", "successes")
@@ -44,9 +46,15 @@ def _number(value: object, where: str, *, minimum: float | None = 0.0, maximum: 
 
 
 def _shown(value: object) -> str:
-    """The JSON of a bad value, cut short: the error stays one readable line."""
-    text = json.dumps(value, ensure_ascii=False)
+    """The JSON of a bad value, ASCII and cut short: the error stays one readable line."""
+    text = json.dumps(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _field(where: str, key: str) -> str:
+    """`where.key`, or `where["key"]` JSON-escaped when the key is not a plain name (a control
+    character or a line separator in it would break the one-line error)."""
+    return f"{where}.{key}" if _PLAIN_KEY.fullmatch(key) else f"{where}[{_shown(key)}]"
 
 
 def _le(text: str, where: str) -> float:
@@ -55,16 +63,16 @@ def _le(text: str, where: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise ReplayError(f"{where}: bucket bound {text!r} is not a number or \"+Inf\"") from None
+        raise ReplayError(f"{where}: bucket bound {_shown(text)} is not a number or \"+Inf\"") from None
     if not math.isfinite(value) or value < 0:
-        raise ReplayError(f"{where}: bucket bound {text!r} must be a finite number >= 0 or \"+Inf\"")
+        raise ReplayError(f"{where}: bucket bound {_shown(text)} must be a finite number >= 0 or \"+Inf\"")
     return value
 
 
 def _buckets(value: object, where: str) -> Buckets:
     if not isinstance(value, Mapping):
         raise ReplayError(f"{where}: must be an object of bucket bound (le, seconds) to cumulative count")
-    pairs = sorted((_le(str(k), where), _number(v, f"{where}[{k!r}]")) for k, v in value.items())
+    pairs = sorted((_le(str(k), where), _number(v, f"{where}[{_shown(k)}]")) for k, v in value.items())
     if not pairs or not math.isinf(pairs[-1][0]):
         raise ReplayError(f"{where}: missing the \"+Inf\" bucket; Prometheus histograms always have one")
     for (le_a, a), (le_b, b) in zip(pairs, pairs[1:], strict=False):
@@ -82,7 +90,7 @@ def _arm(value: object, where: str) -> ArmSnapshot:
         raise ReplayError(f"{where}: must be an object with some of {', '.join(ARM_FIELDS)}")
     for key in value:
         if key not in ARM_FIELDS:
-            raise ReplayError(f"{where}.{key}: unknown field; allowed: {', '.join(ARM_FIELDS)}")
+            raise ReplayError(f"{_field(where, key)}: unknown field; allowed: {', '.join(ARM_FIELDS)}")
     got = {k: _number(value[k], f"{where}.{k}") for k in (*COUNTERS, "cpu", "memory")
            if value.get(k) is not None}
     requests = got.get("requests")
@@ -145,7 +153,7 @@ def parse_replay(text: str | bytes, source: str = "input") -> Replay:
             raise ReplayError(f"{where}: must be an object with t, canary and stable")
         for key in raw:
             if key not in SAMPLE_FIELDS:
-                raise ReplayError(f"{where}.{key}: unknown field; allowed: {', '.join(SAMPLE_FIELDS)}")
+                raise ReplayError(f"{_field(where, key)}: unknown field; allowed: {', '.join(SAMPLE_FIELDS)}")
         if "t" not in raw:
             raise ReplayError(f"{where}.t: missing; every sample needs its time in seconds")
         t = _number(raw["t"], f"{where}.t", minimum=None)
