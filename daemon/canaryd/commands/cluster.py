@@ -4,6 +4,9 @@
 `<service>-canary`, a VirtualService or HTTPRoute named `<service>` (a TrafficSplit `<service>-split`),
 Istio subsets `stable`/`canary`, SMI and Gateway API services `<service>-stable`/`<service>-canary`.
 Every name can be overridden, or taken from a config file's canary with `--config`.
+
+No cluster to talk to (no kubeconfig, or no answer from the API server) is one line and exit 2, as a
+usage or config error: the command changed nothing, and pointing it at the right cluster fixes it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import argparse
 from dataclasses import replace
 
 from ..config import ArmConfig, CanaryConfig, Config, Mesh, load_config, parse_config
+from ..kube import KubeClient, KubeError
+from ..kube.client import KUBECONFIG_HINT
 
 MESHES = tuple(m.value for m in Mesh)
 
@@ -26,7 +31,26 @@ def add_cluster_args(p: argparse.ArgumentParser, *, mesh: bool = True) -> None:
     p.add_argument("--stable-deployment", help="default SERVICE-stable")
     p.add_argument("--canary-deployment", help="default SERVICE-canary")
     p.add_argument("--config", "-c", metavar="FILE", help="take the canary's definition from this config")
-    p.add_argument("--kubeconfig", help="kubeconfig path (default: in-cluster, else ~/.kube/config)")
+    p.add_argument("--kubeconfig", help="kubeconfig path (default: in-cluster, else $KUBECONFIG, else ~/.kube/config)")
+
+
+# KubeError reasons that mean there is no cluster to talk to, rather than a request that failed.
+_NO_CLUSTER = frozenset({"Config", "Unreachable", "Timeout"})
+
+
+async def connect_cluster(config: Config) -> KubeClient:
+    """The cluster's client: `kubernetes.kubeconfig` (--kubeconfig), else in-cluster, else the default.
+    Raises KubeError (reason "Config") with one line naming what is missing."""
+    return await KubeClient.connect(config.kubernetes.kubeconfig)
+
+
+def no_cluster(e: BaseException) -> str | None:
+    """The line to print when `e` says canaryd has no cluster to talk to; None for any other error."""
+    if not isinstance(e, KubeError) or e.reason not in _NO_CLUSTER:
+        return None
+    if e.reason == "Config":
+        return str(e)  # already names what is missing and how to point canaryd at a kubeconfig
+    return f"cannot reach the cluster: {e}; check that it is up, or {KUBECONFIG_HINT}"
 
 
 def canary_from_args(args: argparse.Namespace, base: dict | None = None) -> tuple[Config, CanaryConfig]:

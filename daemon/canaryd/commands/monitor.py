@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, replace
 
 import aiohttp
@@ -62,6 +65,29 @@ def arm_table(c: ArmSnapshot, s: ArmSnapshot, seconds: float) -> str:
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
+def failures(errors: Sequence[SourceError], queries: int) -> str:
+    """The refresh's failed queries for its status line ("" when none failed): each distinct error once,
+    with a count, since Prometheus down fails every query with the same message."""
+    if not errors:
+        return ""
+    distinct = list(dict.fromkeys(str(e) for e in errors))
+    more = f" (and {len(distinct) - 1} other errors)" if len(distinct) > 1 else ""
+    return f", {len(errors)} of {queries} queries failed: {distinct[0]}{more}"
+
+
+@contextlib.contextmanager
+def _errors_in_the_status_line() -> Iterator[None]:
+    """The Prometheus client logs every failed query (the daemon wants that); here each refresh's status
+    line reports them, once, so the log lines would only repeat it on stderr."""
+    logger = logging.getLogger("canaryd.prometheus")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 async def _monitor(args: argparse.Namespace) -> int:
     config, canary = canary_from_args(args)
     settings = canary.settings.judge_settings()
@@ -86,7 +112,8 @@ async def _monitor(args: argparse.Namespace) -> int:
             except SourceError as e:  # fetch_increments collects errors; this is only a bad template
                 return fail("monitor", str(e))
             if result.all_failed:
-                print(f"[{time.strftime('%H:%M:%S')}] no data: {result.errors[-1]}", flush=True)
+                print(f"\n[{time.strftime('%H:%M:%S')}] {canary.key}: NO DATA after {now - started:.0f}s"
+                      f"{failures(result.errors, result.queries)}", flush=True)
             else:
                 incs = {}
                 for arm in ("canary", "stable"):
@@ -96,7 +123,7 @@ async def _monitor(args: argparse.Namespace) -> int:
                                   stable=add_arm(window.stable, incs["stable"]))
                 final, state = judge.observe(state, window, settings)
                 print(f"\n[{time.strftime('%H:%M:%S')}] {canary.key}: {final.decision.value.upper()} "
-                      f"after {now - started:.0f}s", flush=True)
+                      f"after {now - started:.0f}s{failures(result.errors, result.queries)}", flush=True)
                 print(arm_table(window.canary, window.stable, now - started))
                 if final.metrics:
                     print(render_metrics(final.metrics))
@@ -113,7 +140,8 @@ async def _monitor(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        return asyncio.run(_monitor(args))
+        with _errors_in_the_status_line():
+            return asyncio.run(_monitor(args))
     except ConfigError as e:
         return config_problems(e)
     except ValueError as e:

@@ -20,7 +20,7 @@ from ..config import ConfigError
 from ..kube import KubeError
 from ..rollout import Phase, SavedState, Trigger
 from ..routers.base import RouterError
-from .cluster import add_cluster_args, canary_from_args
+from .cluster import add_cluster_args, canary_from_args, connect_cluster, no_cluster
 from .common import config_problems, fail
 
 
@@ -49,13 +49,16 @@ def _run(args: argparse.Namespace, action) -> int:
     try:
         return asyncio.run(action(args, config, canary))
     except (KubeError, RouterError, ActuationError, ValueError) as e:  # `status` reads the router directly
+        missing = no_cluster(e)
+        if missing is not None:  # nothing was changed: a usage/config problem, exit 2
+            return fail(args.command, missing)
         print(f"canaryd {args.command}: {e}", file=sys.stderr)
         return 1
 
 
 async def _actuator(config, canary):
-    from ..kube_actuator import KubeActuator, connect, router_for
-    kube = await connect(config)
+    from ..kube_actuator import KubeActuator, router_for
+    kube = await connect_cluster(config)
     return kube, KubeActuator(kube, router_for(kube, canary), canary)
 
 
@@ -100,7 +103,7 @@ async def _status(args, config, canary) -> int:
 async def _promote(args, config, canary) -> int:
     kube, act = await _actuator(config, canary)
     async with kube:
-        saved = await act.read_state()
+        saved = (await act.router.read()).state  # unwrapped: no cluster at all is exit 2 (cluster.py)
         print(f"promoting {canary.key}: setting {canary.stable.deployment} to {canary.canary.deployment}'s "
               f"images, waiting up to {canary.settings.progress_deadline:g}s for its rollout ...")
         state = _state(saved, Phase.SUCCEEDED, decision="promoted", reason="promoted from the command line")
@@ -113,7 +116,7 @@ async def _promote(args, config, canary) -> int:
 async def _rollback(args, config, canary) -> int:
     kube, act = await _actuator(config, canary)
     async with kube:
-        saved = await act.read_state()
+        saved = (await act.router.read()).state  # unwrapped: no cluster at all is exit 2 (cluster.py)
         kind = "emergency rollback" if args.emergency else "rollback"
         state = _state(saved, Phase.ROLLED_BACK, decision="rollback", reason=f"manual {kind} from the command line")
         await act.rollback(state, emergency=args.emergency)

@@ -50,6 +50,24 @@ def _resolve_env_once(api: client.ApiClient) -> None:
     old.detach()
 
 
+KUBECONFIG_HINT = "point canaryd at a cluster with --kubeconfig FILE, KUBECONFIG=FILE or kubernetes.kubeconfig in the config"
+
+
+def kubeconfig_files(path: str | None) -> tuple[str, str | None]:
+    """The kubeconfig to read (the given file, else $KUBECONFIG, a list, else ~/.kube/config), and a one-line
+    message naming what is missing when none of its files exists (None when one does)."""
+    env = os.environ.get("KUBECONFIG")
+    files = path or env or os.path.join("~", ".kube", "config")
+    if any(os.path.exists(os.path.expanduser(f)) for f in files.split(os.pathsep) if f):
+        return files, None
+    if path:
+        return files, f"the kubeconfig {path} does not exist; {KUBECONFIG_HINT}"
+    if env:
+        return files, f"no kubeconfig: KUBECONFIG={env} names no existing file; {KUBECONFIG_HINT}"
+    return files, (f"no kubeconfig: {os.path.expanduser(files)} does not exist and KUBECONFIG is not set "
+                   f"(not in a cluster either); {KUBECONFIG_HINT}")
+
+
 class KubeClient:
     """Kubernetes API access for canaryd, owning one kubernetes_asyncio ApiClient.
 
@@ -67,12 +85,15 @@ class KubeClient:
 
     @classmethod
     async def from_kubeconfig(cls, path: str | None = None, *, context: str | None = None) -> KubeClient:
+        files, missing = kubeconfig_files(path)
+        if missing:  # say it ourselves: the library would log a stray "Config not found" and then fail
+            raise KubeError(missing, reason="Config")
         try:
             api = await kubernetes().config.new_client_from_config(
-                config_file=path, context=context, persist_config=False)
+                config_file=files, context=context, persist_config=False)
         except (kubernetes().config.ConfigException, OSError, ValueError, TypeError, KeyError) as e:
-            where = path or "the default kubeconfig (~/.kube/config)"
-            raise KubeError(f"cannot load {where}: {e}", reason="Config") from e
+            detail = " ".join(str(e).split())  # one line, whatever the library's message holds
+            raise KubeError(f"cannot load the kubeconfig {files}: {detail}; {KUBECONFIG_HINT}", reason="Config") from e
         return cls(api)
 
     @classmethod
