@@ -63,6 +63,7 @@ class FakePrometheus:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._runner: web.AppRunner | None = None
+        self.canary_errors: str | None = None  # a value for the canaries' 5xx totals, e.g. impossible ones
 
     async def start(self) -> None:
         app = web.Application()
@@ -86,7 +87,8 @@ class FakePrometheus:
                 rows += [{"metric": {"job": job, "le": le}, "value": [0, str(total * share)]}
                          for le, share in (("0.1", 0.9), ("0.5", 1.0), ("+Inf", 1.0))]
             elif '"5..' in query:
-                rows.append({"metric": {"job": job}, "value": [0, "0"]})
+                errors = self.canary_errors if self.canary_errors and job.endswith("-canary") else "0"
+                rows.append({"metric": {"job": job}, "value": [0, errors]})
             else:
                 rows.append({"metric": {"job": job}, "value": [0, str(total)]})
         return web.json_response({"status": "success", "data": {"resultType": "vector", "result": rows}})
@@ -612,3 +614,24 @@ async def test_metrics_pass_promtool_after_activity(stack: Stack) -> None:
         assert f"# TYPE {name} " in text, name
     check = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
     assert check.returncode == 0 and check.stdout == "" and check.stderr == "", check.stdout + check.stderr
+
+
+@pytest.mark.parametrize("errors", ["1e15", "1e308"])
+async def test_impossible_prometheus_totals_hold_with_the_reason_and_are_counted(stack: Stack, errors: str) -> None:
+    """More 5xx than requests, or totals no float counts, are a fault of the source: a hold, never a rollback."""
+    await stack.post("orion", "auth-service", "start")
+    await stack.tick()
+    stack.prometheus.canary_errors = errors
+    for _ in range(3):
+        await stack.tick()
+    status = await stack.canary()
+    assert status["phase"] == "progressing"
+    assert status["last_decision"]["decision"] == "hold"
+    assert "impossible data for the canary arm" in status["last_decision"]["reasons"][0]
+    assert stack.sample("canaryd_prometheus_errors_total", kind="bad_response") >= 3
+    assert stack.sample("canaryd_rollbacks_total", namespace="orion", canary="auth-service", trigger="analysis") == 0
+    assert (await stack.client.get("/metrics")).status == 200
+    stack.prometheus.canary_errors = None
+    await stack.tick()
+    assert (await stack.canary())["last_decision"]["decision"] == "hold"
+    assert "impossible" not in (await stack.canary())["last_decision"]["reasons"][0]

@@ -199,6 +199,11 @@ class Controller:
         if reading.errors:
             log.warning("some Prometheus queries failed", extra={"errors": reading.errors})
         for w in active:
+            if w.key in reading.implausible:
+                # Impossible totals are a fault of the source, not evidence: hold, say why, count it.
+                self.metrics.prometheus_error("bad_response")
+                w.post(SourceDown(now, reading.implausible[w.key]))
+                continue
             canary, stable = reading.increments[w.key]
             w.post(Tick(now, canary, stable))
 

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from ..analysis.snapshot import ArmSnapshot
 from ..config import CanaryConfig, Queries
 from .counters import advance
+from .plausible import implausible
 from .prometheus import ArmTarget, FetchResult, PrometheusClient, fetch_increments
 
 ARMS = ("canary", "stable")
@@ -24,6 +25,8 @@ class Reading:
     queries: int  # queries issued
     failure: str | None = None  # every query failed: Prometheus is down, and why
     errors: list[str] = field(default_factory=list)  # queries that failed while others worked
+    # canary key → why its totals cannot be real: that canary holds this tick, and keeps its old baseline
+    implausible: dict[str, str] = field(default_factory=dict)
 
 
 class CounterReader:
@@ -61,10 +64,20 @@ class CounterReader:
                                         gauge_window=gauge_window)
         if result.all_failed:
             return Reading({}, result.queries, failure=f"Prometheus unreachable: {result.errors[-1]}")
-        increments = {k: (self._advance(k, "canary", result), self._advance(k, "stable", result)) for k in keys}
-        return Reading(increments, result.queries, errors=[str(e) for e in result.errors])
+        implausible = {k: why for k in keys if (why := _implausible(k, result)) is not None}
+        increments = {k: (self._advance(k, "canary", result), self._advance(k, "stable", result))
+                      for k in keys if k not in implausible}
+        return Reading(increments, result.queries, errors=[str(e) for e in result.errors], implausible=implausible)
 
     def _advance(self, key: str, arm: str, result: FetchResult) -> ArmSnapshot:
         inc, self._totals[(key, arm)] = advance(self._totals.get((key, arm)),
                                                 result.increments.get((key, arm)) or ArmSnapshot())
         return inc
+
+
+def _implausible(key: str, result: FetchResult) -> str | None:
+    for arm in ARMS:
+        why = implausible(result.increments.get((key, arm)) or ArmSnapshot())
+        if why is not None:
+            return f"Prometheus returned impossible data for the {arm} arm: {why}"
+    return None
