@@ -19,23 +19,40 @@ _GAUGES = ("cpu", "memory")
 
 def implausible(arm: ArmSnapshot) -> str | None:
     """Why these totals cannot be real, or None when they can."""
+    for check in (_not_counts, _not_gauges, _parts_above_whole, _buckets_problem):
+        why = check(arm)
+        if why is not None:
+            return why
+    return None
+
+
+def _not_counts(arm: ArmSnapshot) -> str | None:
     for name in _COUNTERS:
         value = getattr(arm, name)
         if value is not None and not (math.isfinite(value) and 0 <= value <= MAX_COUNT):
             return f"{name} total {value!r} is not a count (finite, 0 to 2^53)"
+    return None
+
+
+def _not_gauges(arm: ArmSnapshot) -> str | None:
     for name in _GAUGES:
         value = getattr(arm, name)
         if value is not None and not (math.isfinite(value) and value >= 0):
             return f"{name} {value!r} is not a utilisation (finite, at least 0)"
+    return None
+
+
+def _parts_above_whole(arm: ArmSnapshot) -> str | None:
+    if arm.requests is None:
+        return None
     for name in ("errors", "successes"):
         part = getattr(arm, name)
-        if part is not None and arm.requests is not None and part > arm.requests:
+        if part is not None and part > arm.requests:
             return f"{name} total {part:g} is above the requests total {arm.requests:g}"
-    if arm.successes is not None and arm.errors is not None and arm.requests is not None \
-            and arm.successes + arm.errors > arm.requests * (1 + 1e-9):
+    if arm.successes is not None and arm.errors is not None and arm.successes + arm.errors > arm.requests * (1 + 1e-9):
         return (f"2xx ({arm.successes:g}) and 5xx ({arm.errors:g}) totals add up to more than the "
                 f"requests total {arm.requests:g}")
-    return _buckets_problem(arm)
+    return None
 
 
 def _buckets_problem(arm: ArmSnapshot) -> str | None:
