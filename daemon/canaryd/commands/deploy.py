@@ -53,11 +53,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--error-threshold", type=float, default=5.0, help="max error rate %% (default 5)")
     p.add_argument("--latency-p95", type=float, default=500.0, help="max P95 latency ms (default 500)")
     p.add_argument("--traffic-steps", type=_steps, default=[5, 25, 50, 100], help="default 5,25,50,100")
-    p.add_argument("--step-duration", type=_minutes, default=300.0, help="minutes per step (default 5)")
+    p.add_argument("--step-duration", type=_minutes, default=300.0, metavar="MINUTES",
+                   help="time per step in minutes, or a duration such as 90s (default 5)")
     p.add_argument("--dry-run", action="store_true", help="print every change, make none")
     p.add_argument("--auto-promote", action="store_true", help="promote after the last step")
     p.add_argument("--container", help="the container to update (default: SERVICE, or the only one)")
-    p.add_argument("--interval", type=_minutes, default=None, metavar="MINUTES", help="analysis interval (default 30s)")
+    p.add_argument("--interval", type=_minutes, default=None, metavar="MINUTES",
+                   help="analysis interval in minutes, or a duration such as 30s (default 0.5, that is 30s; "
+                        "a fifth of a step under 30s)")
     p.add_argument("--min-requests", type=int, default=None, help="requests per arm before a step passes")
     p.add_argument("--prometheus-url", default=None, help="default http://127.0.0.1:9090")
     p.set_defaults(handler=run, command="deploy")
@@ -99,7 +102,12 @@ async def _deploy(args: argparse.Namespace) -> int:
         config = replace(config, prometheus=replace(config.prometheus, url=args.prometheus_url))
     from ..kube_actuator import connect, router_for
     async with contextlib.AsyncExitStack() as stack:
-        kube: KubeClient = await connect(config)
+        try:
+            kube: KubeClient = await connect(config)
+        except ValueError as e:
+            if not args.dry_run:
+                raise
+            return _plan_offline(args, canary, str(e))
         stack.push_async_callback(kube.close)
         ns = canary.namespace
         dep = await kube.get_deployment(ns, canary.canary.deployment)
@@ -150,13 +158,23 @@ async def _walk(controller: Controller, canary) -> int:
 
 
 async def _plan(args, kube: KubeClient, canary, container: str, old: str, router_for) -> int:
-    ns = canary.namespace
-    router = router_for(kube, canary)
-    route = await router.read()
-    print(f"dry run: nothing will be changed in {ns}")
+    route = await router_for(kube, canary).read()
+    print(f"dry run: nothing will be changed in {canary.namespace}")
     print(f"- would set image deployment/{canary.canary.deployment} {container}={args.image} (now {old})")
+    return _plan_steps(args, canary, f"now sends {route.canary_weight} % to the canary")
+
+
+def _plan_offline(args, canary, why: str) -> int:
+    """--dry-run with no cluster to read: the plan the flags describe, said to be only that."""
+    print(f"dry run without a cluster ({why}): the plan for the given flags; nothing was read or changed")
+    container = args.container or f"{args.service} (or the Deployment's only container)"
+    print(f"- would set image deployment/{canary.canary.deployment} {container}={args.image}")
+    return _plan_steps(args, canary, "has weights that are not known without a cluster")
+
+
+def _plan_steps(args, canary, route_now: str) -> int:
     print(f"- would wait up to {canary.settings.progress_deadline:g}s for its rollout")
-    print(f"- route {canary.route} ({canary.settings.mesh.value}) now sends {route.canary_weight} % to the canary")
+    print(f"- route {canary.route} ({canary.settings.mesh.value}) {route_now}")
     for i, weight in enumerate(canary.settings.traffic_steps):
         print(f"- step {i + 1}: would set weights stable {100 - weight} / canary {weight} on {canary.route}, "
               f"then judge for at least {canary.settings.step_duration:g}s (rollback on failure)")
