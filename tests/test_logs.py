@@ -37,7 +37,7 @@ def test_a_malformed_request_is_one_warning_line_without_a_traceback(aiohttp_log
     (line,) = aiohttp_log.getvalue().splitlines()
     entry = json.loads(line)
     assert entry["level"] == "warning" and "exception" not in entry
-    assert entry["msg"].startswith("bad HTTP request from 10.0.0.7: 400 Invalid header value char:")
+    assert entry["msg"] == "bad HTTP request from 10.0.0.7: 400 Invalid header value char:"  # no header echoed
 
 
 def test_other_aiohttp_errors_keep_their_traceback(aiohttp_log: io.StringIO) -> None:

@@ -55,7 +55,8 @@ class BadRequestFilter(logging.Filter):
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, HttpProcessingError) and record.levelno > logging.WARNING:
             remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
-            problem = " ".join(str(exc.message).split())  # aiohttp's message spans lines
+            # The first line only: the next ones echo the raw request line or header, which may hold a token.
+            problem = next((line.strip() for line in str(exc.message).splitlines() if line.strip()), "")[:200]
             record.msg, record.args = "bad HTTP request from %s: %s %s", (remote, exc.code, problem)
             record.levelno, record.levelname = logging.WARNING, "WARNING"
             record.exc_info, record.exc_text = None, None
