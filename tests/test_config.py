@@ -1,10 +1,11 @@
-"""config.py: the DESIGN example loads as is; every bad input names file, key path and what is allowed."""
+"""config: the example of docs/contracts.md loads as is; every bad input names file, key path and what is allowed."""
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -39,7 +40,7 @@ from canaryd.config import (
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "canaryd.yaml"
-DESIGN = Path("/work/shared/DESIGN.md")
+CONTRACTS = REPO / "docs" / "contracts.md"
 
 CANARY = """\
 canaries:
@@ -67,13 +68,11 @@ def load_text(tmp_path: Path, text: str) -> Config:
     return load_config(path)
 
 
-# --- the DESIGN example ------------------------------------------------------------------------------------
+# --- the contract's example ------------------------------------------------------------------------------
 
-def test_example_is_the_design_block() -> None:
-    if not DESIGN.exists():
-        pytest.skip("DESIGN.md is not available here")
-    design = DESIGN.read_text()
-    block = design.split("## Config (v1)", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+def test_example_is_the_contracts_block() -> None:
+    contracts = CONTRACTS.read_text()
+    block = contracts.split("## Config (v1)", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
     assert EXAMPLE.read_text() == block
 
 
@@ -102,7 +101,8 @@ def test_example_loads_with_the_right_values() -> None:
         AlertRule("CanaryHighErrorRate", AlertAction.ROLLBACK),
         AlertRule("CanaryPodCrashLooping", AlertAction.ROLLBACK),
         AlertRule("CanaryLatencyHigherThanStable", AlertAction.HOLD),
-    )
+        AlertRule("CanaryErrorRateHigherThanStable", AlertAction.ROLLBACK),
+    ) == DEFAULT_ALERTS
     assert config.canary("orion", "auth-service") is canary and config.canary("orion", "nope") is None
 
 
@@ -318,7 +318,7 @@ notifications:
     assert config.prometheus.url == "https://prom.example:9090/prometheus" and config.prometheus.timeout == 2.5
     assert config.kubernetes.enabled is False and config.kubernetes.kubeconfig == "/home/me/.kube/config"
     assert config.kubernetes.leader_election.retry_period == 5.0
-    assert config.alerts == ()
+    assert config.alerts == DEFAULT_ALERTS  # an empty list extends the defaults by nothing
     assert config.notifications == (NotifierConfig("https://hooks.slack.com/services/x", "slack", 5.0),
                                     NotifierConfig("http://127.0.0.1:9999/hook", "json", 1.0))
 
@@ -410,6 +410,60 @@ alerts:
 """)
     assert problem == ("canaryd.yaml: alerts[1].alertname: duplicate alert 'A', already mapped at alerts[0]; "
                        "each alertname may appear once")
+
+
+def test_alerts_extend_the_defaults(tmp_path: Path) -> None:
+    config = load_text(tmp_path, """\
+alerts:
+  - {alertname: MyAppDown, action: pause}
+  - {alertname: CanaryLatencyHigherThanStable, action: rollback}
+  - {alertname: CanaryPodCrashLooping, action: ignore}
+""")
+    # Defaults keep their place with the user's action; new names follow in the user's order.
+    assert config.alerts == (
+        AlertRule("CanaryHighErrorRate", AlertAction.ROLLBACK),
+        AlertRule("CanaryPodCrashLooping", AlertAction.IGNORE),
+        AlertRule("CanaryLatencyHigherThanStable", AlertAction.ROLLBACK),
+        AlertRule("CanaryErrorRateHigherThanStable", AlertAction.ROLLBACK),
+        AlertRule("MyAppDown", AlertAction.PAUSE),
+    )
+    # The example's list before CanaryErrorRateHigherThanStable was a default no longer drops it.
+    config = load_text(tmp_path, "alerts:\n  - {alertname: CanaryHighErrorRate, action: rollback}\n")
+    assert config.alerts == DEFAULT_ALERTS
+    assert load_text(tmp_path, "alerts:\n").alerts == DEFAULT_ALERTS
+
+
+def test_a_duplicate_of_a_default_is_still_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (problem,) = problems_of(tmp_path, monkeypatch, """\
+alerts:
+  - {alertname: CanaryHighErrorRate, action: ignore}
+  - {alertname: CanaryHighErrorRate, action: pause}
+""")
+    assert problem == ("canaryd.yaml: alerts[1].alertname: duplicate alert 'CanaryHighErrorRate', already mapped "
+                       "at alerts[0]; each alertname may appear once")
+
+
+def _alerts_in(path: Path) -> list[dict[str, str]]:
+    data = yaml.safe_load(path.read_text())
+    if "data" in data:  # a ConfigMap: the config is its one file
+        (text,) = data["data"].values()
+        data = yaml.safe_load(text)
+    return data["alerts"]
+
+
+def test_every_shipped_config_lists_exactly_the_defaults() -> None:
+    """A user copies an example: it must show every default, so that none looks optional."""
+    defaults = [{"alertname": r.alertname, "action": r.action.value} for r in DEFAULT_ALERTS]
+    shipped = [*sorted((REPO / "examples").glob("*.yaml")), REPO / "deploy" / "configmap.yaml"]
+    for path in shipped:
+        assert _alerts_in(path) == defaults, path
+
+
+def test_alertmanager_routes_send_every_default_alert() -> None:
+    names = {r.alertname for r in DEFAULT_ALERTS}
+    for path in (REPO / "README.md", REPO / "deploy" / "examples" / "alertmanager.yml"):
+        (routed,) = re.findall(r'alertname =~ "([^"]+)"', path.read_text())
+        assert set(routed.split("|")) == names, path
 
 
 @pytest.mark.parametrize("listen", ["localhost", "8080", "'::1:8080'", "':8080'", "'127.0.0.1:70000'",

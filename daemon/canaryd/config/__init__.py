@@ -17,6 +17,9 @@ Per-canary settings: a canary may set ``mesh:`` and any other ``defaults`` key. 
 default; ``thresholds`` merge key by key. ``max_step_duration`` left unset everywhere is 3 × the canary's
 effective step_duration. Backends left unset are resolved per mesh (`default_backend`).
 
+Alerts: a file's ``alerts:`` extends `DEFAULT_ALERTS` (`extend_alerts`); the same alertname replaces a
+default's action, ``action: ignore`` drops one.
+
 Query templates: see `canaryd.config.queries`.
 """
 
@@ -44,6 +47,7 @@ from .model import (
     ServerConfig,
     Thresholds,
     default_backend,
+    extend_alerts,
 )
 from .queries import render_query
 from .reference import config_reference
@@ -70,6 +74,7 @@ __all__ = [
     "Thresholds",
     "config_reference",
     "default_backend",
+    "extend_alerts",
     "format_duration",
     "json_schema",
     "load_config",

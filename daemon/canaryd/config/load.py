@@ -10,7 +10,7 @@ import yaml
 
 from .checks import _merge, _valid, check_all
 from .kinds import _Ctx, _show
-from .model import AnalysisSettings, CanaryConfig, Config
+from .model import AlertRule, AnalysisSettings, CanaryConfig, Config, extend_alerts
 from .schema import _TOP, construct
 
 
@@ -32,7 +32,8 @@ def _build(raw: Mapping[str, Any], ctx: _Ctx) -> Config | None:
     defaults = raw["defaults"]
     canaries = tuple(construct(CanaryConfig, c, settings=construct(AnalysisSettings, _merge(defaults, c)))
                      for c in raw["canaries"])
-    return construct(Config, raw, canaries=canaries, source=ctx.source)
+    alerts = extend_alerts(tuple(construct(AlertRule, a) for a in raw["alerts"]))
+    return construct(Config, raw, canaries=canaries, alerts=alerts, source=ctx.source)
 
 
 def parse_config(data: object, source: str = "<config>") -> Config:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_ALERTS", "THRESHOLD_ACTIONS", "AlertAction", "AlertRule", "AnalysisSettings", "ArmConfig",
     "CanaryConfig", "Config", "HoldPolicy", "KubernetesConfig", "LeaderElectionConfig", "Mesh", "NotifierConfig",
-    "PrometheusConfig", "Queries", "ServerConfig", "Thresholds", "default_backend",
+    "PrometheusConfig", "Queries", "ServerConfig", "Thresholds", "default_backend", "extend_alerts",
 ]
 
 
@@ -39,7 +39,7 @@ class Mesh(str, Enum):
 class AlertAction(str, Enum):
     ROLLBACK = "rollback"
     PAUSE = "pause"
-    HOLD = "hold"  # DESIGN's name for keeping the current weight; same effect as pause
+    HOLD = "hold"  # the contract's name for keeping the current weight; same effect as pause
     IGNORE = "ignore"
 
 
@@ -221,6 +221,17 @@ DEFAULT_ALERTS: tuple[AlertRule, ...] = (
 )
 
 
+def extend_alerts(user: tuple[AlertRule, ...],
+                  defaults: tuple[AlertRule, ...] = DEFAULT_ALERTS) -> tuple[AlertRule, ...]:
+    """A file's `alerts:` added to the defaults: a user rule for a default's alertname replaces its action
+    in place (`action: ignore` drops it), other user rules follow in their order. A list copied from an
+    older example therefore never silently loses a default."""
+    mine = {r.alertname: r for r in user}
+    kept = tuple(mine.get(d.alertname, d) for d in defaults)
+    known = {d.alertname for d in defaults}
+    return kept + tuple(r for r in user if r.alertname not in known)
+
+
 @dataclass(frozen=True)
 class Config:
     server: ServerConfig = _section(ServerConfig, "HTTP server")
@@ -231,7 +242,9 @@ class Config:
         "doc": "Watched canaries; each may also set any defaults key (thresholds merge key by key)",
         "items": CanaryConfig})
     alerts: tuple[AlertRule, ...] = field(default=DEFAULT_ALERTS, metadata={
-        "doc": "Alertmanager alertname → action, matched to a canary by the labels canary|service and namespace",
+        "doc": "Alertmanager alertname → action, added to these defaults (the same alertname replaces a "
+               "default's action; action: ignore drops it); matched to a canary by the labels canary|service "
+               "and namespace",
         "items": AlertRule})
     notifications: tuple[NotifierConfig, ...] = field(default=(), metadata={
         "doc": "Outbound notifications of decisions", "items": NotifierConfig})
