@@ -1,4 +1,5 @@
-"""Print the configuration reference as a Markdown table, generated from config.py's schema.
+"""Print the configuration reference as a Markdown table, generated from the config model
+(`daemon/canaryd/config/model.py`) through the schema derived from it (`canaryd.config.config_reference`).
 
 `python scripts/config_reference.py` prints it; the README holds the same table between the markers
 `<!-- config-reference:start -->` and `<!-- config-reference:end -->`, and a test keeps them equal.

@@ -56,7 +56,6 @@ def test_no_kubeconfig_is_one_line_and_exit_2(tmp_path: Path) -> None:
         "rollback": ["rollback", SERVICE],
         "rollback --emergency": ["rollback", SERVICE, "--emergency"],
         "deploy": ["deploy", SERVICE, "ghcr.io/orion/auth:v2"],
-        "deploy --dry-run": ["deploy", SERVICE, "ghcr.io/orion/auth:v2", "--dry-run"],
     }
     default = home / ".kube" / "config"
     for name, proc in _run_all(commands, home).items():

@@ -24,6 +24,28 @@ def test_config_reference_is_generated_from_the_schema():
     assert m.group(1) == table, "README config reference drifted: run python scripts/config_reference.py"
 
 
+def test_metrics_table_is_generated_from_the_metrics():
+    readme = (ROOT / "README.md").read_text()
+    m = re.search(r"<!-- metrics-reference:start -->\n(.*)\n<!-- metrics-reference:end -->", readme, re.S)
+    assert m, "the README lost its metrics-reference markers"
+    table = _load("metrics_reference", ROOT / "scripts" / "metrics_reference.py").table()
+    assert m.group(1) == table, "README metrics table drifted: run python scripts/metrics_reference.py"
+
+
+def test_every_closed_label_set_belongs_to_an_exported_label():
+    """label_sets() names real metrics and labels, so the generated table cannot list a set nobody uses."""
+    from canaryd.metrics import label_sets
+
+    reference = _load("metrics_reference", ROOT / "scripts" / "metrics_reference.py")
+    exported = {f.name + ("_total" if f.type == "counter" else ""): set(reference._labels(f))
+                for f in reference.families()}
+    for metric, sets in label_sets().items():
+        assert metric in exported, metric
+        assert set(sets) <= exported[metric], (metric, set(sets))
+        for label in exported[metric] - set(sets):
+            assert label in reference.OPEN_LABELS, (metric, label)
+
+
 def test_every_alert_has_its_runbook_section():
     readme = (ROOT / "README.md").read_text()
     anchors = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-")
@@ -38,3 +60,8 @@ def test_every_alert_has_its_runbook_section():
 
 def test_readme_names_the_test_command():
     assert "make test" in (ROOT / "README.md").read_text()
+
+
+def test_readme_links_the_contracts():
+    assert "(docs/contracts.md)" in (ROOT / "README.md").read_text()
+    assert (ROOT / "docs" / "contracts.md").is_file()

@@ -61,6 +61,7 @@ __all__ = [
     "VERDICTS",
     "MetricObservation",
     "Metrics",
+    "label_sets",
     "render",
 ]
 
@@ -329,6 +330,18 @@ class Metrics:
             yield
         finally:
             self.analysis_duration.observe(time.perf_counter() - start)
+
+
+def label_sets() -> dict[str, dict[str, tuple[str, ...]]]:
+    """Each metric's closed label sets (metric name → label → values), for the README's generated table
+    (scripts/metrics_reference.py). Labels not listed take their values from config or the build."""
+    return {
+        "canaryd_canary_phase": {"phase": PHASES},
+        **{c.name: {c.label: c.values} for c in _COUNTERS if c.label},
+        "canaryd_metric_verdict": {"verdict": VERDICTS},
+        "canaryd_alerts_received_total": {"status": ALERT_STATUSES, "outcome": ALERT_OUTCOMES},
+        "canaryd_prometheus_errors_total": {"kind": PROMETHEUS_ERROR_KINDS},
+    }
 
 
 def _check(value: str, allowed: tuple[str, ...], what: str) -> None:

@@ -1,8 +1,9 @@
 """`canaryd monitor SERVICE`: a live table of canary against stable, like the seed's canary-monitor.sh.
 
 Every --interval seconds for --duration minutes: request rate, error rate, success rate, P50/P95/P99,
-CPU and memory of both arms, and each metric's verdict from the daemon's judge. Exit code as analyze:
-0 advance, 1 rollback, 3 hold.
+CPU and memory of both arms, and each metric's verdict from the daemon's judge. Failed queries are
+said once per refresh, in its status line (Prometheus down: NO DATA and the error). Exit code as
+analyze: 0 advance, 1 rollback, 3 hold (also without data), 2 usage or config error.
 """
 
 from __future__ import annotations
