@@ -1,4 +1,4 @@
-"""server.py: the HTTP contract of DESIGN.md, on the real aiohttp app with a dry-run Controller.
+"""server.py: the HTTP contract of docs/contracts.md, on the real aiohttp app with a dry-run Controller.
 
 Prometheus is a small fake aiohttp app on a loopback port that the tests can stop and start again,
 so /readyz can be seen going 503 and back. Nothing is mocked: the controller, its canary tasks, the

@@ -1,6 +1,6 @@
 """aiohttp: the Alertmanager webhook, the canary API, /metrics, /healthz and /readyz.
 
-Status codes follow DESIGN.md's contract: 200 accepted/duplicate/ignored, 400 malformed, 401 bad
+Status codes follow docs/contracts.md: 200 accepted/duplicate/ignored, 400 malformed, 401 bad
 token, 413 over 1 MiB, 503 when the change cannot be made now (not leader, route unreachable) so
 that Alertmanager retries. Every error body is JSON: {"error": "..."}.
 """
