@@ -639,3 +639,24 @@ def test_leader_election_durations_the_elector_would_refuse_are_config_errors():
     ok = parse_config({"kubernetes": {"leader_election": {"retry_period": "1s", "renew_deadline": "2s",
                                                           "lease_duration": "3s"}}}, "c.yaml")
     assert ok.kubernetes.leader_election.retry_period == 1.0
+
+
+def test_an_empty_file_is_refused_and_an_empty_mapping_is_every_default(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing but a comment\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(empty)
+    assert e.value.problems == [f"{empty}: (file): the file is empty; a config is a mapping of sections such as "
+                                "canaries:, or {} for every default (see examples/canaryd.yaml)"]
+    braces = tmp_path / "defaults.yaml"
+    braces.write_text("{}\n")
+    assert load_config(braces) == dataclasses.replace(Config(), source=str(braces))
+
+
+def test_a_deeply_nested_file_is_one_problem_not_a_recursion_error(tmp_path: Path) -> None:
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("defaults: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(deep)
+    assert e.value.problems == [f"{deep}: (file): nested too deeply to read; a canaryd config is at most a few "
+                                "levels deep (see examples/canaryd.yaml)"]

@@ -86,6 +86,13 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError([f"{source}: (file): not UTF-8 text at byte {e.start}; save the file as UTF-8"]) from None
     try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+        if data is None:
+            # An empty file is a mistake (a wrong path, an empty ConfigMap key), not a request for defaults.
+            raise ConfigError([f"{source}: (file): the file is empty; a config is a mapping of sections such as "
+                               "canaries:, or {} for every default (see examples/canaryd.yaml)"])
+        return parse_config(data, source)
     except yaml.YAMLError as e:
         raise ConfigError([_yaml_problem(source, e)]) from None
-    return parse_config(data, source)
+    except RecursionError:
+        raise ConfigError([f"{source}: (file): nested too deeply to read; a canaryd config is at most a few "
+                           "levels deep (see examples/canaryd.yaml)"]) from None
