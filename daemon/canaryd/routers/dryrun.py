@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +16,10 @@ from canaryd.kube import KubeClient
 from canaryd.routers.base import JSON, RouteState, check_percent
 
 log = logging.getLogger(__name__)
+
+# Writes kept in `history`: `canaryd run` in dry-run mode writes for as long as it runs and each write
+# holds the whole saved state, so an unbounded list grew the daemon's memory without end.
+HISTORY = 100
 
 
 class DryRunRouter:
@@ -43,7 +48,7 @@ class DryRunRouter:
             state=copy.deepcopy(dict(initial_state)) if initial_state is not None else None,
             resource_version="1",
         )
-        self.history: list[RouteState] = []
+        self.history: deque[RouteState] = deque(maxlen=HISTORY)
 
     async def read(self) -> RouteState:
         return self._current
