@@ -14,6 +14,7 @@ script can import this without the test dependencies.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -178,7 +179,7 @@ class ServerProcess:
                     f"{self.name} exited with code {self._proc.returncode} during start\n{self.log_tail()}"
                 )
             try:
-                with urllib.request.urlopen(self.url + self.ready_path, timeout=1.0) as resp:
+                with self.urlopen(self.url + self.ready_path, timeout=1.0) as resp:
                     if resp.status == 200:
                         return
             except (OSError, urllib.error.URLError):
@@ -186,6 +187,10 @@ class ServerProcess:
             if time.monotonic() >= deadline:
                 raise ServerError(f"{self.name} not ready after {self.start_timeout}s\n{self.log_tail()}")
             time.sleep(0.05)
+
+    def urlopen(self, url: str | urllib.request.Request, timeout: float) -> Any:
+        """Open a URL of this server; a server behind TLS or auth overrides it."""
+        return urllib.request.urlopen(url, timeout=timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Terminate, then kill after `timeout`. Safe to call twice, or on a process that never started."""
@@ -310,7 +315,7 @@ class PrometheusServer(ServerProcess):
             self.scrape_targets = list(scrape_targets)
         self.prepare()
         req = urllib.request.Request(self.url + "/-/reload", method="POST")
-        with urllib.request.urlopen(req, timeout=10):
+        with self.urlopen(req, timeout=10):
             pass
 
     # --- sync query helpers for tests and scripts --------------------------------------------------
@@ -318,7 +323,8 @@ class PrometheusServer(ServerProcess):
         url = f"{self.url}/api/v1/{path}"
         if params:
             url += "?" + urllib.parse.urlencode(params)
-        body = http_json("GET", url, timeout=10)
+        with self.urlopen(url, timeout=10) as resp:
+            body = json.loads(resp.read())
         if body.get("status") != "success":
             raise ServerError(f"Prometheus {path} failed: {body}")
         return body["data"]
@@ -356,6 +362,65 @@ class PrometheusServer(ServerProcess):
             return result if len(result) >= min_series else None
 
         return wait_until(enough, timeout=timeout, what=f"{min_series} series for {expr}")
+
+
+def make_test_pki(directory: Path, *, hosts: Sequence[str] = ("127.0.0.1", "localhost")) -> dict[str, Path]:
+    """A CA, a server certificate for `hosts` and a client certificate, made with the openssl CLI (EC keys,
+    valid two days). Returns the paths by name: ca, ca_key, server_cert, server_key, client_cert, client_key."""
+    directory.mkdir(parents=True, exist_ok=True)
+    d = {n: directory / f for n, f in (("ca", "ca.crt"), ("ca_key", "ca.key"), ("server_cert", "server.crt"),
+                                       ("server_key", "server.key"), ("client_cert", "client.crt"),
+                                       ("client_key", "client.key"))}
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    run("req", "-x509", *ec, "-keyout", str(d["ca_key"]), "-out", str(d["ca"]), "-days", "2",
+        "-subj", "/CN=canaryd test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    san = ",".join(f"IP:{h}" if h.replace(".", "").isdigit() or ":" in h else f"DNS:{h}" for h in hosts)
+    for role, usage, extra in (("server", "serverAuth", f"subjectAltName={san}\n"), ("client", "clientAuth", "")):
+        ext = directory / f"{role}.ext"
+        ext.write_text(f"{extra}extendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n"
+                       "authorityKeyIdentifier=keyid,issuer\nsubjectKeyIdentifier=hash\n")
+        csr = directory / f"{role}.csr"
+        run("req", *ec, "-keyout", str(d[f"{role}_key"]), "-out", str(csr), "-subj", f"/CN=canaryd test {role}")
+        run("x509", "-req", "-in", str(csr), "-CA", str(d["ca"]), "-CAkey", str(d["ca_key"]), "-CAcreateserial",
+            "-out", str(d[f"{role}_cert"]), "-days", "2", "-extfile", str(ext))
+    return d
+
+
+class SecuredPrometheusServer(PrometheusServer):
+    """Prometheus started with `--web.config.file` (`web_config`: tls_server_config, basic_auth_users, as
+    Prometheus documents them). The sync helpers reach it with `client_ssl` and `client_auth` (user,
+    password), as any client of a secured Prometheus must."""
+
+    def __init__(self, *args: Any, web_config: Mapping[str, Any], client_ssl: Any = None,
+                 client_auth: tuple[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.web_config = dict(web_config)
+        self.client_ssl = client_ssl
+        self.client_auth = client_auth
+        self.web_config_path = self.workdir / "web.yml"
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if 'tls_server_config' in self.web_config else 'http'}://{self.address}"
+
+    def prepare(self) -> None:
+        super().prepare()
+        self.web_config_path.write_text(yaml.safe_dump(self.web_config, sort_keys=False))
+
+    def command(self) -> list[str]:
+        return [*super().command(), f"--web.config.file={self.web_config_path}"]
+
+    def urlopen(self, url: str | urllib.request.Request, timeout: float) -> Any:
+        req = url if isinstance(url, urllib.request.Request) else urllib.request.Request(url)
+        if self.client_auth is not None:
+            token = base64.b64encode(":".join(self.client_auth).encode()).decode()
+            req.add_header("Authorization", f"Basic {token}")
+        return urllib.request.urlopen(req, timeout=timeout, context=self.client_ssl)
 
 
 class AlertmanagerServer(ServerProcess):

@@ -30,6 +30,7 @@ from .metrics import Metrics
 from .notify import Notifier, NotifyTarget
 from .routers import make_router
 from .server import make_app, read_token
+from .sources.http_config import http_options
 from .sources.prometheus import PrometheusClient, SourceError
 
 ActuatorFactory = Callable[[CanaryConfig], Actuator]
@@ -91,10 +92,12 @@ async def assemble(config: Config, *, registry: CollectorRegistry | None = None,
     metrics = Metrics(registry)
     health = Health()
     async with contextlib.AsyncExitStack() as stack:
-        session = await stack.enter_async_context(aiohttp.ClientSession())
-        prometheus = PrometheusClient(session, config.prometheus.url, timeout=config.prometheus.timeout,
+        # trust_env: the environment's HTTP(S)_PROXY and NO_PROXY apply, as to any client in the cluster.
+        session = await stack.enter_async_context(aiohttp.ClientSession(trust_env=True))
+        url, http = http_options(config.prometheus)
+        prometheus = PrometheusClient(session, url, timeout=config.prometheus.timeout,
                                       retries=config.prometheus.retries,
-                                      on_error=lambda e: _count_error(metrics, e))
+                                      on_error=lambda e: _count_error(metrics, e), http=http)
         notifier = _notifier(config, session, stack) if notify else None
         kube, factory = await _actuators(config, stack, actuator_factory, kube)
         electing = elect and kube is not None and config.kubernetes.leader_election.enabled

@@ -26,6 +26,7 @@ from ..analysis.verdicts import Decision, Judgement
 from ..config import ConfigError
 from ..rollout import add_arm
 from ..sources.counters import advance
+from ..sources.http_config import http_options
 from ..sources.prometheus import ArmTarget, PrometheusClient, SourceError, fetch_increments
 from .cluster import add_cluster_args, canary_from_args
 from .common import DECISION_EXIT, config_problems, fail
@@ -103,8 +104,9 @@ async def _monitor(args: argparse.Namespace) -> int:
     totals: dict[str, ArmSnapshot] = {}
     window = Snapshot(t=started, canary=ArmSnapshot(), stable=ArmSnapshot())
     final: Judgement | None = None
-    async with aiohttp.ClientSession() as session:
-        client = PrometheusClient(session, url, timeout=config.prometheus.timeout, retries=1)
+    base, http = http_options(config.prometheus, url)
+    async with aiohttp.ClientSession(trust_env=True) as session:  # the environment's proxy settings apply
+        client = PrometheusClient(session, base, timeout=config.prometheus.timeout, retries=1, http=http)
         deadline = started + 60.0 * args.duration
         while True:
             now = time.time()

@@ -120,8 +120,23 @@ def _check_alerts(ctx: _Ctx, alerts: tuple[Any, ...]) -> None:
             seen.setdefault(name, i)
 
 
+def _check_prometheus(ctx: _Ctx, p: Mapping[str, Any]) -> None:
+    """The http_config keys that only make sense together (as Prometheus itself requires)."""
+    auth, basic, tls = (p.get(k) if isinstance(p.get(k), Mapping) else {}
+                        for k in ("authorization", "basic_auth", "tls_config"))
+    if auth.get("credentials_file") and basic.get("username"):
+        ctx.add("prometheus.basic_auth", "cannot be used with authorization.credentials_file; keep one of them")
+    if basic.get("password_file") and not basic.get("username"):
+        ctx.add("prometheus.basic_auth.username", "missing; password_file needs a username")
+    if bool(tls.get("cert_file")) != bool(tls.get("key_file")):
+        missing = "key_file" if tls.get("cert_file") else "cert_file"
+        ctx.add(f"prometheus.tls_config.{missing}", "missing; a client certificate needs cert_file and key_file")
+
+
 def check_all(ctx: _Ctx, raw: Mapping[str, Any]) -> None:
     """Every check that spans keys, on the validated sections (values that failed are skipped)."""
+    if isinstance(raw.get("prometheus"), Mapping):
+        _check_prometheus(ctx, raw["prometheus"])
     k8s = raw.get("kubernetes")
     if isinstance(k8s, Mapping) and isinstance(k8s.get("leader_election"), Mapping):
         _check_election(ctx, k8s["leader_election"], "kubernetes.leader_election")

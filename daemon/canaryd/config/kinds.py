@@ -377,6 +377,50 @@ class _Steps(_Kind):
         return {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 1, "maximum": 100}}
 
 
+_HEADER_NAME = r"[A-Za-z0-9!#$%&'*+.^_`|~-]+"  # an HTTP token (RFC 9110)
+# Set by canaryd itself, or a secret that belongs in a file rather than in the config.
+_RESERVED_HEADERS = ("authorization", "host", "content-type", "content-length", "connection",
+                     "transfer-encoding", "proxy-authorization")
+
+
+@dataclass(frozen=True)
+class _Headers(_Kind):
+    """HTTP headers sent with every request: a mapping in YAML, a tuple of (name, value) pairs in python."""
+
+    def allowed(self) -> str:
+        return "a mapping of HTTP header name to a string value, such as {X-Scope-OrgID: tenant-1}"
+
+    def parse(self, value: object, ctx: _Ctx, path: str) -> Any:
+        if value is None:
+            return ()
+        if not isinstance(value, Mapping):
+            ctx.add(path, f"must be {self.allowed()}, got {_show(value)}")
+            return _FAIL
+        out, ok = [], True
+        for name, text in value.items():
+            where = _join(path, name)
+            if not isinstance(name, str) or not re.fullmatch(_HEADER_NAME, name):
+                ctx.add(where, "is not an HTTP header name (letters, digits and !#$%&'*+.^_`|~-)")
+                ok = False
+            elif name.lower() in _RESERVED_HEADERS:
+                ctx.add(where, "is set by canaryd; give credentials with authorization or basic_auth, "
+                               "which read them from a file")
+                ok = False
+            elif not isinstance(text, str) or "\n" in text or "\r" in text:
+                ctx.add(where, f"must be a one-line string (quote numbers), got {_show(text)}")
+                ok = False
+            else:
+                out.append((name, text))
+        return tuple(out) if ok else _FAIL
+
+    def dump(self, value: Any) -> Any:
+        return types.MappingProxyType(dict(value))
+
+    def json(self) -> dict[str, Any]:
+        return {"type": ["object", "null"], "propertyNames": {"pattern": _anchored(_HEADER_NAME)},
+                "additionalProperties": {"type": "string", "pattern": r"^[^\r\n]*$"}}
+
+
 # The kinds the analysis settings name in their metadata (analysis/ cannot import config).
 NAMED: Mapping[str, _Kind] = types.MappingProxyType({
     "percent": _PERCENT,

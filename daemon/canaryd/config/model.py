@@ -17,7 +17,21 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..analysis.settings import JudgeBase, Thresholds
-from .kinds import _K8S_LABEL, _K8S_NAME, _PATH, _SELECTOR, _Bool, _Choice, _choice, _Int, _Listen, _Str, _Url
+from .kinds import (
+    _HOSTNAME,
+    _K8S_LABEL,
+    _K8S_NAME,
+    _PATH,
+    _SELECTOR,
+    _Bool,
+    _Choice,
+    _choice,
+    _Headers,
+    _Int,
+    _Listen,
+    _Str,
+    _Url,
+)
 from .queries import _COUNTER, _GAUGE
 
 if TYPE_CHECKING:
@@ -83,12 +97,44 @@ class ServerConfig:
     api_token_file: str | None = _key(None, "File holding a token; if set, POST /api/v1/* need it", _PATH)
 
 
+# The names of Prometheus' own http_config, which users of Prometheus-compatible backends already write.
+# Secrets are read from files, never written in the config, and read again when the file changes.
+@dataclass(frozen=True)
+class AuthorizationConfig:
+    type: str = _key("Bearer", "Scheme of the Authorization header",
+                     _Str("an HTTP auth scheme such as Bearer", r"[A-Za-z0-9!#$%&'*+.^_`|~-]+"))
+    credentials_file: str | None = _key(
+        None, "File holding the credentials (a token), read again when it changes; null: no Authorization", _PATH)
+
+
+@dataclass(frozen=True)
+class BasicAuthConfig:
+    username: str | None = _key(None, "User name for HTTP basic auth; null: no basic auth", _Str("a user name"))
+    password_file: str | None = _key(None, "File holding the password, read again when it changes", _PATH)
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    ca_file: str | None = _key(None, "CA certificates (PEM) that sign the server's; null: the system's", _PATH)
+    cert_file: str | None = _key(None, "Client certificate (PEM) for mutual TLS, with key_file", _PATH)
+    key_file: str | None = _key(None, "Private key (PEM) of cert_file", _PATH)
+    server_name: str | None = _key(None, "Name the server's certificate must carry (and SNI); null: the URL's host",
+                                   _Str("a host name", _HOSTNAME, 253))
+    insecure_skip_verify: bool = _key(False, "Accept any server certificate (tests only)", _Bool())
+
+
 @dataclass(frozen=True)
 class PrometheusConfig:
-    url: str = _key("http://127.0.0.1:9090", "Prometheus base URL",
+    url: str = _key("http://127.0.0.1:9090", "Prometheus base URL, with any path prefix (Mimir: .../prometheus)",
                     _Url("http://127.0.0.1:9090"))  # without a trailing slash
     timeout: float = _key(10.0, "Timeout of one Prometheus HTTP request", "duration")
     retries: int = _key(3, "Retries of a failed Prometheus request before the tick holds", _Int(0, 10))
+    authorization: AuthorizationConfig = _section(AuthorizationConfig, "Authorization header (bearer token)")
+    basic_auth: BasicAuthConfig = _section(BasicAuthConfig, "HTTP basic auth")
+    tls_config: TLSConfig = _section(TLSConfig, "TLS for an https:// URL")
+    # (name, value) pairs: frozen, in the order written.
+    headers: tuple[tuple[str, str], ...] = _key((), "Extra HTTP headers, such as X-Scope-OrgID for a tenant",
+                                                _Headers())
 
 
 @dataclass(frozen=True)
@@ -125,6 +171,9 @@ class AnalysisSettings:
         "duration")
     on_max_step_duration: HoldPolicy = _key(HoldPolicy.PAUSE, "What a too-long hold becomes", _choice(HoldPolicy))
     progress_deadline: float = _key(600.0, "Time for the canary Deployment to become ready", "duration")
+    canary_replicas: int | None = _key(
+        None, "Replicas the canary is scaled to before it gets traffic; null: as many as stable has",
+        _Int(1, 10000))
     tolerance_pp: float = _judge("tolerance_pp")
 
     def __post_init__(self) -> None:

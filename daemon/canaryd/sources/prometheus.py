@@ -26,11 +26,12 @@ import aiohttp
 from canaryd.analysis.durations import promql_duration
 from canaryd.analysis.snapshot import ArmSnapshot, Buckets
 from canaryd.config import render_query
+from canaryd.sources.http_config import CredentialsError, HttpOptions, split_userinfo
 from canaryd.sources.promql import equality_matchers, regex_any
 
 log = logging.getLogger("canaryd.prometheus")
 
-ErrorKind = Literal["prometheus", "connection", "timeout", "http"]
+ErrorKind = Literal["prometheus", "connection", "timeout", "http", "credentials"]
 COUNTER_METRICS = ("requests", "errors", "successes", "latency_buckets")
 GAUGE_METRICS = ("cpu", "memory")
 # errors/successes with no series while requests has data mean "none happened", not "no data":
@@ -82,9 +83,14 @@ class PrometheusClient:
         retries: int = 3,
         backoff: float = 0.2,
         on_error: Callable[[SourceError], None] | None = None,
+        http: HttpOptions | None = None,
     ) -> None:
         self._session = session
-        self.base_url = base_url.rstrip("/")
+        # Credentials in the URL move to basic auth, so that the URL can be logged.
+        self.base_url, url_auth = split_userinfo(base_url.rstrip("/"))
+        self._http = http if http is not None else HttpOptions()
+        if url_auth is not None and self._http.url_auth is None:
+            self._http.url_auth = url_auth
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
@@ -134,9 +140,14 @@ class PrometheusClient:
         for attempt in range(1, attempts + 1):
             retryable: SourceError
             try:
+                headers, tls = self._http.request_headers(), self._http.ssl_context()
+            except CredentialsError as e:  # read per request: a rotated secret needs no restart
+                raise self._fail(SourceError("credentials", str(e), query=expr), attempt) from None
+            try:
                 # POST: a batched regex of a thousand selectors is too long for a URL.
                 async with self._session.post(
-                    url, data=form, timeout=aiohttp.ClientTimeout(total=self.timeout)
+                    url, data=form, timeout=aiohttp.ClientTimeout(total=self.timeout), headers=headers,
+                    ssl=tls if tls is not None else True, server_hostname=self._http.server_name,
                 ) as resp:
                     status = resp.status
                     text = await resp.text()
@@ -163,6 +174,9 @@ class PrometheusClient:
         raise AssertionError("unreachable")
 
     def _fail(self, error: SourceError, attempts: int) -> SourceError:
+        redact = self._http.redact
+        error = SourceError(error.kind, redact(error.message), error_type=error.error_type, status=error.status,
+                            query=None if error.query is None else redact(error.query))
         log.warning(
             "%s",
             error,
@@ -195,6 +209,9 @@ def _parse_response(status: int, text: str, expr: str) -> tuple[SourceError | No
             status=status,
             query=expr,
         ), None
+    if status in (401, 403):
+        return SourceError("http", f"HTTP {status} {'unauthorized' if status == 401 else 'forbidden'}: check "
+                           "prometheus.authorization, basic_auth and headers", status=status, query=expr), None
     if status >= 400:
         return SourceError("http", f"HTTP {status}: {text[:200]}", status=status, query=expr), None
     if not (isinstance(body, dict) and body.get("status") == "success" and isinstance(body.get("data"), dict)):
