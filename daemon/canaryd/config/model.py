@@ -32,7 +32,7 @@ from .kinds import (
     _Str,
     _Url,
 )
-from .queries import _COUNTER, _GAUGE
+from .queries import _COUNTER, _GAUGE, LATENCY_UNITS, PRESETS
 
 if TYPE_CHECKING:
     from ..analysis.settings import JudgeSettings
@@ -206,6 +206,8 @@ class Queries:
                                        _COUNTER)
     cpu: str | None = _key(None, "CPU utilisation in percent over {window}; null skips cpu", _GAUGE)
     memory: str | None = _key(None, "Memory utilisation in percent; null skips memory", _GAUGE)
+    latency_unit: str = _key("seconds", "Unit of latency_buckets' le bounds (Istio and Linkerd: milliseconds)",
+                             _Choice(tuple(LATENCY_UNITS)))
 
 
 @dataclass(frozen=True)
@@ -234,7 +236,7 @@ class CanaryConfig:
     canary: ArmConfig = _required("Canary arm", ArmConfig)
     # In YAML the canary's own settings sit beside its other keys and override `defaults` key by key.
     settings: AnalysisSettings = _section(AnalysisSettings, "Analysis settings", inherits="defaults")
-    queries: Queries = _section(Queries, "Query templates")
+    queries: Queries = _section(Queries, "Query templates, or a preset: " + ", ".join(PRESETS), presets=PRESETS)
 
     def __post_init__(self) -> None:
         # Backends are resolved here so that configs built in code get the same defaults as loaded ones.

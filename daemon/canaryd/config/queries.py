@@ -21,12 +21,23 @@ an unknown placeholder, so the mistake cannot reach Prometheus.
 
 - Every template uses ``{selector}`` or ``{deployment}``; otherwise both arms would read the same series.
   Any query but ``requests`` may be null, which skips that metric.
+- ``latency_unit`` says what the ``le`` bounds of ``latency_buckets`` count: ``seconds`` (client
+  libraries) or ``milliseconds`` (Istio, Linkerd). The judge always sees seconds.
+
+A canary's ``queries:`` may instead name a preset (`PRESETS`): ``default`` (the client-library
+``http_requests_total`` / ``http_request_duration_seconds``), ``istio`` (``istio_requests_total`` and
+``istio_request_duration_milliseconds_bucket`` as the destination workload reports them) or ``linkerd``
+(the proxy's inbound ``response_total`` and ``response_latency_ms_bucket``). The mesh presets select
+each arm by its Deployment (``{deployment}`` in ``{namespace}``), so they need no selector of the
+mesh's labels.
 """
 
 from __future__ import annotations
 
 import re
 import string
+import types
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,3 +105,26 @@ class _Template(_Kind):
 
 _COUNTER = _Template(counter=True)
 _GAUGE = _Template(counter=False)
+LATENCY_UNITS: dict[str, float] = {"seconds": 1.0, "milliseconds": 0.001}  # → the factor to seconds
+
+_ISTIO = 'reporter="destination",destination_workload_namespace="{namespace}",destination_workload="{deployment}"'
+_LINKERD = 'direction="inbound",namespace="{namespace}",deployment="{deployment}"'
+PRESETS: Mapping[str, Mapping[str, str | None]] = types.MappingProxyType({
+    "default": types.MappingProxyType({}),  # every key's own default
+    "istio": types.MappingProxyType({
+        "requests": f"istio_requests_total{{{{{_ISTIO}}}}}",
+        "errors": f'istio_requests_total{{{{{_ISTIO},response_code=~"5.."}}}}',
+        "successes": f'istio_requests_total{{{{{_ISTIO},response_code=~"2.."}}}}',
+        "latency_buckets": f"istio_request_duration_milliseconds_bucket{{{{{_ISTIO}}}}}",
+        "latency_unit": "milliseconds",
+    }),
+    "linkerd": types.MappingProxyType({
+        "requests": f"response_total{{{{{_LINKERD}}}}}",
+        # Linkerd's own classification: a 5xx, or a gRPC error status, is a failure.
+        "errors": f'response_total{{{{{_LINKERD},classification="failure"}}}}',
+        "successes": f'response_total{{{{{_LINKERD},classification="success"}}}}',
+        "latency_buckets": f"response_latency_ms_bucket{{{{{_LINKERD}}}}}",
+        "latency_unit": "milliseconds",
+    }),
+})
+"""Query presets by name: the keys they set; every other key keeps its default."""

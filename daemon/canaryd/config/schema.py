@@ -87,6 +87,29 @@ class _Section(_Kind):
 
 
 @dataclass(frozen=True)
+class _Presets(_Section):
+    """A section that may instead be given as the name of a preset (a partial mapping of its keys)."""
+
+    presets: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def allowed(self) -> str:
+        return f"one of {', '.join(self.presets)}, or {super().allowed()}"
+
+    def parse(self, value: object, ctx: _Ctx, path: str) -> Any:
+        if isinstance(value, str):
+            if value not in self.presets:
+                close = difflib.get_close_matches(value, list(self.presets), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                ctx.add(path, f"must be {self.allowed()}, got {_show(value)}{hint}")
+                return _FAIL
+            value = dict(self.presets[value])
+        return super().parse(value, ctx, path)
+
+    def json(self, *, nullable: bool = True) -> dict[str, Any]:
+        return {"anyOf": [{"type": "string", "enum": list(self.presets)}, super().json(nullable=nullable)]}
+
+
+@dataclass(frozen=True)
 class _List(_Kind):
     item: _Section
 
@@ -135,7 +158,8 @@ def _kind_of(f: dataclasses.Field) -> _Kind:
         return _List(section_of(m["items"]))
     kind = m["kind"]
     if isinstance(kind, type):
-        return section_of(kind)
+        section = section_of(kind)
+        return _Presets(section.fields, m["presets"]) if "presets" in m else section
     kind = NAMED[kind] if isinstance(kind, str) else kind
     # With postponed annotations the type is its source text; "| None" marks a key that may be null.
     return _Optional(kind) if "None" in str(f.type) else kind

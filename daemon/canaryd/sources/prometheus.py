@@ -26,6 +26,7 @@ import aiohttp
 from canaryd.analysis.durations import promql_duration
 from canaryd.analysis.snapshot import ArmSnapshot, Buckets
 from canaryd.config import render_query
+from canaryd.config.queries import LATENCY_UNITS
 from canaryd.sources.http_config import CredentialsError, HttpOptions, split_userinfo
 from canaryd.sources.promql import equality_matchers, regex_any
 
@@ -34,6 +35,7 @@ log = logging.getLogger("canaryd.prometheus")
 ErrorKind = Literal["prometheus", "connection", "timeout", "http", "credentials"]
 COUNTER_METRICS = ("requests", "errors", "successes", "latency_buckets")
 GAUGE_METRICS = ("cpu", "memory")
+SETTINGS = ("latency_unit",)  # keys of the queries that are not queries
 # errors/successes with no series while requests has data mean "none happened", not "no data":
 # client libraries create a status series only when the first such response is served.
 _ZERO_WHEN_REQUESTS = ("errors", "successes")
@@ -256,6 +258,7 @@ class _Plan:
     expr: str
     by: tuple[str, ...]  # split labels; () means the single result belongs to all `targets`
     targets: dict[tuple[str, ...], list[ArmTarget]]  # split-label values → targets
+    scale: float = 1.0  # latency buckets: le × scale = seconds
 
 
 def _render(template: str, metric: str, target: ArmTarget, *, selector: str, window: str = "") -> str:
@@ -272,7 +275,7 @@ def _render(template: str, metric: str, target: ArmTarget, *, selector: str, win
 def _plan_counters(targets: Sequence[ArmTarget], queries: Mapping[str, str | None],
                    window: float | None) -> list[_Plan]:
     win = None if window is None else promql_duration(window)
-    groups: dict[tuple[str, str, tuple[str, ...]], _Plan] = {}
+    groups: dict[tuple[str, str, tuple[str, ...], float], _Plan] = {}
     plans: list[_Plan] = []
     for metric in COUNTER_METRICS:
         le = ("le",) if metric == "latency_buckets" else ()
@@ -282,22 +285,30 @@ def _plan_counters(targets: Sequence[ArmTarget], queries: Mapping[str, str | Non
                 continue
             shape = _render(template, metric, t, selector=_SENTINEL)
             matchers = equality_matchers(t.selector)
+            scale = _le_scale(metric, t, queries)
             if matchers is None or _SENTINEL not in shape:
                 expr = _wrap(shape.replace(_SENTINEL, t.selector), le, win)
-                plans.append(_Plan(metric, expr, (), {(): [t]}))
+                plans.append(_Plan(metric, expr, (), {(): [t]}, scale))
                 continue
             labels = tuple(name for name, _ in matchers)
-            plan = groups.get((metric, shape, labels))
+            plan = groups.get((metric, shape, labels, scale))
             if plan is None:
-                plan = groups[(metric, shape, labels)] = _Plan(metric, shape, labels, defaultdict(list))
+                plan = groups[(metric, shape, labels, scale)] = _Plan(metric, shape, labels, defaultdict(list), scale)
                 plans.append(plan)
             plan.targets[tuple(v for _, v in matchers)].append(t)
-    for (_, shape, labels), plan in groups.items():
+    for (_, shape, labels, _), plan in groups.items():
         values = list(plan.targets)
         merged = ",".join(f"{name}=~{regex_any([v[i] for v in values])}" for i, name in enumerate(labels))
         le = ("le",) if plan.metric == "latency_buckets" else ()
         plan.expr = _wrap(shape.replace(_SENTINEL, merged), labels + le, win)
     return plans
+
+
+def _le_scale(metric: str, target: ArmTarget, queries: Mapping[str, str | None]) -> float:
+    """The factor from the latency buckets' `le` to seconds (Istio and Linkerd count milliseconds)."""
+    if metric != "latency_buckets":
+        return 1.0
+    return LATENCY_UNITS.get(_template("latency_unit", target, queries) or "seconds", 1.0)
 
 
 def _template(metric: str, target: ArmTarget, queries: Mapping[str, str | None]) -> str | None:
@@ -312,12 +323,12 @@ def _wrap(series: str, by: tuple[str, ...], window: str | None) -> str:
     return f"sum by ({', '.join(by)}) (increase({series}[{window}]))"
 
 
-def _buckets(rows: Sequence[tuple[str, float]]) -> Buckets | None:
+def _buckets(rows: Sequence[tuple[str, float]], scale: float = 1.0) -> Buckets | None:
     """Cumulative (le, count) sorted, +Inf last, monotone; None without a +Inf bucket."""
     by_le: dict[float, float] = defaultdict(float)
     for le, value in rows:
         try:
-            bound = float(le)  # "+Inf", "0.05", "1e-3", "1.0"
+            bound = float(le) * scale  # "+Inf", "0.05", "1e-3", "1.0"
         except ValueError:
             continue
         if not math.isnan(bound):
@@ -390,7 +401,7 @@ class _FetchAnswers:
 def _plan_fetch(targets: Sequence[ArmTarget], queries: Mapping[str, str | None], window: float | None,
                *, gauge_window: float = 60.0) -> _FetchPlan:
     """The queries for `fetch_increments` (pure). Raises ValueError for an unknown metric or bad template."""
-    unknown = sorted(set(queries) - set(COUNTER_METRICS) - set(GAUGE_METRICS))
+    unknown = sorted(set(queries) - set(COUNTER_METRICS) - set(GAUGE_METRICS) - set(SETTINGS))
     if unknown:
         raise ValueError(f"unknown metrics {unknown}; allowed: {', '.join(COUNTER_METRICS + GAUGE_METRICS)}")
     plans = _plan_counters(targets, queries, window)
@@ -452,7 +463,8 @@ def _split_counter(plan: _Plan, result: list[Series], fields: dict[tuple[str, st
             if not got:
                 continue
             if plan.metric == "latency_buckets":
-                fields[(t.key, t.arm)]["buckets"] = _buckets([(s.labels.get("le", ""), s.value) for s in got])
+                fields[(t.key, t.arm)]["buckets"] = _buckets([(s.labels.get("le", ""), s.value) for s in got],
+                                                             plan.scale)
             else:
                 fields[(t.key, t.arm)][plan.metric] = sum(s.value for s in got)
 
