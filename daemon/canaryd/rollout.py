@@ -16,6 +16,7 @@ from .analysis import judge
 from .analysis.judge import AnalysisState, JudgeSettings
 from .analysis.snapshot import ArmSnapshot, Snapshot
 from .analysis.verdicts import Decision, Judgement
+from .report import timeline
 
 HISTORY = 50  # decisions kept per canary
 
@@ -107,6 +108,8 @@ class Rollout:
     analysis: AnalysisState | None = field(default=None, repr=False)
     counters: Snapshot | None = field(default=None, repr=False)  # cumulative since the rollout began
     last_judged_at: float | None = None
+    # The report page's per-tick numbers, the last timeline.TICKS of them; in memory only, not in the API.
+    ticks: tuple[timeline.TickEntry, ...] = field(default=(), repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -240,7 +243,10 @@ def _record(r: Rollout, *, at: float, decision: str, trigger: Trigger, reasons: 
         last["gates_met"] = judgement.gates_met
         last["canary_requests"] = judgement.canary_requests
         last["stable_requests"] = judgement.stable_requests
-    return replace(r, last_decision=last, history=(*r.history, entry)[-HISTORY:])
+    tick = timeline.entry(at=at, decision=decision, trigger=trigger.value, step=r.step, weight=r.weight,
+                          reasons=reasons, judgement=judgement)
+    return replace(r, last_decision=last, history=(*r.history, entry)[-HISTORY:],
+                   ticks=timeline.appended(r.ticks, tick))
 
 
 # ---------------------------------------------------------------------------------------------- transitions
@@ -254,7 +260,7 @@ def start(r: Rollout, now: float, *, step: int = 0, reason: str | None = None) -
     step = max(0, min(step, len(r.steps) - 1))
     weight = r.steps[step]
     out = replace(r, phase=Phase.PROGRESSING, step=step, weight=weight, step_started_at=now, started_at=now,
-                  paused_reason=None, awaiting_promotion=False, history=(), last_decision=None,
+                  paused_reason=None, awaiting_promotion=False, history=(), last_decision=None, ticks=(),
                   analysis=judge.start(r.settings, now, weight=weight), counters=zero_snapshot(now, weight),
                   last_judged_at=None)
     out = _record(out, at=now, decision="start", trigger=Trigger.START,

@@ -11,6 +11,7 @@ import asyncio
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
+from html import escape
 from pathlib import Path
 
 from aiohttp import web
@@ -22,6 +23,9 @@ from .controller import Controller, NotLeader, UnknownCanary
 from .health import Health
 from .leadership import Leadership
 from .metrics import OTHER_ALERTNAME, render
+from .report.index import render_index
+from .report.page import Report, render_page
+from .report.theme import HEADER_POLICY, document
 from .rollout import AlreadyDone, TransitionError
 
 log = logging.getLogger("canaryd.server")
@@ -115,6 +119,31 @@ async def get_canary(request: web.Request) -> web.Response:
     return web.json_response(w.status())
 
 
+def _html(text: str, status: int = 200) -> web.Response:
+    resp = web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
+    resp.headers["Content-Security-Policy"] = HEADER_POLICY
+    resp.headers["Cache-Control"] = "no-store"  # a reload shows the latest ticks
+    return resp
+
+
+async def ui_index(request: web.Request) -> web.Response:
+    # Open like every GET of the API: api_token_file guards the changes (POST), not the reads.
+    return _html(render_index(request.app[CONTROLLER].canaries()))
+
+
+async def ui_canary(request: web.Request) -> web.Response:
+    ns, name = request.match_info["namespace"], request.match_info["name"]
+    try:
+        w = request.app[CONTROLLER].worker(ns, name)
+    except UnknownCanary as e:
+        return _html(document("no such canary", f'<p><a href="/ui/">all canaries</a></p><p>{escape(str(e))}</p>'),
+                     404)
+    r = w.rollout
+    report = Report(title=f"{ns}/{name}", status=w.status(), ticks=r.ticks, alpha=r.settings.alpha, now=w.clock(),
+                    links=(("/ui/", "all canaries"),))
+    return _html(render_page(report))
+
+
 async def canary_command(request: web.Request) -> web.Response:
     controller = request.app[CONTROLLER]
     if not _authorized(request, request.app[TOKENS].get("api")):
@@ -191,6 +220,8 @@ def make_app(controller: Controller, registry: CollectorRegistry, *, webhook_tok
     app.router.add_get("/api/v1/canaries", list_canaries)
     app.router.add_get("/api/v1/canaries/{namespace}/{name}", get_canary)
     app.router.add_post("/api/v1/canaries/{namespace}/{name}/{verb:" + "|".join(VERBS) + "}", canary_command)
+    app.router.add_get("/ui/", ui_index)
+    app.router.add_get("/ui/canaries/{namespace}/{name}", ui_canary)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import fields, replace
 
@@ -16,6 +17,8 @@ from ..analysis.settings import Thresholds
 from ..analysis.verdicts import Decision, Judgement
 from ..config import AnalysisSettings, ConfigError, load_config, read_setting
 from ..replay import ReplayError, parse_replay
+from ..report.page import render_page
+from ..report.replayed import replay_report
 from .common import DECISION_EXIT, config_problems, fail
 from .table import render_judgement
 
@@ -64,6 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                             .replace("%", "%%"))
     p.add_argument("--output", "-o", choices=("table", "json"), default="table")
     p.add_argument("--every-tick", action="store_true", help="with the table: print every tick's decision")
+    p.add_argument("--report", metavar="FILE.html",
+                   help="also write the replay's report page (one self-contained HTML file) there")
     p.set_defaults(handler=run)
 
 
@@ -110,6 +115,15 @@ def judge_replay(snapshots, settings: JudgeSettings) -> tuple[Judgement, list[Ju
     return ticks[-1], ticks
 
 
+def write_report(path: str, source: str, snapshots, ticks: list[Judgement], alpha: float) -> None:
+    """The replay's report page, written whole (a half-written page is never left behind)."""
+    page = render_page(replay_report(source, snapshots, ticks, alpha))
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(page)
+    os.replace(tmp, path)
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         settings = _settings(args)
@@ -130,6 +144,11 @@ def run(args: argparse.Namespace) -> int:
     except ReplayError as e:
         return fail("analyze", str(e))
     final, ticks = judge_replay(replay.snapshots, settings)
+    if args.report:
+        try:
+            write_report(args.report, source, replay.snapshots, ticks, settings.alpha)
+        except OSError as e:
+            return fail("analyze", f"{args.report}: cannot write the report: {e.strerror}")
     if args.output == "json":
         out = final.to_json()
         out["ticks"] = [{"at": t.at, "decision": t.decision.value} for t in ticks]

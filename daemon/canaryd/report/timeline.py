@@ -1,0 +1,114 @@
+"""The per-tick numbers a report page draws: one compact entry per decision, taken from the judge's output.
+
+A rollout keeps the last `TICKS` entries in memory (rollout.Rollout.ticks); `canaryd analyze --report`
+builds them from a replay's judgements. Only what the page draws is kept: per metric its verdict,
+values, limit, band and p-values, and a reason only where a metric fails or warns, so 720 ticks of
+eight metrics stay around a megabyte per canary. Entries are not saved on the route: after a restart
+the page starts again from the restart (the decision history, which is saved, still lists every step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..analysis.verdicts import Judgement, MetricResult, Verdict
+
+TICKS = 720  # entries kept per rollout: 6 hours of 30 s ticks
+REASON_CHARS = 300  # a hold's reason is kept, shortened: it repeats every tick
+
+# The evidence keys of the error ratio check: the step window's counts, differenced into intervals.
+COUNT_KEYS = ("canary_errors", "canary_requests", "stable_errors", "stable_requests")
+
+
+@dataclass(frozen=True, slots=True)
+class MetricPoint:
+    name: str
+    verdict: str
+    action: str
+    unit: str = ""
+    canary: float | None = None
+    stable: float | None = None
+    limit: float | None = None
+    band: tuple[float, float] | None = None  # the canary's rate interval over the step (%), when the check has one
+    anytime_p: float | None = None
+    adjusted_p: float | None = None
+    counts: tuple[float, float, float, float] | None = None  # COUNT_KEYS, over the step so far
+    reason: str | None = None  # only for fail and warn
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "verdict": self.verdict, "action": self.action, "unit": self.unit,
+                "canary": self.canary, "stable": self.stable, "limit": self.limit,
+                "band": None if self.band is None else list(self.band), "anytime_p_value": self.anytime_p,
+                "adjusted_p_value": self.adjusted_p,
+                "counts": None if self.counts is None else dict(zip(COUNT_KEYS, self.counts, strict=True)),
+                "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class TickEntry:
+    at: float
+    decision: str  # start | hold | advance | pause | resume | promote | promoted | rollback
+    trigger: str  # analysis | alert | manual | timeout | source | auto | start
+    step: int
+    weight: float | None  # the canary's weight while this tick's traffic was served (after it, for a start)
+    reasons: tuple[str, ...] = ()
+    metrics: tuple[MetricPoint, ...] = ()
+    judged: bool = False  # a judgement of the analysis (not a command, an alert or a source outage)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"at": self.at, "decision": self.decision, "trigger": self.trigger, "step": self.step,
+                "weight": self.weight, "reasons": list(self.reasons), "judged": self.judged,
+                "metrics": [m.to_json() for m in self.metrics]}
+
+
+def _finite(x: float | None) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return x if x == x and abs(x) != float("inf") else None
+
+
+def metric_point(m: MetricResult) -> MetricPoint:
+    ev = m.evidence
+    lo, hi = _finite(ev.get("lower_pct")), _finite(ev.get("upper_pct"))
+    counts = tuple(_finite(ev.get(k)) for k in COUNT_KEYS)
+    keep_reason = m.verdict in (Verdict.FAIL, Verdict.WARN)
+    return MetricPoint(
+        name=m.name, verdict=m.verdict.value, action=m.action.value, unit=m.unit, canary=_finite(m.canary),
+        stable=_finite(m.stable), limit=_finite(m.limit), band=None if lo is None or hi is None else (lo, hi),
+        anytime_p=_finite(m.anytime_p_value), adjusted_p=_finite(m.adjusted_p_value),
+        counts=None if any(c is None for c in counts) else counts,  # type: ignore[arg-type]
+        reason=m.reason if keep_reason else None)
+
+
+def entry(*, at: float, decision: str, trigger: str, step: int, weight: float | None,
+          reasons: Iterable[str], judgement: Judgement | None = None) -> TickEntry:
+    """One decision as the page needs it; `judgement` is the judge's output when the analysis decided."""
+    texts = tuple(reasons)
+    if decision == "hold" and judgement is not None:
+        texts = tuple(t[:REASON_CHARS] for t in texts[:1])  # repeated every tick: the first one says enough
+    metrics = () if judgement is None else tuple(metric_point(m) for m in judgement.metrics
+                                                 if m.verdict is not Verdict.SKIPPED)
+    return TickEntry(at=at, decision=decision, trigger=trigger, step=step, weight=weight, reasons=texts,
+                     metrics=metrics, judged=judgement is not None)
+
+
+def appended(ticks: tuple[TickEntry, ...], new: TickEntry) -> tuple[TickEntry, ...]:
+    return (*ticks, new)[-TICKS:]
+
+
+def from_history(history: Iterable[Mapping[str, Any]]) -> tuple[TickEntry, ...]:
+    """Entries for decisions known only from the saved history (a restarted daemon's earlier steps)."""
+    out: list[TickEntry] = []
+    for h in history:
+        try:
+            at = float(h["at"])
+            weight = h.get("weight")
+            out.append(TickEntry(at=at, decision=str(h.get("decision", "")), trigger=str(h.get("trigger", "")),
+                                 step=int(h.get("step", -1)), weight=None if weight is None else float(weight),
+                                 reasons=tuple(str(r) for r in h.get("reasons") or ())))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return tuple(out)

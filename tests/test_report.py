@@ -1,0 +1,114 @@
+"""The report pages without a browser: the tick log's bound, escaping, `analyze --report`, the /ui routes."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from canaryd import rollout as ro
+from canaryd.analysis.judge import JudgeSettings
+from canaryd.analysis.snapshot import ArmSnapshot
+from canaryd.cli import main
+from canaryd.report import timeline
+from canaryd.report.index import render_index
+from canaryd.report.page import Report, render_page
+from test_server import API_TOKEN, Stack, _stack
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+SCRIPT = "<script>document.title='pwned'</script>"
+
+
+def _judged_rollout(ticks: int) -> ro.Rollout:
+    r = ro.Rollout(steps=(10, 50, 100), settings=JudgeSettings(step_duration=10_000, max_step_duration=None))
+    r, _ = ro.start(r, 0.0)
+    for i in range(1, ticks + 1):
+        arm = ArmSnapshot(requests=100.0, errors=1.0, successes=99.0)
+        r = ro.accumulate(r, float(i), arm, arm)
+        r, _, _ = ro.judge_tick(r, float(i))
+    return r
+
+
+def test_every_decision_is_a_tick_entry_and_the_log_is_bounded() -> None:
+    r = _judged_rollout(5)
+    assert [t.decision for t in r.ticks] == ["start"] + ["hold"] * 5
+    assert all(t.judged for t in r.ticks[1:]) and r.ticks[-1].metrics
+    assert {m.name for m in r.ticks[-1].metrics} >= {"error_ratio", "error_rate"}
+    assert "ticks" not in r.to_json() and "ticks" not in r.persisted()  # neither in the API nor the annotation
+
+    long = _judged_rollout(timeline.TICKS + 30)
+    assert len(long.ticks) == timeline.TICKS
+    assert long.ticks[-1].at == timeline.TICKS + 30
+
+
+def _status(**extra: Any) -> dict[str, Any]:
+    return {"namespace": "orion", "name": "auth-service", "route": "auth-service", "mesh": "istio",
+            "phase": "paused", "weight": 10, "step": 0, "steps": [10, 50, 100], "started_at": 0.0,
+            "paused_reason": f"alert CanaryLatencyHigherThanStable firing: {SCRIPT}",
+            "last_decision": {"decision": "pause", "trigger": "alert", "at": 5.0,
+                              "reasons": [f"alert CanaryLatencyHigherThanStable firing: {SCRIPT}"]},
+            "history": [{"at": 0.0, "decision": "start", "trigger": "start", "weight": 10, "reasons": ["started"]},
+                        {"at": 5.0, "decision": "pause", "trigger": "alert", "weight": 10, "reasons": [SCRIPT]}],
+            **extra}
+
+
+def test_strings_from_labels_alerts_and_config_are_shown_as_text() -> None:
+    r = _judged_rollout(3)
+    r, _ = ro.command(r, "pause", 5.0, trigger=ro.Trigger.ALERT, reason=SCRIPT)
+    html = render_page(Report(title=f"orion/{SCRIPT}", status=_status(route=SCRIPT), ticks=r.ticks, alpha=0.05,
+                              now=6.0))
+    assert "<script" not in html.lower()
+    assert "&lt;script&gt;document.title=&#x27;pwned&#x27;&lt;/script&gt;" in html
+    index = render_index([_status(name=SCRIPT, namespace='"><img src=x>')])
+    assert "<script" not in index.lower() and "<img" not in index
+    assert "/ui/canaries/%22%3E%3Cimg%20src%3Dx%3E/%3Cscript%3E" in index  # the link's path is quoted too
+
+
+def test_a_page_without_ticks_says_so() -> None:
+    html = render_page(Report(title="shop/cart", status={"phase": "idle", "weight": 0, "history": []}, ticks=(),
+                              alpha=0.05))
+    assert "No decision yet" in html and "No tick has been judged yet" in html
+
+
+def test_analyze_report_writes_one_self_contained_page(tmp_path: Path) -> None:
+    out = tmp_path / "bad.html"
+    assert main(["analyze", "-i", str(EXAMPLES / "replay-bad-canary.json"), "--report", str(out)]) == 1
+    html = out.read_text(encoding="utf-8")
+    assert out.stat().st_size < 500_000
+    assert not re.search(r"<script|<link|@import|url\(|https?://(?!www\.w3\.org/2000/svg)", html, re.I)
+    assert 'data-kind="rollback"' in html and 'class="crossing" data-metric="error_ratio"' in html
+    assert re.search(r'<tr class="fail" data-metric="error_ratio">.*ratio above 2× is significant', html)
+    assert "prefers-color-scheme: dark" in html
+
+
+def test_analyze_report_to_an_unwritable_place_is_an_input_error(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["analyze", "-i", str(EXAMPLES / "replay-good-canary.json"),
+                 "--report", str(tmp_path / "missing" / "r.html")])
+    assert code == 2 and "cannot write the report" in capsys.readouterr().err
+
+
+@pytest.fixture
+async def secured(aiohttp_client: Any) -> AsyncIterator[Stack]:
+    async for s in _stack(aiohttp_client, api_token=API_TOKEN):
+        yield s
+
+
+async def test_ui_pages_are_served_like_the_get_api(secured: Stack) -> None:
+    assert (await secured.post("orion", "auth-service", "start", token=API_TOKEN)).status == 200
+    for _ in range(3):
+        await secured.tick()
+    index = await secured.client.get("/ui/")  # reads need no token, as GET /api/v1/canaries
+    assert index.status == 200 and index.content_type == "text/html"
+    assert "default-src 'none'" in index.headers["Content-Security-Policy"]
+    body = await index.text()
+    assert 'href="/ui/canaries/orion/auth-service"' in body and "progressing" in body and "shop/cart" in body
+    page = await secured.client.get("/ui/canaries/orion/auth-service")
+    assert page.status == 200
+    html = await page.text()
+    assert 'data-kind="start"' in html and "Error rate" in html and 'id="verdicts"' in html
+    missing = await secured.client.get("/ui/canaries/orion/nope")
+    assert missing.status == 404 and missing.content_type == "text/html"
