@@ -67,6 +67,14 @@ def test_strings_from_labels_alerts_and_config_are_shown_as_text() -> None:
     assert "/ui/canaries/%22%3E%3Cimg%20src%3Dx%3E/%3Cscript%3E" in index  # the link's path is quoted too
 
 
+def test_odd_saved_states_still_render() -> None:
+    status = _status(history=[{"at": "yesterday", "decision": "start", "reasons": "one string"}, "junk",
+                              {"decision": "hold", "weight": None, "reasons": None}],
+                     last_decision={"decision": "hold", "at": None, "reasons": "a single reason"}, steps=[])
+    html = render_page(Report(title="orion/auth-service", status=status, ticks=(), alpha=0.05))
+    assert "a single reason" in html and "yesterday" in html
+
+
 def test_a_page_without_ticks_says_so() -> None:
     html = render_page(Report(title="shop/cart", status={"phase": "idle", "weight": 0, "history": []}, ticks=(),
                               alpha=0.05))

@@ -40,9 +40,18 @@ def timeline_of(report: Report) -> list[TickEntry]:
     return older + ticks
 
 
-def when(report: Report, at: float | None, t0: float) -> str:
+def _texts(value: object) -> list[str]:
+    """Reasons as a list of strings, whatever a saved state holds."""
+    if value is None:
+        return []
+    return [str(value)] if isinstance(value, str) or not isinstance(value, list | tuple) else [str(v) for v in value]
+
+
+def when(report: Report, at: object, t0: float) -> str:
     if at is None:
         return "—"
+    if isinstance(at, bool) or not isinstance(at, int | float):
+        return str(at)
     rel = charts.relative(at - t0)
     if not report.absolute_times:
         return f"t={at:g}s ({rel})"
@@ -90,7 +99,7 @@ def _why(report: Report, t0: float) -> str:
     if not isinstance(last, Mapping):
         return '<p class="why">No decision yet.</p>'
     decision = str(last.get("decision", ""))
-    reasons = "".join(f"<li>{e(r)}</li>" for r in last.get("reasons") or ())
+    reasons = "".join(f"<li>{e(r)}</li>" for r in _texts(last.get("reasons")))
     head = (f'last decision: <b>{e(decision)}</b> ({e(last.get("trigger", ""))}) at '
             f'{e(when(report, last.get("at"), t0))}')
     return f'<div class="why {e(decision)}" id="last-decision">{head}<ul>{reasons}</ul></div>'
@@ -171,9 +180,9 @@ def _history(report: Report, t0: float) -> str:
     for h, count in _runs(report.status.get("history") or ()):
         at = h.get("at")
         decision = str(h.get("decision", "")) + (f" ×{count}" if count > 1 else "")
-        shown = list(h.get("reasons") or ())[: 1 if count > 1 else None]  # a run of holds: the last one's first
+        shown = _texts(h.get("reasons"))[: 1 if count > 1 else None]  # a run of holds: the last one's first
         reasons = "<br>".join(e(r) for r in shown)
-        rows.append(f'<tr class="{e(h.get("decision", ""))}"><td>{e(when(report, at, t0) if at is not None else "")}'
+        rows.append(f'<tr class="{e(h.get("decision", ""))}"><td>{e(when(report, at, t0))}'
                     f'</td><td>{e(decision)}</td><td>{e(h.get("trigger", ""))}</td>'
                     f'<td class="n">{fmt(h.get("weight"), "%")}</td><td>{reasons}</td></tr>')
     if not rows:
