@@ -7,6 +7,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import analyze, deploy, monitor, operate, run, validate
+from . import analyze, deploy, monitor, operate, run, schema, validate
 
-COMMANDS: tuple[ModuleType, ...] = (run, analyze, deploy, monitor, operate, validate)
+COMMANDS: tuple[ModuleType, ...] = (run, analyze, deploy, monitor, operate, validate, schema)

@@ -11,7 +11,7 @@ import yaml
 from .checks import _merge, _valid, check_all
 from .kinds import _Ctx, _show
 from .model import AlertRule, AnalysisSettings, CanaryConfig, Config, extend_alerts
-from .schema import _TOP, construct
+from .schema import _TOP, VERSION, construct
 
 
 class ConfigError(Exception):
@@ -44,6 +44,9 @@ def parse_config(data: object, source: str = "<config>") -> Config:
     if not isinstance(data, Mapping):
         ctx.add("", f"must be a mapping with the sections {', '.join(_TOP.keys())}, got {_show(data)}")
         raise ConfigError(ctx.problems)
+    if "version" in data:  # the README's `version: 1` heading a file: checked, then set aside
+        VERSION.parse(data["version"], ctx, "version")
+        data = {k: v for k, v in data.items() if k != "version"}
     config = _build(_TOP.parse(data, ctx, ""), ctx)
     if ctx.problems or config is None:
         raise ConfigError(ctx.problems or [f"{source}: (top level): invalid configuration"])

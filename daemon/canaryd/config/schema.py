@@ -12,7 +12,7 @@ from dataclasses import MISSING, dataclass, replace
 from typing import Any
 
 from ..analysis.settings import threshold_doc
-from .kinds import _ABSENT, _EMPTY, _FAIL, _REQUIRED, NAMED, _Ctx, _join, _Kind, _Optional, _show
+from .kinds import _ABSENT, _EMPTY, _FAIL, _REQUIRED, NAMED, _Ctx, _Int, _join, _Kind, _Optional, _show
 from .model import AnalysisSettings, Config, field_default
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -216,10 +216,17 @@ def construct(cls: type, raw: Mapping[str, Any], **given: Any) -> Any:
     return cls(**kwargs)
 
 
+# `version: 1` may head a file; it is not a section, so it is checked (and described) beside them.
+VERSION = _Int(1, 1, "1 (the only config version)")
+VERSION_DOC = "Config format version; 1 is the only one"
+
+
 def json_schema() -> dict[str, Any]:
     """The config file as JSON Schema (draft 2020-12), from the same fields as the validation.
 
     The loader checks more than the schema can say (durations' unit order, keys compared with each other,
     template placeholders); a file it accepts always validates against the schema.
     """
-    return {"$schema": JSON_SCHEMA_DIALECT, "title": "canaryd configuration", **_TOP.json()}
+    top = _TOP.json()
+    top["properties"] = {"version": {"description": VERSION_DOC, **VERSION.json()}, **top["properties"]}
+    return {"$schema": JSON_SCHEMA_DIALECT, "title": "canaryd configuration", **top}
