@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..config import ConfigError, load_config
+from ..config.promql import promql_problems
 from .common import config_problems
 
 
@@ -19,5 +20,8 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.file)
     except ConfigError as e:
         return config_problems(e)
+    promql = promql_problems(config)
+    if promql:
+        return config_problems(ConfigError(promql))
     print(f"{args.file}: OK ({len(config.canaries)} canaries, {len(config.alerts)} alert rules)")
     return 0
