@@ -244,15 +244,13 @@ def test_two_daemons_one_lease_only_the_leader_writes(metrics_env: MetricsEnv, t
         lease = fake.get_object("leases", NS, "canaryd")
         assert lease is not None and lease["spec"]["leaseDurationSeconds"] == 3
 
-        # The follower answers reads, and 503 to webhooks and commands (so Alertmanager retries).
+        # The follower answers reads; a verb that advances a rollout is the leader's (503 names why).
         status, body = request("GET", follower.url + "/api/v1/canaries")
         assert status == 200 and body["canaries"][0]["name"] == "elect"
         status, body = follower.command("elect", "start")
         assert status == 503 and "not the leader" in body["error"], body
-        status, body = request("POST", follower.url + "/webhooks/alertmanager", alert_payload("elect"))
-        assert status == 503 and "not the leader" in body["error"], body
         status, body = request("GET", follower.url + "/readyz")
-        assert body["leader"] is False
+        assert status == 200 and body["leader"] is False
 
         # The leader acts; the follower's view follows the route's annotation.
         status, body = leader.command("elect", "start")
@@ -263,6 +261,20 @@ def test_two_daemons_one_lease_only_the_leader_writes(metrics_env: MetricsEnv, t
         assert follower.canary("elect")["weight"] == 5
         assert fake.writes(follower.token, exclude=("leases",)) == []
         assert route_writes(fake, leader.token, "elect")
+
+        # The follower takes an alert itself: the weights are written when it answers 200.
+        status, body = request("POST", follower.url + "/webhooks/alertmanager", alert_payload("elect"))
+        assert status == 200 and body["alerts"][0]["result"] == "rollback applied", body
+        assert weights(fake, "elect") == (100, 0) and annotation(fake, "elect")["phase"] == "rolled_back"
+        wait_for(lambda: leader.canary("elect")["phase"] == "rolled_back", timeout=10,
+                 what="the leader to adopt the follower's rollback")
+        status, body = leader.command("elect", "start")  # and the leader goes on from there
+        assert status == 200 and body["phase"] == "progressing", body
+        fake.complete_rollout(NS, "elect-canary")  # the canary's pods (scaled to 0 by the rollback) are back
+        wait_for(lambda: weights(fake, "elect") == (95, 5), timeout=10, what="the new rollout's first step")
+        wait_for(lambda: follower.canary("elect")["phase"] == "progressing", timeout=10,
+                 what="the follower to see the new rollout")
+        before_takeover = len(fake.writes(follower.token, exclude=("leases",)))
 
         # kill -9 the leader: the follower takes over within the lease duration (plus a margin).
         leader.kill9()
@@ -281,19 +293,22 @@ def test_two_daemons_one_lease_only_the_leader_writes(metrics_env: MetricsEnv, t
         dep = fake.get_object("deployments", NS, "elect-canary")
         assert dep is not None and dep["spec"]["replicas"] == 0
 
-        # Every non-lease write of the survivor came after it acquired the lease.
+        # Its writes as a follower were the alert's rollback only (route and scale-down); the rest came
+        # after it acquired the lease.
         acquired = [r.received_at for r in fake.writes(follower.token, resource="leases") if r.status in (200, 201)]
         assert acquired, "the survivor never wrote the lease"
         own = fake.writes(follower.token, exclude=("leases",))
-        assert own and all(r.received_at > min(acquired) for r in own)
+        assert own and all(r.received_at > min(acquired) for r in own[before_takeover:])
+        assert [(r.resource, r.subresource) for r in own[:before_takeover]] == [
+            ("virtualservices", None), ("deployments", "scale")]
         holder = fake.get_object("leases", NS, "canaryd")
         assert holder is not None and holder["spec"]["holderIdentity"] != lease["spec"]["holderIdentity"]
 
 
-async def test_a_rollback_refused_for_lost_leadership_is_not_replayed_later(tmp_path: Path) -> None:
+async def test_an_advance_refused_for_lost_leadership_is_not_replayed_later(tmp_path: Path) -> None:
     """In-process, the daemon's own pieces: the lease is lost between the controller's leader check and
-    the write. The command is refused (503 to its caller, who retries against the leader); once this
-    replica has caught up with the route, regaining the lease must not replay that stale rollback."""
+    the write. A verb that advances is refused (503 to its caller, who retries against the leader);
+    once this replica has caught up with the route, regaining the lease must not replay it."""
     async with FakeKube() as fake:
         add_canary_objects(fake, "stale")
         config = parse_config({"kubernetes": {"enabled": True}, "canaries": [canary("stale")]}, "test")
@@ -307,19 +322,21 @@ async def test_a_rollback_refused_for_lost_leadership_is_not_replayed_later(tmp_
             await controller.start()
             try:
                 await controller.command(NS, "stale", "start")
+                await controller.command(NS, "stale", "pause")
                 leading[0] = False  # lost after the controller's check, before the worker writes
                 with pytest.raises(ActuationError, match="not the leader"):
-                    await controller.command(NS, "stale", "rollback")
+                    await controller.command(NS, "stale", "resume")
                 controller.leadership.set(False)
                 await controller.refresh_from_routes()  # a follower's tick
-                assert controller.workers[f"{NS}/stale"].status()["phase"] == "progressing"
+                assert controller.workers[f"{NS}/stale"].status()["phase"] == "paused"
                 leading[0] = True  # leader again, later
                 controller.leadership.set(True)
                 await controller.refresh_from_routes()
-                status = await controller.command(NS, "stale", "pause")
-                assert status["phase"] == "paused" and status["weight"] == 5
-                assert weights(fake, "stale") == (95, 5)
-                assert [(r.resource, r.subresource) for r in fake.writes("me")] == [("virtualservices", None)]
+                status = await controller.command(NS, "stale", "rollback")
+                assert status["phase"] == "rolled_back" and status["weight"] == 0
+                assert weights(fake, "stale") == (100, 0)
+                assert [state_in(r)["phase"] for r in route_writes(fake, "me", "stale")] == [  # type: ignore[index]
+                    "progressing", "paused", "rolled_back"]
             finally:
                 await controller.stop()
 
@@ -513,7 +530,8 @@ def test_unusable_routes_are_errors_that_name_the_object(cluster: Cluster) -> No
 
     # The daemon keeps running and says what is wrong.
     assert d.proc.poll() is None
-    status, body = request("GET", d.url + "/readyz")
-    assert status == 503 and any(f"VirtualService {NS}/broken" in p for p in body["problems"]), body
+    status, body = request("GET", d.url + "/readyz")  # ready (it takes webhooks), not healthy
+    assert status == 200 and body["healthy"] is False, body
+    assert any(f"VirtualService {NS}/broken" in p for p in body["problems"]), body
     assert request("GET", d.url + "/healthz")[0] == 200
     assert not [x for x in d.log_lines() if x["msg"] in ("canary task died", "canary task error", "tick failed")]

@@ -364,22 +364,25 @@ async def test_a_body_over_1_mib_is_413(stack: Stack) -> None:
     assert (await stack.alert(payload)).status == 200
 
 
-async def test_not_leader_is_503_and_the_retry_is_not_taken_for_a_duplicate(stack: Stack) -> None:
+async def test_a_follower_takes_the_alert_and_pause_but_not_the_verbs_that_advance(stack: Stack) -> None:
     await stack.post("orion", "auth-service", "start")
-    before = await stack.all_canaries()
+    await stack.post("shop", "cart", "start")
     stack.controller.leadership.set(False)
+    # The safe directions are taken by any replica, written to the route before the 200.
     resp = await stack.alert(message(alert()))
-    assert resp.status == 503
-    assert "leader" in (await resp.json())["error"]
-    assert await stack.all_canaries() == before
-    assert received(stack, "not_leader") == 1
-    resp = await stack.post("orion", "auth-service", "pause")
-    assert resp.status == 503
-    # Alertmanager retries; once this replica leads, the same alert acts.
-    stack.controller.leadership.set(True)
-    resp = await stack.alert(message(alert()))
-    assert resp.status == 200 and (await resp.json())["alerts"][0]["outcome"] == "accepted"
+    assert resp.status == 200 and (await resp.json())["alerts"][0]["result"] == "rollback applied"
     assert (await stack.canary())["phase"] == "rolled_back"
+    assert stack.routers("orion/auth-service").history[-1].canary_weight == 0
+    assert received(stack, "accepted") == 1 and received(stack, "not_leader") == 0
+    resp = await stack.post("shop", "cart", "pause")
+    assert resp.status == 200 and (await resp.json())["phase"] == "paused"
+    assert stack.routers("shop/cart").history[-1].state["phase"] == "paused"  # saved: the leader sees it
+    # Start, resume and promote advance a rollout: the leader's.
+    resp = await stack.post("shop", "cart", "resume")
+    assert resp.status == 503 and "not the leader" in (await resp.json())["error"]
+    assert (await stack.canary("shop", "cart"))["phase"] == "paused"
+    stack.controller.leadership.set(True)
+    assert (await stack.post("shop", "cart", "resume")).status == 200
 
 
 async def test_a_failed_route_write_is_503_so_alertmanager_retries(stack: Stack) -> None:
@@ -389,14 +392,14 @@ async def test_a_failed_route_write_is_503_so_alertmanager_retries(stack: Stack)
     assert resp.status == 503
     body = await resp.json()
     assert "retry" in body["error"] and "connection refused" in body["alerts"][0]["result"]
-    ready = await stack.client.get("/readyz")
-    assert ready.status == 503 and "connection refused" in " ".join((await ready.json())["problems"])
+    ready = await stack.client.get("/readyz")  # still ready: the retry must reach this replica
+    assert ready.status == 200 and "connection refused" in " ".join((await ready.json())["problems"])
     # The rollback is kept (traffic must leave a bad canary) and retried; the redelivery is not a duplicate.
     stack.actuators["orion/auth-service"].failing = False
     resp = await stack.alert(message(alert()))
     assert resp.status == 200 and (await resp.json())["alerts"][0]["outcome"] == "accepted"
     assert stack.routers("orion/auth-service").history[-1].canary_weight == 0
-    assert (await stack.client.get("/readyz")).status == 200
+    assert (await (await stack.client.get("/readyz")).json())["healthy"] is True
 
 
 async def test_several_alerts_in_one_message_each_get_their_outcome(stack: Stack) -> None:
@@ -547,7 +550,7 @@ async def test_a_failed_rollback_write_is_retried_by_the_ticks(stack: Stack) -> 
     stack.actuators["orion/auth-service"].failing = False
     await stack.tick()
     assert stack.routers("orion/auth-service").history[-1].canary_weight == 0
-    assert (await stack.client.get("/readyz")).status == 200
+    assert (await (await stack.client.get("/readyz")).json())["healthy"] is True
     assert stack.sample("canaryd_rollbacks_total", namespace="orion", canary="auth-service", trigger="manual") == 1
 
 
@@ -562,10 +565,12 @@ async def test_readyz_says_prometheus_is_unreachable_and_recovers(stack: Stack) 
     await stack.prometheus.stop()
     errors_before = sum(stack.sample("canaryd_prometheus_errors_total", kind=k) for k in ("connection", "timeout"))
     await stack.tick()
-    resp = await stack.client.get("/readyz")
-    assert resp.status == 503
+    resp = await stack.client.get("/readyz?verbose")  # ready (the webhook works), not healthy
+    assert resp.status == 200
     body = await resp.json()
-    assert body["ready"] is False and any("Prometheus unreachable" in p for p in body["problems"])
+    assert body["ready"] is True and body["healthy"] is False
+    assert any("Prometheus unreachable" in p for p in body["problems"])
+    assert "Prometheus unreachable" in body["components"]["prometheus"]
     assert sum(stack.sample("canaryd_prometheus_errors_total", kind=k) for k in ("connection", "timeout")) \
         > errors_before
     status = await stack.canary()
@@ -583,12 +588,12 @@ async def test_readyz_recovers_when_no_canary_needs_prometheus_any_more(stack: S
     await stack.post("orion", "auth-service", "start")
     await stack.prometheus.stop()
     await stack.tick()
-    assert (await stack.client.get("/readyz")).status == 503
+    assert (await (await stack.client.get("/readyz")).json())["healthy"] is False
     await stack.post("orion", "auth-service", "rollback")
     await stack.prometheus.start()
     await stack.tick()  # nothing is progressing: the old reason must not stick
     resp = await stack.client.get("/readyz")
-    assert resp.status == 200, await resp.text()
+    assert resp.status == 200 and (await resp.json())["healthy"] is True, await resp.text()
 
 
 # ---------------------------------------------------------------------------------------------- /metrics
@@ -635,3 +640,55 @@ async def test_impossible_prometheus_totals_hold_with_the_reason_and_are_counted
     await stack.tick()
     assert (await stack.canary())["last_decision"]["decision"] == "hold"
     assert "impossible" not in (await stack.canary())["last_decision"]["reasons"][0]
+
+
+# ---------------------------------------------------------------------------------------------- honest answers
+
+
+async def test_a_command_that_outlives_its_wait_is_202_with_where_to_look_and_is_applied(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not "503 retry" for a change that is made later anyway (the retry would then get 409)."""
+    import canaryd.controller as controller_module
+    monkeypatch.setattr(controller_module, "COMMAND_TIMEOUT", 0.2)
+    assert (await stack.post("orion", "auth-service", "start")).status == 200
+    release = asyncio.Event()
+    actuator = stack.actuators["orion/auth-service"]
+    slow_write = actuator.inner.set_weight
+
+    async def held(weight: int, state: Any) -> None:
+        await release.wait()  # an API server that takes its time
+        await slow_write(weight, state)
+    actuator.inner.set_weight = held  # type: ignore[method-assign]
+    resp = await stack.post("orion", "auth-service", "rollback")
+    assert resp.status == 202, await resp.text()
+    body = await resp.json()
+    assert body["queued"] == "rollback" and body["status_url"] == "/api/v1/canaries/orion/auth-service"
+    assert resp.headers["Location"] == body["status_url"]
+    # An alert for it meanwhile is queued too, not bounced; its redelivery is a duplicate, never a 2nd action.
+    resp = await stack.alert(message(alert()))
+    assert resp.status == 202 and (await resp.json())["alerts"][0]["result"].startswith("queued")
+    release.set()
+    await asyncio.gather(*(w.barrier() for w in stack.controller.workers.values()))
+    status = await stack.canary()
+    assert status["phase"] == "rolled_back" and status["weight"] == 0 and status["pending"] is None
+    assert stack.routers("orion/auth-service").history[-1].canary_weight == 0
+    resp = await stack.post("orion", "auth-service", "rollback")  # the caller looks again: done, not 409
+    assert resp.status == 200 and "unchanged" in await resp.json()
+
+
+async def test_a_rollback_not_yet_written_shows_the_routes_weight_and_pending(stack: Stack) -> None:
+    """The route still sends 5 % to the canary: status and canaryd_canary_weight say so, and "pending"."""
+    await stack.post("orion", "auth-service", "start")
+    stack.actuators["orion/auth-service"].failing = True
+    assert (await stack.post("orion", "auth-service", "rollback")).status == 503
+    status = await stack.canary()
+    assert (status["weight"], status["pending"]) == (5, "rollback"), status
+    assert stack.sample("canaryd_canary_weight", namespace="orion", canary="auth-service") == 5
+    await stack.tick()
+    assert (await stack.canary())["pending"] == "rollback"
+    stack.actuators["orion/auth-service"].failing = False
+    await stack.tick()
+    status = await stack.canary()
+    assert (status["phase"], status["weight"], status["pending"]) == ("rolled_back", 0, None), status
+    assert stack.sample("canaryd_canary_weight", namespace="orion", canary="auth-service") == 0
+    assert stack.routers("orion/auth-service").history[-1].canary_weight == 0

@@ -13,9 +13,29 @@ from typing import Any, Protocol
 from .kube import KubeError
 from .routers.base import Router, RouterError
 
+Position = tuple[object, object, object]
+
 
 class ActuationError(Exception):
-    """A change that could not be made; the message names the object and what went wrong."""
+    """A change that could not be made; the message names the object and what went wrong.
+
+    `route_written`: the route's weights were written; only a later part (scaling the canary down)
+    failed."""
+
+    def __init__(self, message: str, *, route_written: bool = False) -> None:
+        super().__init__(message)
+        self.route_written = route_written
+
+
+class RouteChanged(ActuationError):
+    """The route's saved state is no longer the one this replica last read or wrote: another replica
+    (or a person) moved the rollout. Nothing was written; re-read the route and decide again."""
+
+
+def position(state: Mapping[str, Any] | None) -> Position:
+    """Where a saved state says the rollout stands; two states that differ here are two decisions."""
+    state = state or {}
+    return state.get("phase"), state.get("step"), state.get("weight")
 
 
 class Actuator(Protocol):
@@ -39,28 +59,54 @@ class Actuator(Protocol):
 
 
 class RouterActuator:
-    """Weights through a router; no Deployments (dry-run, or a route-only set-up)."""
+    """Weights through a router; no Deployments (dry-run, or a route-only set-up).
+
+    Every write is a compare-and-set: it applies only while the route's saved state is still the one
+    this actuator last read or wrote (checked in the same guarded patch as the write, see
+    routers/base.py), so two replicas never undo each other's decisions; RouteChanged otherwise."""
 
     def __init__(self, router: Router) -> None:
         self.router = router
+        self._seen: Position | None = None  # None: never read, nothing to compare with
 
     async def read_state(self) -> Mapping[str, Any] | None:
         try:
-            return (await self.router.read()).state
+            state = (await self.router.read()).state
         except (RouterError, KubeError) as e:
             raise ActuationError(str(e)) from e
+        self._seen = position(state)
+        return state
 
     async def read_weight(self) -> int:
         try:
-            return (await self.router.read()).canary_weight
+            route = await self.router.read()
         except (RouterError, KubeError) as e:
             raise ActuationError(str(e)) from e
+        self._seen = position(route.state)
+        return route.canary_weight
+
+    def _guard(self, state: Mapping[str, Any] | None) -> None:
+        if self._seen is not None and position(state) != self._seen:
+            phase, step, weight = position(state)
+            raise RouteChanged(f"the route's state changed since it was read (now {phase}, step {step}, "
+                               f"weight {weight}); nothing written")
+
+    async def verify(self) -> None:
+        """Raise RouteChanged if the route's saved state is not the one last read or written."""
+        seen = self._seen
+        try:
+            state = (await self.router.read()).state
+        except (RouterError, KubeError) as e:
+            raise ActuationError(str(e)) from e
+        self._seen = seen
+        self._guard(state)
 
     async def set_weight(self, weight: int, state: Mapping[str, Any]) -> None:
         try:
-            await self.router.write(weight, state)
+            await self.router.write(weight, state, guard=self._guard)
         except (RouterError, KubeError) as e:
             raise ActuationError(str(e)) from e
+        self._seen = position(state)
 
     async def promote(self, state: Mapping[str, Any]) -> None:
         await self.set_weight(0, state)

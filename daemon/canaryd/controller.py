@@ -37,6 +37,7 @@ ActuatorFactory = Callable[[CanaryConfig], Actuator]
 SLOT_SIZE = 200  # progressing canaries read per tick at most (about 0.5 s of judging on one core)
 MIN_SLOT_TICK = 1.0  # seconds: slots never make ticks more frequent than this
 COMMAND_TIMEOUT = 10.0  # seconds an API call or webhook waits for its change to be made
+SAFE_VERBS = frozenset({"rollback", "pause"})  # any replica may write these: they only stop a rollout
 
 
 class UnknownCanary(LookupError):
@@ -44,13 +45,25 @@ class UnknownCanary(LookupError):
 
 
 class NotLeader(RuntimeError):
-    pass
+    """A verb that advances a rollout (start, resume, promote) reached a replica that does not lead."""
+
+
+class CommandQueued(Exception):
+    """The command did not finish within COMMAND_TIMEOUT; it stays queued and will be applied (it is
+    never cancelled half-way). The caller is told where to look: the canary's status."""
+
+    def __init__(self, namespace: str, name: str, verb: str) -> None:
+        super().__init__(f"{verb} is queued for {namespace}/{name} and not done yet; it will be applied: "
+                         "see the canary's status")
+        self.status_url = f"/api/v1/canaries/{namespace}/{name}"
+        self.verb = verb
 
 
 @dataclass
 class AlertReport:
     outcomes: list[dict[str, Any]] = field(default_factory=list)
     retry: bool = False  # some action could not be applied now: answer 503 so Alertmanager retries
+    queued: bool = False  # some action is still queued (COMMAND_TIMEOUT): answer 202, it will be applied
 
 
 class Controller:
@@ -72,6 +85,7 @@ class Controller:
         self.health = health or Health()  # this writes "analysis" and "prometheus"
         self.last_tick_at: float | None = None
         self._tick_count = 0
+        self._viewed_at: dict[str, float] = {}  # when the leader last re-read a canary's route for its view
         self._index = CanaryIndex([])
 
     # ------------------------------------------------------------------------------------------ life
@@ -160,11 +174,15 @@ class Controller:
         now = self.clock()
         self.last_tick_at = now
         if not self.leadership.is_leader:
-            # Followers do not judge; they keep their read-only view current from the routes.
+            # Followers do not judge; they keep their view current from the routes, and retry a rollback
+            # they took (from an alert, say) whose write failed.
             for w in self.workers.values():
-                w.post(Refresh())
+                w.post(Tick(now, ArmSnapshot(), ArmSnapshot()) if w.pending_rollback is not None else Refresh())
             return 0
         progressing, active = self._select()
+        # Another replica may have paused or rolled back: the leader's view of the canaries it does not
+        # judge now follows the routes too (a judged one re-reads its route before each judgement).
+        self._refresh_views(now, [w for w in self.workers.values() if w.rollout.phase in (Phase.PAUSED,)])
         self._retry_rollbacks(now, {w.key for w in active})
         self.reader.keep({w.key for w in progressing})
         if not active:
@@ -184,6 +202,13 @@ class Controller:
             return progressing, progressing
         return progressing, [w for w in progressing if zlib.crc32(w.key.encode()) % k == slot]
 
+    def _refresh_views(self, now: float, workers: list[CanaryWorker]) -> None:
+        """Post a Refresh to each of `workers` whose route was not re-read within its interval."""
+        for w in workers:
+            if now - self._viewed_at.get(w.key, -math.inf) >= w.config.settings.interval:
+                self._viewed_at[w.key] = now
+                w.post(Refresh())
+
     def _retry_rollbacks(self, now: float, active: set[str]) -> None:
         for w in self.workers.values():
             if w.pending_rollback is not None and w.key not in active:
@@ -191,6 +216,7 @@ class Controller:
 
     def _post(self, now: float, active: list[CanaryWorker], reading: Reading) -> None:
         if reading.failure is not None:
+            self._refresh_views(now, active)  # no judgement, so no re-read before one: re-read here
             self.health.set_problem("prometheus", reading.failure)
             for w in active:
                 w.post(SourceDown(now, reading.failure))
@@ -218,10 +244,20 @@ class Controller:
 
     async def command(self, namespace: str, name: str, verb: str, *, trigger: Trigger = Trigger.MANUAL,
                       reason: str | None = None, emergency: bool = False, step: int = 0) -> dict[str, Any]:
-        if not self.leadership.is_leader:
-            raise NotLeader("this replica is not the leader")
+        """Apply a verb and return the canary's status once it is done. Any replica takes a rollback or a
+        pause (written as a compare-and-set on the route, see leader.py); the others need the leader."""
         w = self.worker(namespace, name)
-        return await asyncio.wait_for(w.submit(Command(verb, trigger, reason, emergency, step)), COMMAND_TIMEOUT)
+        if verb not in SAFE_VERBS and not self.leadership.is_leader:
+            raise NotLeader(f"this replica is not the leader; {verb} is done by the leader (rollback and pause "
+                            "are taken by any replica)")
+        # Shielded: a command that outlives the wait is still applied, so it must not be cancelled half-way
+        # nor answered "retry" (the retry would then meet a state that already moved).
+        pending = asyncio.ensure_future(w.submit(Command(verb, trigger, reason, emergency, step)))
+        try:
+            return await asyncio.wait_for(asyncio.shield(pending), COMMAND_TIMEOUT)
+        except TimeoutError:
+            pending.add_done_callback(_consume)
+            raise CommandQueued(namespace, name, verb) from None
 
     async def handle_alerts(self, message: WebhookMessage) -> AlertReport:
         rules = {r.alertname: r.action.value for r in self.config.alerts}
@@ -246,7 +282,10 @@ class Controller:
             await self.command(namespace, name, verb, trigger=Trigger.ALERT, reason=reason)
         except TransitionError as e:
             return f"no change: {e}"
-        except (ActuationError, NotLeader, TimeoutError) as e:
+        except CommandQueued as e:
+            report.queued = True  # not forgotten: the queued action will be applied, a redelivery is a duplicate
+            return f"queued: {e}"
+        except (ActuationError, NotLeader) as e:
             # Forget it, so that Alertmanager's retry is not taken for a duplicate.
             self.deduper.forget(o.alert)
             report.retry = True
@@ -257,3 +296,9 @@ class Controller:
 
     def canaries(self) -> list[dict[str, Any]]:
         return [w.status() for w in self.workers.values()]
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    """The outcome of a command nobody waits for any more: logged, never "exception was never retrieved"."""
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("a queued command failed", extra={"error": str(task.exception())})

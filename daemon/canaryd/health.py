@@ -1,4 +1,7 @@
-"""Who is not ready, and why: one registry that `/readyz` reads.
+"""What is degraded, and why: one registry that `/readyz`'s detail and /metrics read.
+
+None of it makes the readiness probe fail: a replica whose Prometheus or API server is down must
+still take the webhook and the manual rollback (server.py).
 
 Each component (the analysis loop, Prometheus, the leader election, a namespace's watch, a canary's
 task) is written by one owner only: the part that knows when it breaks and when it recovers.
@@ -20,6 +23,18 @@ class Health:
     def problems(self) -> list[str]:
         """"component: why" for every component with a problem, by component."""
         return [f"{k}: {v}" for k, v in sorted(self._problems.items())]
+
+    def components(self) -> dict[str, str]:
+        """Component → why it is degraded, for `/readyz?verbose`."""
+        return dict(sorted(self._problems.items()))
+
+    def kinds(self) -> dict[str, int]:
+        """How many components of each kind (the name's first word: canary, watch, ...) are degraded."""
+        counts: dict[str, int] = {}
+        for component in self._problems:
+            kind = component.split(" ", 1)[0]
+            counts[kind] = counts.get(kind, 0) + 1
+        return counts
 
     def readiness(self) -> tuple[bool, list[str]]:
         problems = self.problems()

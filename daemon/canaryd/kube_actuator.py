@@ -6,19 +6,24 @@ on the Deployments.
   serving, so traffic is never moved onto a broken stable.
 - rollback: weights 100/0, then the canary to 0 replicas.
 - emergency rollback: weights 100/0, one write, nothing else.
+
+A canary Deployment that is gone (404) when it is to be scaled down is as good as scaled down: done.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from .actuator import ActuationError, Actuator, RouterActuator
 from .config import CanaryConfig, Config
-from .kube import KubeClient, KubeError, container_images
+from .kube import KubeClient, KubeError, KubeNotFound, container_images
 from .routers import make_router
 from .routers.base import Router
+
+log = logging.getLogger("canaryd.kube_actuator")
 
 
 class KubeActuator(RouterActuator):
@@ -32,6 +37,7 @@ class KubeActuator(RouterActuator):
     async def promote(self, state: Mapping[str, Any]) -> None:
         c = self.canary
         ns = c.namespace
+        await self.verify()  # another replica may have rolled back or paused: do not touch stable then
         try:
             canary = await self.kube.get_deployment(ns, c.canary.deployment)
             images = container_images(canary)
@@ -48,19 +54,23 @@ class KubeActuator(RouterActuator):
         except KubeError as e:
             raise ActuationError(f"promotion stopped before moving traffic: {e}") from e
         await self.set_weight(0, {**state, "weight": 0})  # the state says what the route now has
-        try:
-            await self.kube.scale(ns, c.canary.deployment, 0)
-        except KubeError as e:
-            raise ActuationError(f"promoted, but scaling the canary down failed: {e}") from e
+        await self._scale_down("promoted")
 
     async def rollback(self, state: Mapping[str, Any], *, emergency: bool = False) -> None:
         await self.set_weight(0, state)
         if emergency:
             return
+        await self._scale_down("traffic is back on stable")
+
+    async def _scale_down(self, done: str) -> None:
+        ns, name = self.canary.namespace, self.canary.canary.deployment
         try:
-            await self.kube.scale(self.canary.namespace, self.canary.canary.deployment, 0)
+            await self.kube.scale(ns, name, 0)
+        except KubeNotFound:
+            # Deleted: it runs no pods, which is all a scale-down is for. Retrying would never succeed.
+            log.info("canary Deployment is gone; nothing to scale down", extra={"deployment": f"{ns}/{name}"})
         except KubeError as e:
-            raise ActuationError(f"traffic is back on stable, but scaling the canary down failed: {e}") from e
+            raise ActuationError(f"{done}, but scaling the canary down failed: {e}", route_written=True) from e
 
 
 def router_for(kube: KubeClient | None, c: CanaryConfig, *, mesh: str | None = None) -> Router:

@@ -1,7 +1,10 @@
-"""Leader election through a coordination.k8s.io/v1 Lease: only the leader writes.
+"""Leader election through a coordination.k8s.io/v1 Lease: only the leader judges and advances.
 
-The others keep answering reads (their view refreshed from the routes' state annotations each tick)
-and answer 503 to webhooks and commands, so Alertmanager retries until it reaches the leader.
+Every replica takes webhooks and commands. A follower writes only the safe directions, a rollback or
+a pause, straight to the route; the write is a compare-and-set on the route's saved state
+(actuator.RouterActuator), so it never undoes a step the leader took after the follower read the
+route, and the leader's next write sees the follower's decision and adopts it. Starting, resuming,
+promoting and every step of the analysis stay with the leader (docs/contracts.md, "High availability").
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ import logging
 import math
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from .actuator import ActuationError, Actuator, GuardedActuator
 from .config import LeaderElectionConfig
@@ -22,14 +26,26 @@ from .leadership import Leadership
 log = logging.getLogger("canaryd.leader")
 
 
+SAFE_PHASES = frozenset({"paused", "rolled_back"})  # states any replica may write: they only stop a rollout
+
+
 class LeaderGuard(GuardedActuator):
-    """An actuator that refuses every write the moment this replica is not the leader."""
+    """An actuator that, the moment this replica is not the leader, refuses every write that advances a
+    rollout; a rollback, and a write that pauses or rolls back, go through on any replica."""
 
     def __init__(self, inner: Actuator, is_leader: Callable[[], bool]) -> None:
         def check() -> None:
             if not is_leader():
-                raise ActuationError("not the leader: this replica does not write")
+                raise ActuationError("not the leader: only the leader starts, advances, resumes and promotes")
         super().__init__(inner, check)
+
+    async def set_weight(self, weight: int, state: Mapping[str, Any]) -> None:
+        if state.get("phase") not in SAFE_PHASES:
+            self.check()
+        await self.inner.set_weight(weight, state)
+
+    async def rollback(self, state: Mapping[str, Any], *, emergency: bool = False) -> None:
+        await self.inner.rollback(state, emergency=emergency)
 
 
 def identity() -> str:

@@ -1,8 +1,15 @@
 """aiohttp: the Alertmanager webhook, the canary API, /metrics, /healthz and /readyz.
 
-Status codes follow docs/contracts.md: 200 accepted/duplicate/ignored, 400 malformed, 401 bad
-token, 413 over 1 MiB, 503 when the change cannot be made now (not leader, route unreachable) so
-that Alertmanager retries. Every error body is JSON: {"error": "..."}.
+Status codes follow docs/contracts.md: 200 done (for the webhook: every action's weights are
+written) or duplicate/ignored, 202 queued (not done within COMMAND_TIMEOUT; it will be applied: look
+at the canary's status), 400 malformed, 401 bad token, 413 over 1 MiB, 503 when the change cannot
+be made now (route unreachable; start, resume or promote sent to a replica that does not lead) so
+that the caller retries. Every error body is JSON: {"error": "..."}. Any replica takes the webhook.
+
+/readyz answers 200 while the server runs with its config loaded: a replica that can take webhooks
+and commands must stay in its Service. The health of what it depends on (Prometheus, the API server,
+watches, each canary's route, the leader election) is detail in the body, in /metrics and in the
+Canaryd* alerts, never the probe's status.
 """
 
 from __future__ import annotations
@@ -19,10 +26,10 @@ from prometheus_client import CollectorRegistry
 
 from .actuator import ActuationError
 from .alerts import PayloadError, parse_webhook
-from .controller import Controller, NotLeader, UnknownCanary
+from .controller import CommandQueued, Controller, NotLeader, UnknownCanary
 from .health import Health
 from .leadership import Leadership
-from .metrics import OTHER_ALERTNAME, render
+from .metrics import render
 from .report.index import render_index
 from .report.page import Report, render_page
 from .report.theme import HEADER_POLICY, document
@@ -94,16 +101,12 @@ async def webhook(request: web.Request) -> web.Response:
     except PayloadError as e:
         controller.metrics.alert_received("unknown", "unknown", "malformed")
         return _error(400, f"malformed Alertmanager payload: {e}")
-    if not request.app[LEADERSHIP].is_leader:
-        configured = {rule.alertname for rule in controller.config.alerts}
-        for alert in message.alerts:  # a name without a rule must not add a series (metrics.py)
-            name = alert.alertname if alert.alertname in configured else OTHER_ALERTNAME
-            controller.metrics.alert_received(name, alert.status, "not_leader")
-        return _error(503, "not the leader; Alertmanager will retry (and may reach the leader)")
     report = await controller.handle_alerts(message)
     if report.retry:
         return web.json_response({"error": "some actions could not be applied now; retry",
                                   "alerts": report.outcomes}, status=503)
+    if report.queued:  # accepted and will be applied, but not written yet: not a 200
+        return web.json_response({"alerts": report.outcomes}, status=202)
     return web.json_response({"alerts": report.outcomes})
 
 
@@ -164,8 +167,9 @@ async def canary_command(request: web.Request) -> web.Response:
         return _error(503, str(e))
     except ActuationError as e:
         return _error(503, f"the change could not be made: {e}")
-    except TimeoutError:
-        return _error(503, "the canary's task did not answer in time; retry")
+    except CommandQueued as e:  # it will be applied: a "retry" would meet a state that already moved
+        return web.json_response({"queued": e.verb, "message": str(e), "status_url": e.status_url},
+                                 status=202, headers={"Location": e.status_url})
     return web.json_response(status)
 
 
@@ -181,10 +185,15 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    ready, problems = request.app[HEALTH].readiness()
-    body = {"ready": ready, "leader": request.app[LEADERSHIP].is_leader, "problems": problems,
-            "last_tick_at": request.app[CONTROLLER].last_tick_at}
-    return web.json_response(body, status=200 if ready else 503)
+    """200 whenever this answers: the webhook and the API work. `healthy` and `problems` say what is
+    degraded; `?verbose` adds each component's problem by name."""
+    health = request.app[HEALTH]
+    healthy, problems = health.readiness()
+    body: dict[str, object] = {"ready": True, "healthy": healthy, "leader": request.app[LEADERSHIP].is_leader,
+                               "problems": problems, "last_tick_at": request.app[CONTROLLER].last_tick_at}
+    if "verbose" in request.query:
+        body["components"] = health.components()
+    return web.json_response(body)
 
 
 @web.middleware

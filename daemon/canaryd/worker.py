@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import rollout as ro
-from .actuator import ActuationError, Actuator
+from .actuator import ActuationError, Actuator, RouteChanged
 from .analysis.judge import METRICS
 from .analysis.snapshot import ArmSnapshot
 from .analysis.verdicts import Judgement
@@ -27,6 +27,8 @@ from .notify import Event, Notifier
 from .rollout import Phase, Rollout, Trigger
 
 log = logging.getLogger("canaryd.worker")
+
+COMMAND_ATTEMPTS = 3  # a command decided again on the route's new state when another replica moved it
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,10 @@ class CanaryWorker:
         self.health = health or Health()
         self._error: str | None = None
         self.pending_rollback: ro.Rollback | None = None  # a rollback whose write failed: retried every tick
+        # The route's canary weight while a pending rollback's weights are not written (None: they are);
+        # status and metrics show it rather than the 0 that was decided.
+        self._route_weight: int | None = None
+        self._failure: ActuationError | None = None  # the last write's error
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._report()
 
@@ -121,8 +127,18 @@ class CanaryWorker:
             "mesh": c.settings.mesh.value,
             "dry_run": self.dry_run,
             **self.rollout.to_json(),
+            **({"weight": self._route_weight} if self._route_weight is not None else {}),
+            "pending": self.pending,
             "error": self.error,
         }
+
+    @property
+    def pending(self) -> str | None:
+        """What was decided but is not done yet: "rollback" (the route still sends traffic to the canary)
+        or "scale_down" (traffic is back on stable, the canary Deployment is not scaled down yet)."""
+        if self.pending_rollback is None:
+            return None
+        return "rollback" if self._route_weight is not None else "scale_down"
 
     def post(self, message: Tick | SourceDown | Refresh) -> None:
         """Fire and forget: ticks do not wait for their judgement."""
@@ -165,6 +181,7 @@ class CanaryWorker:
             # The route's state wins over a rollback this replica never managed to write (it was not the
             # leader, say): retrying it later would undo whatever the leader has done since.
             self.pending_rollback = None
+            self._route_weight = None
             log.info("resumed rollout from the route's state annotation",
                      extra={"canary": self.key, "phase": self.rollout.phase.value, "step": self.rollout.step,
                             "weight": self.rollout.weight})
@@ -285,24 +302,57 @@ class CanaryWorker:
         started = time.perf_counter()
         new, effects, judgement = ro.judge_tick(r, tick.now)
         self.metrics.observe_analysis(time.perf_counter() - started)
-        await self._commit(r, new, effects, judgement)
+        try:
+            await self._commit(r, new, effects, judgement)
+        except RouteChanged:
+            pass  # another replica paused or rolled back meanwhile: its decision stands, adopted from the route
 
     async def _command(self, cmd: Command) -> None:
         if self.pending_rollback is not None:
             # A redelivered alert or a repeated rollback is the moment to try the failed write again.
             await self._retry_rollback()
-            if self.pending_rollback is not None and cmd.verb == "rollback":
+            if self.pending == "rollback" and cmd.verb == "rollback":
                 raise ActuationError(self.error or "the rollback's route write is still failing")
+        elif not self.dry_run:
+            await self._adopt_route()  # decide on what the route says now: another replica may have acted
+        for attempt in range(1, COMMAND_ATTEMPTS + 1):
+            try:
+                return await self._command_once(cmd)
+            except RouteChanged:
+                if attempt == COMMAND_ATTEMPTS:
+                    raise
+
+    async def _command_once(self, cmd: Command) -> None:
         now = self.clock()
         old = self.rollout
         new, effects = ro.command(old, cmd.verb, now, trigger=cmd.trigger, reason=cmd.reason,
                                   emergency=cmd.emergency, step=cmd.step)
+        if not effects and _position(new.persisted()) != _position(old.persisted()):
+            effects = [ro.SetWeight(new.weight)]  # a pause or resume is saved on the route: every replica sees it
         await self._commit(old, new, effects, None)
-        if self.error and (self.pending_rollback is not None or any(isinstance(e, ro.SetWeight) for e in effects)):
-            raise ActuationError(self.error)
+        if self.pending == "rollback" or (self.error and any(isinstance(e, ro.SetWeight) for e in effects)):
+            raise ActuationError(self.error or "the route write failed")
+        if any(isinstance(e, ro.Promote) for e in effects) and self.rollout.phase is not Phase.SUCCEEDED:
+            raise ActuationError(f"promotion failed: {self._failure or 'see the canary status'}")
+
+    async def _adopt_route(self) -> None:
+        try:
+            await self.restore()
+        except ActuationError as e:
+            log.warning("cannot read the route's saved state", extra={"canary": self.key, "error": str(e)})
 
     async def _commit(self, old: Rollout, new: Rollout, effects: list[ro.Effect], judgement: Judgement | None) -> None:
-        """Perform a transition's effects; keep the transition only if they worked (rollback excepted)."""
+        """Perform a transition's effects; keep the transition only if they worked (rollback excepted).
+        RouteChanged: nothing was written, the route's state is adopted, and the error goes on."""
+        try:
+            await self._perform(old, new, effects, judgement)
+        except RouteChanged:
+            self.rollout = old
+            await self._adopt_route()
+            self._report()
+            raise
+
+    async def _perform(self, old: Rollout, new: Rollout, effects: list[ro.Effect], judgement: Judgement | None) -> None:
         ns, name = self.config.namespace, self.config.name
         self.rollout = new
         for effect in effects:
@@ -315,10 +365,13 @@ class CanaryWorker:
                     self._report(judgement)
                     return
             elif isinstance(effect, ro.Rollback):
-                self.metrics.rollback(ns, name, self._last_trigger())
-                if not await self._write(lambda e=effect: self.actuator.rollback(self.rollout.persisted(),
-                                                                               emergency=e.emergency)):
+                ok = await self._write(lambda e=effect: self.actuator.rollback(self.rollout.persisted(),
+                                                                             emergency=e.emergency))
+                self.metrics.rollback(ns, name, self._last_trigger())  # decided, written or not (RouteChanged: not)
+                if not ok:
                     self.pending_rollback = effect  # never give up on taking traffic off a bad canary
+                    written = self._failure is not None and self._failure.route_written
+                    self._route_weight = None if written else old.weight
             elif isinstance(effect, ro.Promote):
                 self._report()  # "promoting" is visible while it runs; the judgement is counted once, below
                 if await self._write(lambda: self.actuator.promote(self.rollout.persisted())):
@@ -339,7 +392,10 @@ class CanaryWorker:
         ns, name = self.config.namespace, self.config.name
         try:
             await action()
+        except RouteChanged:
+            raise
         except ActuationError as e:
+            self._failure = e
             self._set_error(str(e))
             self.metrics.router_update(ns, name, "error")
             log.error("route update failed", extra={"canary": self.key, "error": self.error})
@@ -354,9 +410,18 @@ class CanaryWorker:
     async def _retry_rollback(self) -> None:
         effect = self.pending_rollback
         assert effect is not None
-        if await self._write(lambda: self.actuator.rollback(self.rollout.persisted(), emergency=effect.emergency)):
-            self.pending_rollback = None
+        try:
+            written = await self._write(lambda: self.actuator.rollback(self.rollout.persisted(),
+                                                                       emergency=effect.emergency))
+        except RouteChanged:
+            await self._adopt_route()  # another replica wrote since; its state wins over this retry
+            return
+        if written:
+            self.pending_rollback = self._route_weight = None
             log.info("rollback written after retry", extra={"canary": self.key})
+        elif self._failure is not None and self._failure.route_written:
+            self._route_weight = None
+        self._report()
 
     def _last_trigger(self) -> str:
         last = self.rollout.last_decision or {}
@@ -374,7 +439,7 @@ class CanaryWorker:
         ns, name = self.config.namespace, self.config.name
         r = self.rollout
         self.metrics.set_phase(ns, name, r.phase.value)
-        self.metrics.set_weight(ns, name, r.weight)
+        self.metrics.set_weight(ns, name, r.weight if self._route_weight is None else self._route_weight)
         if judgement is not None:
             self.metrics.observe_decision(ns, name, judgement.decision.value, [
                 MetricObservation(m.name, m.verdict.value, m.anytime_p_value, m.ratio) for m in judgement.metrics])

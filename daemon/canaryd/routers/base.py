@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 JSON = dict[str, Any]
 STATE_ANNOTATION = "canaryd.io/state"
 WRITE_ATTEMPTS = 5
+StateGuard = Callable[[Mapping[str, Any] | None], None]
 
 
 class RouterError(Exception):
@@ -51,9 +52,11 @@ class RouteState:
 class Router(Protocol):
     async def read(self) -> RouteState: ...
 
-    async def write(self, canary_percent: int, state: Mapping[str, Any] | None = None) -> RouteState:
+    async def write(self, canary_percent: int, state: Mapping[str, Any] | None = None, *,
+                    guard: StateGuard | None = None) -> RouteState:
         """Set the canary's percent (stable gets the rest) and, unless None, the state annotation,
-        in one request. Returns what the object says after the write."""
+        in one request. Returns what the object says after the write. `guard`, if given, sees the
+        state annotation the write is computed from and may raise to refuse the write."""
         ...
 
 
@@ -300,10 +303,13 @@ class KubeRouter:
         obj = await self._fetch()
         return weight_patch(obj, self._pair(obj), canary_percent, state, self.what)
 
-    async def write(self, canary_percent: int, state: Mapping[str, Any] | None = None) -> RouteState:
+    async def write(self, canary_percent: int, state: Mapping[str, Any] | None = None, *,
+                    guard: StateGuard | None = None) -> RouteState:
         check_percent(canary_percent, self.what)
 
         def compute(obj: JSON) -> tuple[JSON, list[JSON]]:
+            if guard is not None:  # the patch's resourceVersion test makes this check and the write one step
+                guard(route_state(obj, self._pair(obj), self.what, strict_state=False).state)
             return obj, weight_patch(obj, self._pair(obj), canary_percent, state, self.what)
 
         async def send(planned: tuple[JSON, list[JSON]]) -> JSON:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from canaryd.kube import KubeClient
-from canaryd.routers.base import JSON, RouteState, check_percent
+from canaryd.routers.base import JSON, RouteState, StateGuard, check_percent
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,11 @@ class DryRunRouter:
             changes.append({"set": "state", "value": copy.deepcopy(dict(state))})
         return changes
 
-    async def write(self, canary_percent: int, state: Mapping[str, Any] | None = None) -> RouteState:
+    async def write(self, canary_percent: int, state: Mapping[str, Any] | None = None, *,
+                    guard: StateGuard | None = None) -> RouteState:
         check_percent(canary_percent, self.what)
+        if guard is not None:
+            guard(self._current.state)
         self._rv += 1
         self._current = RouteState(
             canary_weight=canary_percent,
