@@ -455,6 +455,8 @@ def test_every_shipped_config_lists_exactly_the_defaults() -> None:
     """A user copies an example: it must show every default, so that none looks optional."""
     defaults = [{"alertname": r.alertname, "action": r.action.value} for r in DEFAULT_ALERTS]
     shipped = [*sorted((REPO / "examples").glob("*.yaml")), REPO / "deploy" / "configmap.yaml"]
+    # examples/canary.yaml is a Canary object, not a config file: it has no alerts to list
+    shipped = [p for p in shipped if (yaml.safe_load(p.read_text()) or {}).get("kind") != "Canary"]
     for path in shipped:
         assert _alerts_in(path) == defaults, path
 

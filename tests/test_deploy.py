@@ -88,7 +88,9 @@ def render_base(root: Path) -> list[dict[str, Any]]:
     if namespace:
         for obj in objects:
             if obj["kind"] in _CLUSTER_SCOPED:
-                raise _unsupported(f"the cluster-scoped {obj['kind']} {obj['metadata']['name']}")
+                if "namespace" in obj["metadata"]:
+                    raise _unsupported(f"the cluster-scoped {obj['kind']} {obj['metadata']['name']} with a namespace")
+                continue  # kustomize leaves a cluster-scoped object without a namespace
             obj["metadata"]["namespace"] = namespace
             for subject in obj.get("subjects", []) if obj["kind"] == "RoleBinding" else []:
                 if subject.get("kind") == "ServiceAccount":
@@ -140,10 +142,13 @@ def test_renderer_refuses_what_it_does_not_reproduce(tmp_path: Path) -> None:
 def test_base_contents(rendered: dict[tuple[str, str], dict[str, Any]]) -> None:
     kinds = sorted(k for k, _ in rendered)
     assert kinds == sorted([
-        "AlertmanagerConfig", "ConfigMap", "ConfigMap", "Deployment", "PodDisruptionBudget", "PrometheusRule",
-        "Role", "RoleBinding", "Service", "ServiceAccount", "ServiceMonitor",
+        "AlertmanagerConfig", "ConfigMap", "ConfigMap", "CustomResourceDefinition", "Deployment",
+        "PodDisruptionBudget", "PrometheusRule", "Role", "RoleBinding", "Service", "ServiceAccount", "ServiceMonitor",
     ])
     for obj in rendered.values():
+        if obj["kind"] in _CLUSTER_SCOPED:
+            assert "namespace" not in obj["metadata"], _key(obj)
+            continue
         assert obj["metadata"]["namespace"] == NAMESPACE, _key(obj)
         assert obj["metadata"]["labels"]["app.kubernetes.io/name"] == "canaryd", _key(obj)
 
@@ -151,7 +156,8 @@ def test_base_contents(rendered: dict[tuple[str, str], dict[str, Any]]) -> None:
 # --------------------------------------------------------------------------------------------------
 # Built-in objects: the Kubernetes schemas, offline
 
-_BUILTIN_GROUPS = {"v1", "apps", "rbac.authorization.k8s.io", "policy", "coordination.k8s.io", "batch"}
+_BUILTIN_GROUPS = {"v1", "apps", "rbac.authorization.k8s.io", "policy", "coordination.k8s.io", "batch",
+                   "apiextensions.k8s.io"}  # the Canary CRD is checked against Kubernetes' own CRD schema
 
 
 def _is_builtin(obj: dict[str, Any]) -> bool:
@@ -163,7 +169,7 @@ def test_builtin_objects_validate_against_kubernetes_schemas(rendered: dict[tupl
     kv = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate (a test dependency)")
     versions = ["1.27", kv.utils.latest_version()]
     builtins = [o for o in rendered.values() if _is_builtin(o)]
-    assert len(builtins) == 8
+    assert len(builtins) == 9
     for obj in builtins:
         for version in versions:
             try:
@@ -495,6 +501,9 @@ def test_rbac_is_exactly_what_canaryd_uses(rendered: dict[tuple[str, str], dict[
         ("apps", "deployments"): {"get", "list", "watch", "patch"},
         ("apps", "deployments/scale"): {"get", "patch", "update"},
         ("coordination.k8s.io", "leases"): {"get", "create", "update"},
+        ("canaryd.io", "canaries"): {"get", "list", "watch", "patch"},
+        ("canaryd.io", "canaries/status"): {"patch"},
+        ("events.k8s.io", "events"): {"create", "patch"},
     }
     lease_rules = [r for r in role["rules"] if "leases" in r["resources"] and {"get", "update"} & set(r["verbs"])]
     lease = _config(rendered)["kubernetes"]["leader_election"]["lease"]
