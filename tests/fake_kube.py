@@ -17,7 +17,11 @@ It is faithful where canaryd depends on the API server's behaviour, and nowhere 
   compaction point gets `{"type": "ERROR", "object": Status 410 Expired}`.
 - Served: apps/v1 deployments (+ `scale`, `status` subresources), coordination.k8s.io/v1 leases,
   networking.istio.io v1/v1beta1 virtualservices, split.smi-spec.io v1alpha1..4 trafficsplits,
-  gateway.networking.k8s.io v1/v1beta1 httproutes, and enough discovery (`/api`, `/apis`, `/version`).
+  gateway.networking.k8s.io v1/v1beta1 httproutes, canaryd.io v1alpha1 canaries (+ `status`: writes
+  through the main resource keep the stored status, `/status` writes change only the status),
+  events.k8s.io/v1 events, and enough discovery (`/api`, `/apis`, `/version`). Lists and watches
+  without a namespace span every namespace. `unserve("canaryd.io", "v1alpha1")` is a cluster without
+  the CRD.
 
 Hooks for tests: every request is recorded (verb, path, bearer token, status, body) so a test can count
 requests per (verb, path) and writes per client (each client gets its own token in its kubeconfig);
@@ -79,6 +83,9 @@ RESOURCES: tuple[Resource, ...] = (
         "split.smi-spec.io", ("v1alpha4", "v1alpha3", "v1alpha2", "v1alpha1"), "trafficsplits", "TrafficSplit"
     ),
     Resource("gateway.networking.k8s.io", ("v1", "v1beta1"), "httproutes", "HTTPRoute"),
+    # canaryd's own CRD (deploy/crd/canaries.canaryd.io.yaml), with its status subresource
+    Resource("canaryd.io", ("v1alpha1",), "canaries", "Canary", status_subresource=True, subresources=("status",)),
+    Resource("events.k8s.io", ("v1",), "events", "Event", strategic_merge=True),
 )
 
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete"})

@@ -503,3 +503,80 @@ def test_thread_fixture(fake_kube_thread: FakeKube) -> None:  # noqa: F811
     fake_kube_thread.add(virtual_service())
     assert fake_kube_thread.get_object("virtualservices", NS, "auth-service") is not None
     assert fake_kube_thread.url.startswith("http://127.0.0.1:")
+
+
+# --------------------------------------------------------------------------- Canary objects, events
+CNR = ("canaryd.io", "v1alpha1", NS, "canaries")
+
+
+def canary_object(name: str = "auth-service", namespace: str = NS) -> dict[str, Any]:
+    return {"apiVersion": "canaryd.io/v1alpha1", "kind": "Canary", "metadata": {"name": name, "namespace": namespace},
+            "spec": {"route": name, "stable": {"deployment": f"{name}-stable", "selector": 'job="s"'},
+                     "canary": {"deployment": f"{name}-canary", "selector": 'job="c"'}}}
+
+
+async def test_canary_status_subresource(fake: FakeKube, api: client.ApiClient) -> None:
+    custom = client.CustomObjectsApi(api)
+    body = canary_object()
+    body["status"] = {"phase": "Forged"}  # a create does not set the status
+    created = await custom.create_namespaced_custom_object(*CNR, body)
+    assert "status" not in created and created["metadata"]["generation"] == 1
+    patched = await custom.patch_namespaced_custom_object_status(
+        *CNR, "auth-service", {"status": {"phase": "Progressing", "weight": 5}},
+        _content_type="application/merge-patch+json")
+    assert patched["status"] == {"phase": "Progressing", "weight": 5}
+    assert patched["metadata"]["generation"] == 1, "a status write is not a spec change"
+    # through the main resource: the status stays, the spec and metadata change
+    patched = await custom.patch_namespaced_custom_object(
+        *CNR, "auth-service", {"metadata": {"annotations": {"canaryd.io/action": "pause"}},
+                               "spec": {"interval": "10s"}, "status": {"phase": "Forged"}},
+        _content_type="application/merge-patch+json")
+    assert patched["status"]["phase"] == "Progressing"
+    assert patched["metadata"]["generation"] == 2 and patched["spec"]["interval"] == "10s"
+    # a /status write leaves the spec and the metadata alone
+    patched = await custom.patch_namespaced_custom_object_status(
+        *CNR, "auth-service", {"spec": {"interval": "1s"}, "status": {"weight": 25}},
+        _content_type="application/merge-patch+json")
+    assert patched["spec"]["interval"] == "10s" and patched["status"] == {"phase": "Progressing", "weight": 25}
+    got = await custom.get_namespaced_custom_object_status(*CNR, "auth-service")
+    assert got["status"]["weight"] == 25
+
+
+async def test_canaries_listed_and_watched_in_every_namespace(fake: FakeKube, api: client.ApiClient) -> None:
+    custom = client.CustomObjectsApi(api)
+    fake.add(canary_object("a"))
+    fake.add(canary_object("b", namespace="other"))
+    listing = await custom.list_cluster_custom_object("canaryd.io", "v1alpha1", "canaries")
+    assert sorted(i["metadata"]["namespace"] for i in listing["items"]) == ["orion", "other"]
+    w = watch.Watch()
+    stream = w.stream(custom.list_cluster_custom_object, "canaryd.io", "v1alpha1", "canaries",
+                      resource_version=listing["metadata"]["resourceVersion"], timeout_seconds=10)
+    try:
+        fake.add(canary_object("c", namespace="third"))
+        ev = await next_event(stream)
+        assert (ev["type"], ev["object"]["metadata"]["namespace"]) == ("ADDED", "third")
+    finally:
+        await w.close()
+    fake.unserve("canaryd.io", "v1alpha1")  # a cluster without the CRD
+    with pytest.raises(ApiException) as err:
+        await custom.list_cluster_custom_object("canaryd.io", "v1alpha1", "canaries")
+    assert err.value.status == 404
+
+
+async def test_events_create_and_patch(fake: FakeKube, api: client.ApiClient) -> None:
+    events = client.EventsV1Api(api)
+    body = {"apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": "auth-service.1", "namespace": NS},
+            "eventTime": "2026-01-01T00:00:00.000000Z", "reason": "Advanced", "note": "to 25%", "type": "Normal",
+            "action": "Advance", "reportingController": "canaryd.io/canaryd", "reportingInstance": "canaryd-0",
+            "regarding": {"apiVersion": "canaryd.io/v1alpha1", "kind": "Canary", "name": "auth-service",
+                          "namespace": NS}}
+    created = await events.create_namespaced_event(NS, body)
+    assert created.reason == "Advanced" and created.regarding.kind == "Canary"
+    patched = await events.patch_namespaced_event(
+        "auth-service.1", NS, {"series": {"count": 2, "lastObservedTime": "2026-01-01T00:01:00.000000Z"}},
+        _content_type="application/merge-patch+json")
+    assert patched.series.count == 2
+    stored = fake.get_object("events", NS, "auth-service.1")
+    assert stored is not None and stored["note"] == "to 25%" and stored["series"]["count"] == 2
+    assert fake.count("create", resource="events") == 1 and fake.count("patch", resource="events") == 1
