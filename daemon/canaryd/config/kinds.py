@@ -421,6 +421,31 @@ class _Headers(_Kind):
                 "additionalProperties": {"type": "string", "pattern": r"^[^\r\n]*$"}}
 
 
+@dataclass(frozen=True)
+class _Names(_Kind):
+    """A list of names, each checked by `item`; a tuple in python, [] in YAML for none."""
+
+    item: _Str
+
+    def allowed(self) -> str:
+        return f"a list, each item {self.item.allowed()}"
+
+    def parse(self, value: object, ctx: _Ctx, path: str) -> Any:
+        if value is None:
+            return ()
+        if not isinstance(value, list | tuple):
+            ctx.add(path, f"must be {self.allowed()}, got {_show(value)}")
+            return _FAIL
+        out = tuple(self.item.parse(v, ctx, f"{path}[{i}]") for i, v in enumerate(value))
+        return _FAIL if any(v is _FAIL for v in out) else out
+
+    def dump(self, value: Any) -> Any:
+        return list(value)
+
+    def json(self) -> dict[str, Any]:
+        return {"type": ["array", "null"], "items": self.item.json()}
+
+
 # The kinds the analysis settings name in their metadata (analysis/ cannot import config).
 NAMED: Mapping[str, _Kind] = types.MappingProxyType({
     "percent": _PERCENT,

@@ -29,6 +29,7 @@ from .kinds import (
     _Headers,
     _Int,
     _Listen,
+    _Names,
     _Str,
     _Url,
 )
@@ -39,8 +40,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_ALERTS", "THRESHOLD_ACTIONS", "AlertAction", "AlertRule", "AnalysisSettings", "ArmConfig",
-    "CanaryConfig", "Config", "HoldPolicy", "KubernetesConfig", "LeaderElectionConfig", "Mesh", "NotifierConfig",
-    "PrometheusConfig", "Queries", "ServerConfig", "Thresholds", "default_backend", "extend_alerts",
+    "CanaryConfig", "CanaryResourcesConfig", "Config", "HoldPolicy", "KubernetesConfig", "LeaderElectionConfig",
+    "Mesh", "NotifierConfig", "PrometheusConfig", "Queries", "ServerConfig", "Thresholds", "default_backend", "extend_alerts",
 ]
 
 
@@ -148,10 +149,19 @@ class LeaderElectionConfig:
 
 
 @dataclass(frozen=True)
+class CanaryResourcesConfig:
+    enabled: bool = _key(True, "Watch Canary objects (canaries.canaryd.io) beside the file's canaries; "
+                               "only with kubernetes.enabled", _Bool())
+    namespaces: tuple[str, ...] = _key((), "Namespaces whose Canary objects are watched; []: every namespace",
+                                       _Names(_K8S_LABEL))
+
+
+@dataclass(frozen=True)
 class KubernetesConfig:
     enabled: bool = _key(True, "false: dry run; decisions are logged and exported, nothing is patched", _Bool())
     kubeconfig: str | None = _key(None, "Kubeconfig file; null: in-cluster config, else the default", _PATH)
     leader_election: LeaderElectionConfig = _section(LeaderElectionConfig, "Leader election")
+    canary_resources: CanaryResourcesConfig = _section(CanaryResourcesConfig, "Canary custom resources")
 
 
 @dataclass(frozen=True)
