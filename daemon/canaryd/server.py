@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry
 
 from .actuator import ActuationError
 from .alerts import PayloadError, parse_webhook
+from .config import ServerConfig
 from .controller import CommandQueued, Controller, NotLeader, UnknownCanary
 from .health import Health
 from .leadership import Leadership
@@ -55,6 +56,20 @@ def read_token(path: str | None) -> str | None:
     if not token:
         raise ValueError(f"{path}: the token file is empty")
     return token
+
+
+def token_problems(server: ServerConfig) -> list[str]:
+    """What `read_token` would stop `canaryd run` at, for each token file: `canaryd validate` says it too."""
+    problems = []
+    for key in ("webhook_token_file", "api_token_file"):
+        try:
+            read_token(getattr(server, key))
+        except OSError as e:
+            problems.append(f"server.{key}: cannot read {e.filename or getattr(server, key)}: "
+                            f"{e.strerror or type(e).__name__}")
+        except ValueError as e:
+            problems.append(f"server.{key}: {e}")
+    return problems
 
 
 def _error(status: int, message: str, **extra: object) -> web.Response:

@@ -29,7 +29,7 @@ from .leadership import Leadership
 from .metrics import Metrics
 from .notify import Notifier, NotifyTarget
 from .routers import make_router
-from .server import make_app, read_token
+from .server import make_app, read_token, token_problems
 from .sources.http_config import http_options
 from .sources.prometheus import PrometheusClient, SourceError
 
@@ -112,6 +112,12 @@ async def assemble(config: Config, *, registry: CollectorRegistry | None = None,
         app = make_app(controller, registry, health=health, leadership=leadership, **tokens) if with_app else None
         yield Parts(config, registry, metrics, health, leadership, prometheus, notifier, kube, controller,
                     electing, app)
+
+
+def start_problems(config: Config) -> list[str]:
+    """What `canaryd run` checks before it starts anything, beyond the config file itself (the token
+    files: missing, unreadable or empty). `canaryd validate` runs the same checks."""
+    return token_problems(config.server)
 
 
 def _tokens(config: Config) -> dict[str, str | None]:

@@ -23,5 +23,9 @@ def run(args: argparse.Namespace) -> int:
     promql = promql_problems(config)
     if promql:
         return config_problems(ConfigError(promql))
+    from ..wiring import start_problems  # the daemon's own start-up checks, no more and no less
+    started = start_problems(config)
+    if started:
+        return config_problems(ConfigError([f"{args.file}: {p}" for p in started]))
     print(f"{args.file}: OK ({len(config.canaries)} canaries, {len(config.alerts)} alert rules)")
     return 0
