@@ -1,4 +1,6 @@
-"""Outbound notifications on rollback and promotion: a generic JSON webhook or Slack's `text`.
+"""Outbound notifications of every event a human must know (see `notify_formats.EVENT_KINDS`): a
+generic JSON webhook, Slack's `text`, a Microsoft Teams Adaptive Card or a Discord embed, with links
+to the canary's status and dashboard when a target names them; each target may select its events.
 
 Delivery never blocks or breaks a decision: the controller calls `Notifier.fire(event)`, which
 only schedules a guarded background task. Each target is tried once, then retried `retries`
@@ -25,6 +27,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from .notify_formats import EVENT_KINDS, FORMATS, discord_body, links, msteams_body, slack_links, title
+
 __all__ = ["DeliveryResult", "Event", "NotifyTarget", "Notifier", "event_json", "redact_url", "slack_text"]
 
 log = logging.getLogger("canaryd.notify")
@@ -35,12 +39,19 @@ MAX_RETRY_AFTER = 10.0  # seconds; a receiver must not hold a delivery hostage
 @dataclass(frozen=True, slots=True)
 class NotifyTarget:
     url: str
-    format: Literal["json", "slack"] = "json"
+    format: Literal["json", "slack", "msteams", "discord"] = "json"
     timeout: float = 5.0  # seconds, per attempt
+    events: frozenset[str] | None = None  # the event kinds sent here; None: every kind
+    api_url: str | None = None  # canaryd's base URL as people reach it: a link to the canary's status
+    grafana_url: str | None = None  # a dashboard URL; {namespace} and {canary} are filled in
 
     def __post_init__(self) -> None:
-        if self.format not in ("json", "slack"):
-            raise ValueError(f"format: {self.format!r} is not one of json, slack")
+        if self.format not in FORMATS:
+            hint = "; Microsoft Teams is msteams" if self.format == "teams" else ""
+            raise ValueError(f"format: {self.format!r} is not one of {', '.join(FORMATS)}{hint}")
+        unknown = sorted(set(self.events or ()) - set(EVENT_KINDS))
+        if unknown:
+            raise ValueError(f"events: {', '.join(unknown)} not among {', '.join(EVENT_KINDS)}")
         if urlsplit(self.url).scheme not in ("http", "https"):
             raise ValueError(f"url: {redact_url(self.url)!r} must be an http:// or https:// URL")
         if not self.timeout > 0:
@@ -49,7 +60,7 @@ class NotifyTarget:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    kind: Literal["rollback", "promotion"]
+    kind: str  # one of EVENT_KINDS; restart: a new canary version, judged from step 1
     namespace: str
     canary: str
     trigger: str  # analysis | alert | manual | timeout for a rollback; auto | manual for a promotion
@@ -84,14 +95,21 @@ def event_json(event: Event) -> dict[str, Any]:
 
 def slack_text(event: Event) -> str:
     """One readable line for Slack (mrkdwn; &, <, > escaped as Slack requires)."""
-    what = "rolled back" if event.kind == "rollback" else "promoted"
-    line = (
-        f"canaryd: {event.namespace}/{event.canary} {what} at {event.weight:g}% "
-        f"(trigger: {event.trigger}, {event.at.isoformat(timespec='seconds')})"
-    )
+    line = f"{title(event)} (trigger: {event.trigger}, {event.at.isoformat(timespec='seconds')})"
     if event.reasons:
         line += " - " + "; ".join(r.replace("\n", " ") for r in event.reasons)
     return line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _body(target: NotifyTarget, event: Event) -> dict[str, Any]:
+    urls = links(target, event)
+    if target.format == "slack":
+        return {"text": " ".join(filter(None, (slack_text(event), slack_links(urls))))}
+    if target.format == "msteams":
+        return msteams_body(event, urls)
+    if target.format == "discord":
+        return discord_body(event, urls)
+    return {**event_json(event), **({"links": urls} if urls else {})}
 
 
 def redact_url(url: str) -> str:
@@ -138,7 +156,7 @@ class Notifier:
 
     def fire(self, event: Event) -> None:
         """Schedule delivery in the background and return at once. Must run inside the event loop."""
-        if not self._targets:
+        if not self._for(event):
             return
         if self._closed:
             log.warning("notify: %s event for %s/%s dropped: notifier is closed",
@@ -161,7 +179,10 @@ class Notifier:
 
     async def send(self, event: Event) -> list[DeliveryResult]:
         """Deliver to every target concurrently; never raises (except on cancellation)."""
-        return list(await asyncio.gather(*(self._deliver(t, event) for t in self._targets)))
+        return list(await asyncio.gather(*(self._deliver(t, event) for t in self._for(event))))
+
+    def _for(self, event: Event) -> tuple[NotifyTarget, ...]:
+        return tuple(t for t in self._targets if t.events is None or event.kind in t.events)
 
     async def drain(self, timeout: float = 5.0) -> None:
         """Wait for deliveries in flight, up to `timeout` seconds; cancel what is left."""
@@ -183,8 +204,7 @@ class Notifier:
     async def _deliver(self, target: NotifyTarget, event: Event) -> DeliveryResult:
         where = redact_url(target.url)
         try:
-            body = {"text": slack_text(event)} if target.format == "slack" else event_json(event)
-            payload = json.dumps(body, allow_nan=False).encode()
+            payload = json.dumps(_body(target, event), allow_nan=False).encode()
         except (TypeError, ValueError) as e:  # pragma: no cover - _jsonable makes this unreachable
             log.error("notify: cannot encode %s event for %s: %s", event.kind, where, e)
             return DeliveryResult(where, False, 0, error=f"encode: {e}")

@@ -126,7 +126,9 @@ def _tokens(config: Config) -> dict[str, str | None]:
 
 
 def _notifier(config: Config, session: aiohttp.ClientSession, stack: contextlib.AsyncExitStack) -> Notifier | None:
-    targets = [NotifyTarget(n.url, n.format, n.timeout) for n in config.notifications]
+    targets = [NotifyTarget(n.url, "msteams" if n.format == "teams" else n.format, n.timeout,
+                            None if n.events is None else frozenset(n.events), n.api_url, n.grafana_url)
+               for n in config.notifications]
     if not targets:
         return None
     notifier = Notifier(session, targets)

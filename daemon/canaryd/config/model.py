@@ -17,6 +17,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..analysis.settings import JudgeBase, Thresholds
+from .compound import _Choices, _GrownChoice, _Headers
 from .kinds import (
     _HOSTNAME,
     _K8S_LABEL,
@@ -26,7 +27,6 @@ from .kinds import (
     _Bool,
     _Choice,
     _choice,
-    _Headers,
     _Int,
     _Listen,
     _Names,
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from ..analysis.settings import JudgeSettings
 
 __all__ = [
-    "DEFAULT_ALERTS", "THRESHOLD_ACTIONS", "AlertAction", "AlertRule", "AnalysisSettings", "ArmConfig",
+    "DEFAULT_ALERTS", "NOTIFY_EVENTS", "THRESHOLD_ACTIONS", "AlertAction", "AlertRule", "AnalysisSettings", "ArmConfig",
     "CanaryConfig", "CanaryResourcesConfig", "Config", "HoldPolicy", "KubernetesConfig", "LeaderElectionConfig",
     "Mesh", "NotifierConfig", "PrometheusConfig", "Queries", "ServerConfig", "Thresholds", "default_backend", "extend_alerts",
 ]
@@ -266,12 +266,26 @@ class AlertRule:
     action: AlertAction = _required("What the alert does to its canary (hold = pause)", _choice(AlertAction))
 
 
+NOTIFY_EVENTS: tuple[str, ...] = ("started", "advanced", "paused", "awaiting_promotion", "promotion",
+                                  "promotion_failed", "rollback", "restart")
+"""The event kinds of notifications (the generic JSON's "kind"); promotion is "promoted", rollback
+"rolled back"; restart: a new canary version during a rollout, judged from its first step."""
+
+
 @dataclass(frozen=True)
 class NotifierConfig:
     url: str = _required("Webhook URL", _Url("https://hooks.example.com/canaryd"))
-    format: Literal["json", "slack"] = _key("json", "Payload: generic JSON or Slack-compatible",
-                                            _Choice(("json", "slack")))
+    format: Literal["json", "slack", "teams", "msteams", "discord"] = _key(
+        "json", "Payload: generic JSON, Slack, Microsoft Teams (Adaptive Card; teams = msteams) or Discord",
+        _GrownChoice(("json", "slack"), added=("msteams", "teams", "discord")))
     timeout: float = _key(5.0, "Timeout of one notification request", "duration")
+    events: tuple[str, ...] | None = _key(None, "Event kinds sent to this URL; null: every kind",
+                                          _Choices(NOTIFY_EVENTS))
+    api_url: str | None = _key(None, "canaryd's URL as people reach it: each message links the canary's "
+                                     "status (/api/v1/canaries/<namespace>/<name>)",
+                               _Url("https://canaryd.example.com"))
+    grafana_url: str | None = _key(None, "A Grafana dashboard URL each message links; {namespace} and {canary} "
+                                         "are filled in", _Url("https://grafana.example.com/d/canaryd"))
 
 
 DEFAULT_ALERTS: tuple[AlertRule, ...] = (
