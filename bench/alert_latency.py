@@ -1,9 +1,9 @@
 """Alert → rollback latency: Alertmanager webhook POST until the routing decision has been applied.
 
-    python bench/alert_latency.py [--mode dry-run|kube|both] [--alerts 1000] [--canaries 1000] [--warmup 50]
+    python bench/alert_latency.py [--mode dry-run|kube|ha|both] [--alerts 1000] [--canaries 1000] [--warmup 50]
 
-Two modes, each against its own bare-handler baseline measured in the same run (`both`, the default,
-runs dry-run then kube, one after the other):
+Three modes, each against its own bare-handler baseline measured in the same run (`both`, the default,
+runs dry-run then kube, one after the other; `ha` runs alone):
 
 **dry-run.** The real daemon (`canaryd run`, `kubernetes.enabled: false`) runs as a subprocess on a free
 loopback port, with N distinct canaries. For each alert, untimed, the target canary is started
@@ -28,6 +28,15 @@ the fake's own processing; a short calibration afterwards times the fake's full 
 included) for the same GET the daemon makes. Verified per alert, untimed: the PATCH and the scale were
 answered 200, the VirtualService reads 100/0 with state rolled_back by alert in its annotation, the
 canary Deployment has 0 replicas, and the API says rolled_back at 0 %.
+
+**ha.** Two such daemons against one fake API server, both with leader election on one Lease, as two
+replicas behind one Service: the alerts alternate between them (a Service's round robin), so half
+reach the follower. Each alert fires for a different progressing canary (started, untimed, through
+the leader). Timed: the webhook POST until its answer, which comes once the weights are written
+(the follower writes a rollback itself, as a compare-and-set on the route's state). Verified per
+alert, untimed: HTTP 200 and "rollback applied" (any other answer stops the bench), the
+VirtualService reads 100/0 with state rolled_back; the report counts the answers by status and by
+replica.
 
 In each mode the same client times the same payload against a bare aiohttp server whose handler only
 answers 200 (bench/bare_server.py, also a subprocess). The two are interleaved alert by alert,
@@ -83,7 +92,8 @@ ALERTNAME = "CanaryHighErrorRate"
 JSON_HEADERS = {"Content-Type": "application/json"}
 P99_TARGET_MS = 20.0
 RATIO_TARGET = 3.0
-MODES = ("dry-run", "kube", "both")
+MODES = ("dry-run", "kube", "ha", "both")
+HA_CLIENTS = ("canaryd-a", "canaryd-b")  # the two replicas' bearer tokens in the fake
 
 # The kube mode's objects. The weighted route sits after two header routes (the seed's layout, header
 # match first), so the PATCH that matters is on http[2]; route[1] is the canary destination.
@@ -683,10 +693,116 @@ def run_kube(args: argparse.Namespace, workdir: Path) -> str:
     return kube_report(measured, d, b, calibration, meta)
 
 
+@dataclass
+class HaDaemons:
+    """Two replicas, one Service address alternating between them: alert i reaches replica i % 2."""
+
+    leader_url: str
+    urls: tuple[str, str]
+    canaries: int
+    fake: FakeKube
+    answers: dict[str, int] = field(default_factory=dict)  # "replica (leader|follower) → status" → count
+    name: str = "canaryd ×2 (one Lease) webhook → rollback written"
+
+    def canary(self, i: int) -> str:
+        return canary_name(i % self.canaries)
+
+    def url(self, i: int) -> str:
+        return self.urls[i % 2]
+
+    async def prepare(self, session: aiohttp.ClientSession, i: int) -> None:
+        await _start(session, self.leader_url, self.canary(i))  # only the leader starts rollouts
+        async with session.get(f"{self.url(i)}/healthz") as resp:  # the replica the alert reaches, warm
+            await resp.read()
+
+    async def fire(self, session: aiohttp.ClientSession, i: int, payload: bytes) -> Shot:
+        shot = await timed_post(session, f"{self.url(i)}/webhooks/alertmanager", payload)
+        role = "leader" if self.url(i) == self.leader_url else "follower"
+        key = f"{role} → {shot.status}"
+        self.answers[key] = self.answers.get(key, 0) + 1
+        return shot
+
+    async def verify(self, session: aiohttp.ClientSession, i: int, shot: Shot) -> None:
+        name = self.canary(i)
+        _check_applied(i, name, shot)  # a 200 saying "rollback applied", nothing else
+        vs = self.fake.get_object("virtualservices", NAMESPACE, name) or {}
+        route = vs["spec"]["http"][WEIGHTED_ROUTE]["route"]
+        saved = json.loads(vs["metadata"].get("annotations", {}).get(STATE_ANNOTATION, "{}"))
+        if (route[0]["weight"], route[1]["weight"]) != (100, 0) or saved.get("phase") != "rolled_back":
+            raise BenchError(f"alert {i} ({name}) answered 200 but the VirtualService has "
+                             f"{route[0]['weight']}/{route[1]['weight']}, state {saved.get('phase')}")
+
+
+async def _leader(session: aiohttp.ClientSession, urls: Sequence[str], timeout: float = 60.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        leading = [u for u in urls if (await _expect(session, "GET", f"{u}/readyz")).get("leader")]
+        if len(leading) == 1:
+            return leading[0]
+        await asyncio.sleep(0.2)
+    raise BenchError(f"no single leader among {', '.join(urls)} within {timeout:.0f} s")
+
+
+async def _find_leader(urls: Sequence[str]) -> str:
+    async with aiohttp.ClientSession() as session:
+        return await _leader(session, urls)
+
+
+def launch_ha_daemons(canaries: int, workdir: Path, fake: FakeKube) -> list[CanarydProcess]:
+    populate(fake, canaries)
+    procs: list[CanarydProcess] = []
+    for client in HA_CLIENTS:
+        port = free_port()
+        kube = {"enabled": True, "kubeconfig": str(fake.kubeconfig(workdir, client)),
+                "leader_election": {"enabled": True, "namespace": NAMESPACE, "lease": "canaryd"}}
+        proc = KubeCanarydProcess(daemon_config(canaries, port, kubernetes=kube), port=port,
+                                  workdir=workdir / f"canaryd-ha-{client}", start_timeout=120)
+        procs.append(proc)
+        proc.start()
+    return procs
+
+
+def run_ha(args: argparse.Namespace, workdir: Path) -> str:
+    procs: list[CanarydProcess] = []
+    bare = None
+    with FakeKube(tokens=[*HA_CLIENTS, BENCH_CLIENT]).in_thread() as fake:
+        try:
+            procs = launch_ha_daemons(args.canaries, workdir, fake)
+            bare = BareProcess(workdir=workdir / "bare-ha")
+            bare.start()
+            urls = (procs[0].url, procs[1].url)
+            ha = HaDaemons(asyncio.run(_find_leader(urls)), urls, args.canaries, fake)
+            targets: list[Target] = [ha, Bare(bare.url)]
+            try:
+                measured = asyncio.run(measure(targets, args.alerts, args.warmup, args.canaries))
+            except BenchError as e:
+                raise BenchError(f"{e}\n{procs[0].log_tail()}\n{procs[1].log_tail()}") from e
+        finally:
+            for proc in (*procs, bare):
+                if proc is not None:
+                    proc.stop()
+    d, b = targets[0].name, targets[1].name
+    answers = ", ".join(f"{k}: {v}" for k, v in sorted(ha.answers.items()))
+    meta = (f"alert_latency, ha: {args.alerts} alerts (+{args.warmup} warm-up), each for a different progressing "
+            f"canary of {args.canaries} (Istio, in the fake API server), sent alternately to two `canaryd run` "
+            f"replicas with leader election on one Lease, as a Service would; answers (warm-up included): "
+            f"{answers}; every 200 checked against the VirtualService (100/0, rolled_back); "
+            f"{describe_load(measured.took)}")
+    daemon, others = stats_ms(measured.times[d]), sum(v for k, v in ha.answers.items() if not k.endswith("200"))
+    lines = [meta, "", *_stats_table(iter(((d, daemon), (b, stats_ms(measured.times[b]))))), "",
+             "| target | measured | limit | result |", "|---|---:|---:|---|",
+             f"| p99 webhook → rollback written, either replica | {daemon['p99']:.2f} ms | ≤ {P99_TARGET_MS:.0f} ms | "
+             f"{verdict(daemon['p99'] <= P99_TARGET_MS)} |",
+             f"| answers other than 200 | {others} | 0 | {verdict(others == 0)} |"]
+    return "\n".join(lines)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--mode", choices=MODES, default="both",
-                   help="dry-run: routing in memory; kube: up to the PATCH received by a fake API server (default both)")
+                   help="dry-run: routing in memory; kube: up to the PATCH received by a fake API server; "
+                        "ha: two replicas with leader election, alerts alternating between them (default both: "
+                        "dry-run and kube)")
     p.add_argument("--alerts", type=int, default=1000, help="timed alerts per mode (default 1000)")
     p.add_argument("--canaries", type=int, default=1000, help="distinct canaries configured (default 1000)")
     p.add_argument("--warmup", type=int, default=50, help="untimed alerts first (default 50)")
@@ -700,8 +816,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="canaryd-bench-alerts-"))
-    modes: Mapping[str, Any] = {"dry-run": run_dry_run, "kube": run_kube}
-    chosen = list(modes) if args.mode == "both" else [args.mode]
+    modes: Mapping[str, Any] = {"dry-run": run_dry_run, "kube": run_kube, "ha": run_ha}
+    chosen = ["dry-run", "kube"] if args.mode == "both" else [args.mode]
     try:
         for k, mode in enumerate(chosen):
             if k:

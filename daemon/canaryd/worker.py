@@ -313,13 +313,17 @@ class CanaryWorker:
             await self._retry_rollback()
             if self.pending == "rollback" and cmd.verb == "rollback":
                 raise ActuationError(self.error or "the rollback's route write is still failing")
-        elif not self.dry_run:
-            await self._adopt_route()  # decide on what the route says now: another replica may have acted
+        # Decided on this replica's view first; a view that another replica (or a person) has made stale
+        # shows as a refused write (RouteChanged: the route's state is adopted) or as a refused transition
+        # (a follower that has not seen the start yet): then it is decided again on the route's state.
         for attempt in range(1, COMMAND_ATTEMPTS + 1):
             try:
                 return await self._command_once(cmd)
             except RouteChanged:
                 if attempt == COMMAND_ATTEMPTS:
+                    raise
+            except ro.TransitionError:
+                if self.dry_run or attempt == COMMAND_ATTEMPTS or not await self._adopt_route():
                     raise
 
     async def _command_once(self, cmd: Command) -> None:
@@ -335,11 +339,14 @@ class CanaryWorker:
         if any(isinstance(e, ro.Promote) for e in effects) and self.rollout.phase is not Phase.SUCCEEDED:
             raise ActuationError(f"promotion failed: {self._failure or 'see the canary status'}")
 
-    async def _adopt_route(self) -> None:
+    async def _adopt_route(self) -> bool:
+        """Take the route's saved state if it differs from this view; whether the view changed."""
+        before = _position(self.rollout.persisted())
         try:
             await self.restore()
         except ActuationError as e:
             log.warning("cannot read the route's saved state", extra={"canary": self.key, "error": str(e)})
+        return _position(self.rollout.persisted()) != before
 
     async def _commit(self, old: Rollout, new: Rollout, effects: list[ro.Effect], judgement: Judgement | None) -> None:
         """Perform a transition's effects; keep the transition only if they worked (rollback excepted).
