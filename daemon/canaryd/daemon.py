@@ -11,6 +11,7 @@ import gc
 import logging
 import signal
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
@@ -18,6 +19,9 @@ from .config import Config, ConfigError, load_config
 from .controller import Controller
 from .server import serve
 from .wiring import ActuatorFactory, Parts, assemble
+
+if TYPE_CHECKING:
+    from .canary_resources import CanaryResources
 
 log = logging.getLogger("canaryd")
 
@@ -33,6 +37,7 @@ class Daemon:
     actuator_factory: ActuatorFactory | None = None
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     controller: Controller | None = None
+    canary_resources: CanaryResources | None = None  # with a cluster: the file's canaries merge with Canary objects
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -48,7 +53,10 @@ class Daemon:
         except ConfigError as e:
             log.error("config reload refused; the running config stays", extra={"problems": e.problems})
             return False
-        await self.controller.reload(new)
+        if self.canary_resources is not None:
+            await self.canary_resources.file_reloaded(new)
+        else:
+            await self.controller.reload(new)
         # Only canaries, their settings and the alert rules are reloaded; say so rather than pretend.
         fixed = [k for k in ("server", "prometheus", "kubernetes", "notifications")
                  if getattr(new, k) != getattr(self.config, k)]
@@ -66,6 +74,7 @@ class Daemon:
             async with assemble(self.config, registry=self.registry, actuator_factory=self.actuator_factory,
                                 with_app=True) as parts:
                 self.controller = parts.controller
+                self.canary_resources = parts.canary_resources
                 tune_gc()
                 await self._serve(parts)
         except BaseExceptionGroup as group:  # a task of the group failed: raise what failed, not a group

@@ -13,7 +13,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -32,6 +32,9 @@ from .routers import make_router
 from .server import make_app, read_token, token_problems
 from .sources.http_config import http_options
 from .sources.prometheus import PrometheusClient, SourceError
+
+if TYPE_CHECKING:
+    from .canary_resources import CanaryResources
 
 ActuatorFactory = Callable[[CanaryConfig], Actuator]
 Loop = Callable[[], Coroutine[Any, Any, None]]
@@ -61,6 +64,7 @@ class Parts:
     controller: Controller
     electing: bool
     app: web.Application | None  # the HTTP API, when asked for
+    canary_resources: CanaryResources | None = None  # Canary objects, with a cluster (canary_resources.py)
 
     def loops(self) -> dict[str, Loop]:
         """The daemon's long-running loops by name: the analysis ticks, and with a cluster the
@@ -75,6 +79,8 @@ class Parts:
             loops["leader"] = lambda: run_leadership(
                 self.leadership, kube, self.config.kubernetes.leader_election, self.health,
                 on_lead=self.controller.refresh_from_routes)
+        if self.canary_resources is not None:
+            loops["canary resources"] = self.canary_resources.run
         return loops
 
 
@@ -111,13 +117,22 @@ async def assemble(config: Config, *, registry: CollectorRegistry | None = None,
         stack.push_async_callback(controller.stop)
         app = make_app(controller, registry, health=health, leadership=leadership, **tokens) if with_app else None
         yield Parts(config, registry, metrics, health, leadership, prometheus, notifier, kube, controller,
-                    electing, app)
+                    electing, app, _canary_resources(config, kube, controller, leadership, clock))
 
 
 def start_problems(config: Config) -> list[str]:
     """What `canaryd run` checks before it starts anything, beyond the config file itself (the token
     files: missing, unreadable or empty). `canaryd validate` runs the same checks."""
     return token_problems(config.server)
+
+
+def _canary_resources(config: Config, kube: KubeClient | None, controller: Controller, leadership: Leadership,
+                      clock: Callable[[], float]) -> CanaryResources | None:
+    if kube is None or not config.kubernetes.enabled or not config.kubernetes.canary_resources.enabled:
+        return None
+    from .canary_resources import CanaryResources  # only a cluster-backed daemon needs it
+    from .kube.canaries import CanaryApi
+    return CanaryResources(controller, CanaryApi(kube), config, leadership=leadership, clock=clock)
 
 
 def _tokens(config: Config) -> dict[str, str | None]:
