@@ -3,6 +3,11 @@
 Used by the decision-quality benchmark, the tests and the examples. Requests are Poisson, 5xx are
 binomial, latencies are lognormal and land in Prometheus-style buckets. Nothing here is statistics
 of the product; it only makes data for it.
+
+`simulate` makes textbook traffic for a fixed weight schedule. `TickSource` makes one tick at a time at
+whatever weight the rollout has reached, under a `Traffic` model of real traffic: common-mode or per-arm
+bursts of the error rate (a Gamma multiplier per tick), per-pod error rates fixed for the run, and
+whole-system latency swings.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from scipy import stats
 
 from canaryd.analysis.snapshot import ArmSnapshot, Snapshot
 
+# Prometheus client libraries' default buckets, in seconds.
+PROM_DEFAULT_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, math.inf)
 # Typical HTTP server buckets, in seconds (finer than the client default around 100-500 ms).
 BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75,
                               1.0, 2.5, 5.0, math.inf)
@@ -26,10 +33,16 @@ class Arm:
     error_rate: float = 0.005  # share of requests that are 5xx
     latency_median: float = 0.1  # seconds
     latency_sigma: float = 0.5  # lognormal shape
+    slow_share: float = 0.0  # a share of requests slow_factor × slower (a tail the median does not see)
+    slow_factor: float = 1.0
 
-    def bucket_probabilities(self, bounds: Sequence[float] = BUCKETS) -> np.ndarray:
+    def bucket_probabilities(self, bounds: Sequence[float] = BUCKETS, scale: float = 1.0) -> np.ndarray:
         finite = np.array([b for b in bounds if math.isfinite(b)])
-        cdf = stats.lognorm.cdf(finite, s=self.latency_sigma, scale=self.latency_median)
+        median = self.latency_median * scale
+        cdf = stats.lognorm.cdf(finite, s=self.latency_sigma, scale=median)
+        if self.slow_share > 0:
+            slow = stats.lognorm.cdf(finite, s=self.latency_sigma, scale=median * self.slow_factor)
+            cdf = (1 - self.slow_share) * cdf + self.slow_share * slow
         cdf = np.append(cdf, 1.0)
         return np.diff(np.concatenate([[0.0], cdf]))
 
@@ -118,3 +131,66 @@ def to_replay_json(snaps: Sequence[Snapshot]) -> dict[str, object]:
             sample["weight"] = s.weight
         samples.append(sample)
     return {"samples": samples}
+
+
+# ---------------------------------------------------------------------------------------------- real traffic
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """How real traffic departs from the textbook: the models of the decision-quality benchmark."""
+
+    errors: str = "binomial"  # binomial | common (one burst multiplier for both arms) | independent | pods
+    burst_shape: float = 2.0  # Gamma shape of the per-tick multiplier (mean 1)
+    canary_pods: int = 2
+    stable_pods: int = 20
+    pod_sigma: float = 0.3  # each pod's rate is the arm's × LogNormal(0, pod_sigma), fixed for the run
+    latency_swing: float = 0.0  # per tick, both arms' latencies × Uniform(1 − swing, 1 + swing)
+    bounds: tuple[float, ...] = BUCKETS
+
+
+@dataclass(frozen=True)
+class Tick:
+    canary: ArmSnapshot  # this tick's increments, buckets cumulative over le
+    stable: ArmSnapshot
+
+
+class TickSource:
+    """One tick of traffic at a time, at the weight the rollout is at (mutable: it holds the RNG)."""
+
+    def __init__(self, rps: float, stable: Arm, canary: Arm, traffic: Traffic, rng: np.random.Generator) -> None:
+        self.rps, self.stable, self.canary, self.traffic, self.rng = rps, stable, canary, traffic, rng
+        pods = traffic.errors == "pods"
+        self.pod_rates = {
+            "canary": canary.error_rate * (rng.lognormal(0.0, traffic.pod_sigma, traffic.canary_pods) if pods else
+                                           np.ones(1)),
+            "stable": stable.error_rate * (rng.lognormal(0.0, traffic.pod_sigma, traffic.stable_pods) if pods else
+                                           np.ones(1)),
+        }
+
+    def _multipliers(self) -> tuple[float, float]:
+        k, rng = self.traffic.burst_shape, self.rng
+        if self.traffic.errors == "common":
+            g = float(rng.gamma(k, 1.0 / k))
+            return g, g
+        if self.traffic.errors == "independent":
+            return float(rng.gamma(k, 1.0 / k)), float(rng.gamma(k, 1.0 / k))
+        return 1.0, 1.0
+
+    def _errors(self, n: int, rates: np.ndarray, g: float) -> int:
+        split = self.rng.multinomial(n, np.full(rates.size, 1.0 / rates.size))  # even load balancing
+        return int(self.rng.binomial(split, np.minimum(rates * g, 1.0)).sum())
+
+    def tick(self, weight: float, seconds: float) -> Tick:
+        w = min(max(weight, 0.0), 100.0) / 100.0
+        rng, tr = self.rng, self.traffic
+        n_c, n_s = int(rng.poisson(self.rps * w * seconds)), int(rng.poisson(self.rps * (1 - w) * seconds))
+        g_c, g_s = self._multipliers()
+        scale = 1.0 + float(rng.uniform(-tr.latency_swing, tr.latency_swing)) if tr.latency_swing else 1.0
+        out = []
+        for n, arm, rates, g in ((n_c, self.canary, self.pod_rates["canary"], g_c),
+                                 (n_s, self.stable, self.pod_rates["stable"], g_s)):
+            x = self._errors(n, rates, g)
+            per_bucket = rng.multinomial(n, arm.bucket_probabilities(tr.bounds, scale))
+            out.append(_arm(n, x, per_bucket, tr.bounds))
+        return Tick(canary=out[0], stable=out[1])

@@ -12,8 +12,8 @@ import math
 from dataclasses import dataclass, field
 from enum import Enum
 
-from .counts import rate_limit_test, rate_ratio_test, upper_bound
-from .distribution import bucket_counts, fraction_above, histogram_quantile, mann_whitney_buckets
+from .counts import RatioTest, rate_limit_test, rate_ratio_test, upper_bound
+from .distribution import fraction_above, histogram_quantile
 from .verdicts import Action
 from .windows import ArmWindow
 
@@ -82,39 +82,70 @@ def _rate(x: float, n: float) -> float | None:
 # ---------------------------------------------------------------------------------------------- counts
 
 
+@dataclass(frozen=True)
+class _RatioPass:
+    ratio_within: bool  # the ratio's upper bound is at most r0
+    rate_within: bool  # the canary rate's upper bound is at most stable's + tolerance_pp
+    worse: bool  # significantly worse than stable at all (the strict rule's extra condition)
+    ub: float | None
+    bound: float
+
+
+def _ratio_pass(test: RatioTest, x_c: float, n_c: float, rate_s: float | None, *, phi: float, alpha: float,
+                tolerance_pp: float) -> _RatioPass:
+    any_errors = test.x_c + test.x_s > 0
+    ub = 100.0 * upper_bound(x_c / phi, n_c / phi, alpha) if n_c > 0 else None
+    bound = (rate_s or 0.0) + tolerance_pp
+    return _RatioPass(ratio_within=test.ci is not None and any_errors and test.ci[1] <= test.r0,
+                      rate_within=ub is not None and ub <= bound,
+                      worse=test.ci is not None and any_errors and test.ci[0] > 1.0, ub=ub, bound=bound)
+
+
 def error_ratio(canary: ArmWindow, stable: ArmWindow, *, r0: float, alpha: float, tolerance_pp: float,
-                anytime_p: float) -> Check:
-    """Canary 5xx rate against stable's: fails when the ratio is significantly above r0."""
+                anytime_p: float, dispersion: tuple[bool, float] | None = None,
+                strict: bool = False) -> Check:
+    """Canary 5xx rate against stable's: fails when the ratio is significantly above r0.
+
+    Passes when the canary is shown inside the user's limits: the ratio's upper bound is at most r0, or
+    the canary rate's upper bound at most stable's + tolerance_pp (strict: and not significantly worse
+    than stable at all). With overdispersed errors the counts are discounted by the variance inflation.
+    """
     name, action = "error_ratio", Action.ROLLBACK
     if None in (canary.requests, canary.errors, stable.requests, stable.errors):
         return no_data(name, action, "no 5xx or request counts for one of the arms")
     x_c, n_c, x_s, n_s = canary.errors, canary.requests, stable.errors, stable.requests
     assert x_c is not None and n_c is not None and x_s is not None and n_s is not None
-    test = rate_ratio_test(x_c, n_c, x_s, n_s, r0=r0, alpha=alpha)
+    detected, phi = dispersion if dispersion is not None else (False, 1.0)
+    phi = max(1.0, phi)
+    test = rate_ratio_test(x_c / phi, n_c / phi, x_s / phi, n_s / phi, r0=r0, alpha=alpha)
     rate_c, rate_s = _rate(x_c, n_c), _rate(x_s, n_s)
-    ub = 100.0 * upper_bound(x_c, n_c, alpha) if n_c > 0 else None
-    bound = (rate_s or 0.0) + tolerance_pp
+    ok = _ratio_pass(test, x_c, n_c, rate_s, phi=phi, alpha=alpha, tolerance_pp=tolerance_pp)
     # With no 5xx in either arm the +½ estimate is only the traffic split: show no ratio at all.
     ratio = test.ratio if x_c + x_s > 0 else None
-    # Passing needs the canary's rate bounded close to stable's on the absolute scale, and no
-    # significant evidence that it is worse than stable at all (the interval's lower end at most 1):
-    # a canary that is clearly worse never advances just because the absolute tolerance is lenient.
-    worse = test.ci is not None and x_c + x_s > 0 and test.ci[0] > 1.0
-    passes = n_c > 0 and n_s > 0 and ub is not None and ub <= bound and not worse
+    passes = n_c > 0 and n_s > 0 and (ok.ratio_within or ok.rate_within) and not (strict and ok.worse)
     summary = f"canary 5xx {pct(rate_c)} vs stable {pct(rate_s)}, ratio {_ratio_text(ratio, test.ci, alpha)}"
+    if detected:
+        summary += (f"; errors overdispersed (tick-to-tick variance ×{phi:.1f} of binomial), "
+                    "evidence discounted")
     return Check(
         name=name, action=action, status=Status.OK, summary=summary, unit="%", limit=r0,
         canary=rate_c, stable=rate_s, p_value=test.p_value, anytime_p_value=anytime_p,
         ratio=ratio, ci=test.ci, passes=passes,
-        pass_why=f"upper bound {pct(ub)} within stable + {tolerance_pp:g} pp = {pct(bound)}",
-        hold_why=(f"upper bound {pct(ub)} above stable + {tolerance_pp:g} pp = {pct(bound)}; "
-                  "not enough evidence either way yet" if ub is None or ub > bound else
-                  "significantly worse than stable, though not yet significantly above "
-                  f"{r0:g}×"),
+        pass_why=(f"ratio upper bound within {r0:g}×" if ok.ratio_within and not ok.rate_within else
+                  f"upper bound {pct(ok.ub)} within stable + {tolerance_pp:g} pp = {pct(ok.bound)}"),
+        hold_why=_ratio_hold_why(ok.ub, ok.bound, r0, tolerance_pp, strict_worse=strict and ok.worse),
         fail_why=f"ratio above {r0:g}× is significant",
         evidence={"canary_errors": x_c, "canary_requests": n_c, "stable_errors": x_s,
-                  "stable_requests": n_s, "upper_bound_pct": ub, "p0": test.p0},
+                  "stable_requests": n_s, "upper_bound_pct": ok.ub, "p0": test.p0, "dispersion_phi": phi,
+                  "dispersion_detected": float(detected)},
     )
+
+
+def _ratio_hold_why(ub: float | None, bound: float, r0: float, tolerance_pp: float, *, strict_worse: bool) -> str:
+    if strict_worse:
+        return f"significantly worse than stable (strict), though not yet significantly above {r0:g}×"
+    return (f"neither the ratio's upper bound within {r0:g}× nor the rate's upper bound {pct(ub)} within "
+            f"stable + {tolerance_pp:g} pp = {pct(bound)}; not enough evidence either way yet")
 
 
 def _ratio_text(ratio: float | None, ci: tuple[float, float] | None, alpha: float) -> str:
@@ -179,48 +210,6 @@ def latency_limit(name: str, action: Action, canary: ArmWindow, stable: ArmWindo
         fail_why=(f"significantly above {limit_ms:g} ms "
                   f"({100 * above / total if total else 0:.2f} % of requests over it)"),
         evidence={"requests_over_limit": above, "requests": total},
-    )
-
-
-def latency_ratio(canary: ArmWindow, stable: ArmWindow, *, max_ratio: float, alpha: float,
-                  anytime_p: float) -> Check:
-    """Canary P95 against max_ratio × stable P95.
-
-    H0 "canary P95 <= max_ratio × stable P95" is "at most 5 % of canary requests are slower than
-    max_ratio × stable P95", a count that has an exact and an anytime-valid test. Mann-Whitney on the
-    buckets says whether the canary is slower at all; a failure needs both, so a shift too small to
-    matter (or an interpolation artefact) does not roll back.
-    """
-    name, action = "latency_ratio", Action.ROLLBACK
-    if canary.buckets is None or stable.buckets is None:
-        return no_data(name, action, "no latency histogram for one of the arms", unit="ms")
-    p95_c = histogram_quantile(0.95, canary.buckets)
-    p95_s = histogram_quantile(0.95, stable.buckets)
-    if p95_c is None or p95_s is None:
-        return no_data(name, action, "no latency observations for one of the arms", unit="ms")
-    if [le for le, _ in canary.buckets] != [le for le, _ in stable.buckets]:
-        return no_data(name, action, "the arms' histograms have different buckets", unit="ms")
-    mw = mann_whitney_buckets(bucket_counts(canary.buckets), bucket_counts(stable.buckets))
-    threshold = max_ratio * p95_s
-    above, total = fraction_above(canary.buckets, threshold)
-    test = rate_limit_test(above, total, 0.05, alpha=alpha)
-    ratio = p95_c / p95_s if p95_s > 0 else None
-    passes = p95_c <= threshold
-    effect = "n/a" if mw.effect is None else f"{mw.effect:.2f}"
-    return Check(
-        name=name, action=action, status=Status.OK, unit="ms", limit=max_ratio,
-        summary=(f"canary P95 {ms(1000 * p95_c)} vs stable {ms(1000 * p95_s)}, ratio "
-                 f"{'n/a' if ratio is None else f'{ratio:.2f}×'}; Mann-Whitney A={effect} "
-                 f"(p={fmt_p(mw.p_value)})"),
-        canary=1000 * p95_c, stable=1000 * p95_s, p_value=mw.p_value, anytime_p_value=anytime_p,
-        ratio=ratio, passes=passes, significant_ok=mw.p_value < alpha,
-        pass_why=f"within {max_ratio:g}× stable",
-        hold_why=f"above {max_ratio:g}× stable but not significantly so yet",
-        fail_why=(f"{100 * above / total if total else 0:.1f} % of canary requests slower than "
-                  f"{max_ratio:g}× stable P95 ({ms(1000 * threshold)}), significantly above 5 %"),
-        evidence={"mann_whitney_u": mw.u, "mann_whitney_effect": mw.effect, "mann_whitney_z": mw.z,
-                  "exceedance_p_value": test.p_value, "requests_over_threshold": above,
-                  "threshold_ms": 1000 * threshold},
     )
 
 

@@ -209,7 +209,7 @@ def log_normal_prior(
 # grid step (~0.12 in log) loses little against a continuous prior. Simulated (5/25/50 % split, 0.5 %
 # stable errors, 1000 req per 30 s tick), rho = 5 is rejected in a median of 11 ticks and rho = 10 in 3;
 # centres 1.5-3 and sds 0.7-1.5 all land within a tick of this, so the choice is not delicate.
-DEFAULT_RATIO_PRIOR = log_normal_prior(2.0, 1.0)
+DEFAULT_RATIO_PRIOR = log_normal_prior(1.5, 0.7, hi=20.0, points=24)
 # The limit tests see every request as a trial, so small odds ratios (1.1-2: a 5.5-10 % error rate
 # against 5 %) are detectable within a step and get the weight.
 DEFAULT_LIMIT_PRIOR = log_normal_prior(1.5, 0.8, lo=1.05)

@@ -10,23 +10,22 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from . import checks
+from . import checks, latency_checks
 from .checks import Check, Status, limit_fraction
 from .counts import (
     LimitSequential,
-    RatioSequential,
     limit_sequential_start,
     limit_sequential_update,
-    ratio_sequential_start,
-    ratio_sequential_update,
 )
-from .distribution import fraction_above, histogram_quantile
+from .dispersion import RobustRatio, robust_ratio_start, robust_ratio_update
 from .durations import format_duration
+from .latency import ScaleSequential, scale_sequential_start, scale_sequential_update, surely_above
 from .settings import JudgeSettings
 from .snapshot import Snapshot
 from .verdicts import Action, Decision, Judgement, MetricResult, Verdict
 from .windows import ArmWindow, arm_window, fill_snapshot_baseline
 
+PAUSED_REASON = "paused: still judged for failure every interval"
 METRICS = ("error_ratio", "latency_ratio", "error_rate", "success_rate", "latency_p95", "latency_p99",
            "cpu", "memory")
 
@@ -35,8 +34,8 @@ METRICS = ("error_ratio", "latency_ratio", "error_rate", "success_rate", "latenc
 class Sequentials:
     """The anytime-valid tests; they run for the whole rollout, across steps."""
 
-    error_ratio: RatioSequential | None
-    latency_ratio: LimitSequential | None
+    error_ratio: RobustRatio | None
+    latency_ratio: ScaleSequential | None
     error_rate: LimitSequential | None
     success_rate: LimitSequential | None
     latency_p95: LimitSequential | None
@@ -77,8 +76,8 @@ def _fresh_sequentials(s: JudgeSettings) -> Sequentials:
         return None if limit_pct is None else limit_sequential_start(limit_fraction(limit_pct))
 
     return Sequentials(
-        error_ratio=None if s.error_ratio is None else ratio_sequential_start(s.error_ratio),
-        latency_ratio=None if s.latency_ratio is None else limit_sequential_start(0.05),
+        error_ratio=None if s.error_ratio is None else robust_ratio_start(s.error_ratio),
+        latency_ratio=None if s.latency_ratio is None else scale_sequential_start(s.latency_ratio),
         error_rate=lim(s.error_rate),
         success_rate=lim(None if s.success_rate is None else 100.0 - s.success_rate),
         latency_p95=None if s.latency_p95_ms is None else limit_sequential_start(0.05),
@@ -89,10 +88,10 @@ def _fresh_sequentials(s: JudgeSettings) -> Sequentials:
 # ---------------------------------------------------------------------------------------------- ticks
 
 
-def _update_sequentials(seq: Sequentials, inc_c: ArmWindow, inc_s: ArmWindow, step_s: ArmWindow,
-                        s: JudgeSettings, *, has_successes: bool) -> Sequentials:
+def _update_sequentials(seq: Sequentials, inc_c: ArmWindow, inc_s: ArmWindow, s: JudgeSettings, *,
+                        has_successes: bool) -> Sequentials:
     updates = {**_count_updates(seq, inc_c, inc_s, has_successes=has_successes),
-               **_latency_updates(seq, inc_c, step_s, s)}
+               **_latency_updates(seq, inc_c, inc_s, s)}
     return replace(seq, **updates) if updates else seq  # type: ignore[arg-type]
 
 
@@ -109,7 +108,7 @@ def _count_updates(seq: Sequentials, inc_c: ArmWindow, inc_s: ArmWindow, *,
                    has_successes: bool) -> dict[str, object]:
     updates: dict[str, object] = {}
     if (seq.error_ratio is not None and None not in (inc_c.errors, inc_c.requests, inc_s.errors, inc_s.requests)):
-        updates["error_ratio"] = ratio_sequential_update(
+        updates["error_ratio"] = robust_ratio_update(
             seq.error_ratio, inc_c.errors, inc_c.requests, inc_s.errors, inc_s.requests)  # type: ignore[arg-type]
     if seq.error_rate is not None and inc_c.errors is not None and inc_c.requests is not None:
         updates["error_rate"] = limit_sequential_update(seq.error_rate, inc_c.errors, inc_c.requests)
@@ -119,20 +118,17 @@ def _count_updates(seq: Sequentials, inc_c: ArmWindow, inc_s: ArmWindow, *,
     return updates
 
 
-def _latency_updates(seq: Sequentials, inc_c: ArmWindow, step_s: ArmWindow, s: JudgeSettings) -> dict[str, object]:
+def _latency_updates(seq: Sequentials, inc_c: ArmWindow, inc_s: ArmWindow, s: JudgeSettings) -> dict[str, object]:
     updates: dict[str, object] = {}
     if inc_c.buckets is None:
         return updates
     for name, limit_ms in (("latency_p95", s.latency_p95_ms), ("latency_p99", s.latency_p99_ms)):
         current = getattr(seq, name)
         if current is not None and limit_ms is not None:
-            above, total = fraction_above(inc_c.buckets, limit_ms / 1000.0)
+            above, total = surely_above(inc_c.buckets, limit_ms / 1000.0)
             updates[name] = limit_sequential_update(current, above, total)
-    if seq.latency_ratio is not None and s.latency_ratio is not None and step_s.buckets is not None:
-        p95_s = histogram_quantile(0.95, step_s.buckets)
-        if p95_s is not None:
-            above, total = fraction_above(inc_c.buckets, s.latency_ratio * p95_s)
-            updates["latency_ratio"] = limit_sequential_update(seq.latency_ratio, above, total)
+    if seq.latency_ratio is not None and inc_s.buckets is not None:
+        updates["latency_ratio"] = scale_sequential_update(seq.latency_ratio, inc_c.buckets, inc_s.buckets)
     return updates
 
 
@@ -167,9 +163,10 @@ def _check_plan(c: ArmWindow, st: ArmWindow, seq: Sequentials, s: JudgeSettings,
 
     return [
         ("error_ratio", R, comparison("error_ratio", s.error_ratio, lambda: checks.error_ratio(
-            c, st, r0=s.error_ratio, alpha=a, tolerance_pp=s.tolerance_pp, anytime_p=seq.p("error_ratio")))),
-        ("latency_ratio", R, comparison("latency_ratio", s.latency_ratio, lambda: checks.latency_ratio(
-            c, st, max_ratio=s.latency_ratio, alpha=a, anytime_p=seq.p("latency_ratio")))),
+            c, st, r0=s.error_ratio, alpha=a, tolerance_pp=s.tolerance_pp, anytime_p=seq.p("error_ratio"),
+            dispersion=_dispersion(seq), strict=s.strict))),
+        ("latency_ratio", R, comparison("latency_ratio", s.latency_ratio, lambda: latency_checks.latency_ratio(
+            c, st, max_ratio=s.latency_ratio, alpha=a, sequential=seq.latency_ratio))),
         ("error_rate", R, limited("error_rate", R, s.error_rate, lambda: checks.rate_limit(
             "error_rate", R, c.errors, c.requests, limit_pct=s.error_rate, alpha=a,
             anytime_p=seq.p("error_rate"), what="5xx"))),
@@ -186,6 +183,36 @@ def _check_plan(c: ArmWindow, st: ArmWindow, seq: Sequentials, s: JudgeSettings,
         ("memory", W, limited("memory", W, s.memory,
                               lambda: checks.utilisation("memory", c, st, limit_pct=s.memory))),
     ]
+
+
+def _dispersion(seq: Sequentials) -> tuple[bool, float] | None:
+    """(overdispersion detected, the variance inflation the step's counts are discounted by).
+
+    The pass rule discounts only dispersion the data shows, not the anytime test's caution before it can.
+    """
+    r = seq.error_ratio
+    return None if r is None or not r.ticks else (r.detected, r.phi if r.detected else 1.0)
+
+
+# How much of alpha each rollback metric's test may spend (weighted Holm, renormalised over the metrics
+# that have data). The error ratio is the test that usually decides and gets the most; an absolute limit is
+# crossed by far in the cases that matter, where a smaller share costs little time.
+ALPHA_WEIGHTS = {"error_ratio": 0.7, "latency_ratio": 0.2, "error_rate": 0.04, "success_rate": 0.03,
+                 "latency_p99": 0.03}
+
+
+def weighted_holm(p_values: Mapping[str, float], weights: Mapping[str, float]) -> dict[str, float]:
+    """Weighted Holm (Holm 1979): step down in order of p/w; each adjusted p is p·(remaining weight)/w."""
+    w = {name: weights.get(name, 1.0) for name in p_values}
+    ordered = sorted(p_values.items(), key=lambda kv: kv[1] / w[kv[0]])
+    remaining = sum(w.values())
+    adjusted: dict[str, float] = {}
+    running = 0.0
+    for name, p in ordered:
+        running = max(running, min(1.0, p * remaining / w[name]))
+        adjusted[name] = running
+        remaining -= w[name]
+    return adjusted
 
 
 def holm(p_values: Mapping[str, float]) -> dict[str, float]:
@@ -269,8 +296,13 @@ def _gate_reasons(c: ArmWindow, st: ArmWindow, elapsed: float, s: JudgeSettings,
     return reasons, canary_gate
 
 
-def observe(state: AnalysisState, snap: Snapshot, settings: JudgeSettings) -> tuple[Judgement, AnalysisState]:
-    """Judge one tick. `snap` holds cumulative counters; the state knows the step start and last tick."""
+def observe(state: AnalysisState, snap: Snapshot, settings: JudgeSettings, *,
+            paused: bool = False) -> tuple[Judgement, AnalysisState]:
+    """Judge one tick. `snap` holds cumulative counters; the state knows the step start and last tick.
+
+    `paused`: the rollout is paused (or timed out) while the canary still serves traffic. The tick is
+    judged for failure only: the decision is rollback or hold, never advance, and no timeout.
+    """
     s = settings
     if state.baseline is None:
         state = replace(state, baseline=snap, last=snap, step_started_at=min(state.step_started_at, snap.t))
@@ -283,7 +315,7 @@ def observe(state: AnalysisState, snap: Snapshot, settings: JudgeSettings) -> tu
     c = arm_window(snap.canary, baseline.canary)
     st = arm_window(snap.stable, baseline.stable)
     seq = _update_sequentials(state.sequentials, arm_window(snap.canary, last.canary),
-                              arm_window(snap.stable, last.stable), st, s,
+                              arm_window(snap.stable, last.stable), s,
                               has_successes=snap.canary.successes is not None)
     weight = snap.weight if snap.weight is not None else state.weight
     stable_expected = weight is None or weight < 100
@@ -295,7 +327,10 @@ def observe(state: AnalysisState, snap: Snapshot, settings: JudgeSettings) -> tu
     gates_met = not gate_reasons
     results, waiting = _settle_all(raw, seen, s, canary_gate=canary_gate, gates_met=gates_met)
 
-    decision, reasons, timed_out = _decide(results, waiting, gate_reasons, elapsed, s)
+    if paused:
+        decision, reasons, timed_out = _decide_paused(results)
+    else:
+        decision, reasons, timed_out = _decide(results, waiting, gate_reasons, elapsed, s)
     judgement = Judgement(decision=decision, at=snap.t, reasons=tuple(reasons), metrics=results,
                           gates_met=gates_met, timed_out=timed_out, canary_requests=c.requests or 0.0,
                           stable_requests=st.requests or 0.0, elapsed=elapsed)
@@ -305,13 +340,13 @@ def observe(state: AnalysisState, snap: Snapshot, settings: JudgeSettings) -> tu
 
 def _settle_all(raw: list[Check], seen: frozenset[str], s: JudgeSettings, *, canary_gate: bool,
                 gates_met: bool) -> tuple[tuple[MetricResult, ...], set[str]]:
-    """Every metric's verdict, with Holm's correction across the rollback metrics' anytime p-values."""
+    """Every metric's verdict, with weighted Holm across the rollback metrics' anytime p-values."""
     # A metric that never had data has no source: shown as skipped, it does not block.
     raw = [checks.skipped(ch.name, ch.action, f"no data source ({ch.summary})", ch.unit)
            if ch.status is Status.NO_DATA and ch.name not in seen else ch for ch in raw]
     family = {ch.name: ch.anytime_p_value for ch in raw
               if ch.status is Status.OK and ch.action is Action.ROLLBACK and ch.anytime_p_value is not None}
-    adjusted = holm(family)  # type: ignore[arg-type]
+    adjusted = weighted_holm(family, ALPHA_WEIGHTS)  # type: ignore[arg-type]
     settled = [_settle(ch, adjusted.get(ch.name), alpha=s.alpha, canary_gate=canary_gate, gates_met=gates_met)
                for ch in raw]
     return tuple(r for r, _ in settled), {r.name for r, w in settled if w}
@@ -330,6 +365,19 @@ def _decide(results: Iterable[MetricResult], waiting: set[str], gate_reasons: li
     reasons = [*gate_reasons, *(m.reason for m in results
                                 if m.verdict is Verdict.INCONCLUSIVE and m.name not in waiting), *warnings]
     return _hold_or_timeout(reasons, elapsed, s)
+
+
+def _decide_paused(results: tuple[MetricResult, ...]) -> tuple[Decision, list[str], bool]:
+    failed = [m.reason for m in results if m.verdict is Verdict.FAIL]
+    if failed:
+        return Decision.ROLLBACK, failed, False
+    return Decision.HOLD, [PAUSED_REASON, *(m.reason for m in results if m.verdict is Verdict.WARN)], False
+
+
+def observe_failure_only(state: AnalysisState, snap: Snapshot,
+                         settings: JudgeSettings) -> tuple[Judgement, AnalysisState]:
+    """`observe(..., paused=True)`: a paused canary with traffic is still rolled back when it fails."""
+    return observe(state, snap, settings, paused=True)
 
 
 def _advance_head(results: list[MetricResult]) -> str:

@@ -58,6 +58,9 @@ class JudgeBase:
     tolerance_pp: float = _setting(
         1.0, "A step passes when the canary error rate's upper bound is at most stable's + this many points",
         "points")
+    # The older, stricter pass rule: also no significant evidence that the canary is worse than stable at all.
+    strict: bool = _setting(
+        False, "A step passes only if the canary is also not significantly worse than stable at all", "bool")
 
 
 @dataclass(frozen=True)
