@@ -174,10 +174,19 @@ class Controller:
         now = self.clock()
         self.last_tick_at = now
         if not self.leadership.is_leader:
-            # Followers do not judge; they keep their view current from the routes, and retry a rollback
-            # they took (from an alert, say) whose write failed.
+            # Followers do not judge. They retry a rollback they took (from an alert, say) whose write
+            # failed, and keep their view current from the routes: once per interval (a command does not
+            # need it fresh: a stale view is refused by the route's compare-and-set and decided again),
+            # and each tick while a read is failing, so that the problem clears as soon as it reads again.
+            calm = []
             for w in self.workers.values():
-                w.post(Tick(now, ArmSnapshot(), ArmSnapshot()) if w.pending_rollback is not None else Refresh())
+                if w.pending_rollback is not None:
+                    w.post(Tick(now, ArmSnapshot(), ArmSnapshot()))
+                elif w.error is not None:
+                    w.post(Refresh())
+                else:
+                    calm.append(w)
+            self._refresh_views(now, calm)
             return 0
         progressing, active = self._select()
         # Another replica may have paused or rolled back: the leader's view of the canaries it does not
