@@ -117,7 +117,7 @@ class RouterActuator:
 
 class GuardedActuator:
     """An actuator whose writes first pass `check`, which raises ActuationError to refuse them; reads
-    always go through. The leader guard is one (not the leader: no write)."""
+    always go through. The leader guard (leader.py) is one: a follower writes only rollbacks and pauses."""
 
     def __init__(self, inner: Actuator, check: Callable[[], None]) -> None:
         self.inner = inner

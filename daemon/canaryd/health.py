@@ -1,4 +1,4 @@
-"""What is degraded, and why: one registry that `/readyz`'s detail and /metrics read.
+"""What is degraded, and why: one registry that `/readyz`'s detail (`healthy`, `problems`, `?verbose`) reads.
 
 None of it makes the readiness probe fail: a replica whose Prometheus or API server is down must
 still take the webhook and the manual rollback (server.py).
