@@ -22,6 +22,9 @@ from canaryd.analysis.verdicts import Decision, Judgement
 from simulation import Arm, TickSource, Traffic
 
 
+ORACLE_WEIGHT = 50.0
+
+
 @dataclass(frozen=True)
 class Outcome:
     outcome: str  # rollback | promoted | paused | running (still at a step at the horizon)
@@ -79,7 +82,8 @@ def drive(rps: float, stable: Arm, canary: Arm, traffic: Traffic, seed: int, set
     t = 0.0
     while t < horizon - 1e-9:
         t += interval
-        tick = source.tick(weight, interval)
+        # Once the judge has decided, the oracle reads on at the weight of the last step with a stable arm.
+        tick = source.tick(min(weight, ORACLE_WEIGHT) if result is not None else weight, interval)
         oracle.add(t, tick.canary.errors, tick.canary.requests, tick.stable.errors, tick.stable.requests)
         if result is not None:
             if oracle.at is not None or oracle.k <= oracle.r0:

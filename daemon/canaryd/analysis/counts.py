@@ -204,12 +204,13 @@ def log_normal_prior(
 # Why these priors: the judge must catch canaries 1.5x-5x over the allowed ratio (true ratio 3x-10x with
 # r0 = 2) from tens to hundreds of errors. A mixture pays roughly log(1/weight) of evidence for the
 # components near the truth, so weight is centred at odds ratio 2 (rho = 4 when r0 = 2), sd 1 in log
-# space: odds ratios 1.3-5 keep weights within a factor ~3 of the peak; tiny effects (thousands of
-# errors needed anyway) and huge ones (caught after a handful of errors at any weight) get little. The
-# grid step (~0.12 in log) loses little against a continuous prior. Simulated (5/25/50 % split, 0.5 %
-# stable errors, 1000 req per 30 s tick), rho = 5 is rejected in a median of 11 ticks and rho = 10 in 3;
-# centres 1.5-3 and sds 0.7-1.5 all land within a tick of this, so the choice is not delicate.
-DEFAULT_RATIO_PRIOR = log_normal_prior(1.5, 0.7, hi=20.0, points=24)
+# space, on odds ratios 1.1-30: odds ratios 1.3-5 keep weights within a factor ~3 of the peak; tiny
+# effects (thousands of errors needed anyway) and huge ones (caught after a handful of errors at any
+# weight) get little. Measured against an oracle SPRT that knows the true ratio, over whole simulated
+# rollouts (bench/decision_quality.py): centres 1.5-2.5 and sds 0.7-1.2 land within a tick of each
+# other; this one is the best compromise between 3x (slow, needs weight near 1.5) and 10x (fast, a tick
+# lost is 1.5x the oracle's time).
+DEFAULT_RATIO_PRIOR = log_normal_prior(2.0, 1.0, hi=30.0, points=28)
 # The limit tests see every request as a trial, so small odds ratios (1.1-2: a 5.5-10 % error rate
 # against 5 %) are detectable within a step and get the weight.
 DEFAULT_LIMIT_PRIOR = log_normal_prior(1.5, 0.8, lo=1.05)

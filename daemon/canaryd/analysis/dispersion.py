@@ -35,7 +35,7 @@ MIN_TICKS = 2  # below this no estimate from the data, only the prior
 # Until the ticks can show it, assume some burstiness: V = PRIOR_V on the first tick, × PRIOR_DECAY on the
 # next, none after PRIOR_TICKS. Without it the first tick, which cannot show its own dispersion, would be read
 # as binomial (and its peak kept for good); kept longer, it would slow detections at high traffic (large v).
-PRIOR_V = 0.5
+PRIOR_V = 0.1
 PRIOR_DECAY = 0.3
 PRIOR_TICKS = 2
 GATE_P = 0.01  # the data's V is used once the share's chi-square says "not binomial" at this level
