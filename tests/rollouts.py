@@ -21,7 +21,6 @@ from canaryd.analysis.snapshot import ArmSnapshot, Snapshot
 from canaryd.analysis.verdicts import Decision, Judgement
 from simulation import Arm, TickSource, Traffic
 
-
 ORACLE_WEIGHT = 50.0
 
 
