@@ -763,6 +763,10 @@ def launch_ha_daemons(canaries: int, workdir: Path, fake: FakeKube) -> list[Cana
 
 
 def run_ha(args: argparse.Namespace, workdir: Path) -> str:
+    # One canary per alert, warm-up included: a canary rolled back is at 0 replicas, and a second rollout
+    # of it would wait for its pods (a new start scales the canary up first), which this does not measure.
+    canaries = max(args.canaries, args.alerts + args.warmup)
+    args = argparse.Namespace(**{**vars(args), "canaries": canaries})
     procs: list[CanarydProcess] = []
     bare = None
     with FakeKube(tokens=[*HA_CLIENTS, BENCH_CLIENT]).in_thread() as fake:
