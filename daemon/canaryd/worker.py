@@ -24,6 +24,7 @@ from .config import CanaryConfig
 from .health import Health
 from .metrics import MetricObservation, Metrics
 from .notify import Event, Notifier
+from .notify_formats import transitions
 from .rollout import Phase, Rollout, Trigger
 
 log = logging.getLogger("canaryd.worker")
@@ -393,6 +394,8 @@ class CanaryWorker:
                     await self._persist()
             elif isinstance(effect, ro.Notify):
                 self._notify(effect)
+        for notice in transitions(old, self.rollout, effects):  # started, advanced, paused, ...
+            self._notify(notice)
         self._report(judgement)
 
     async def _write(self, action: Callable[[], Any]) -> bool:
