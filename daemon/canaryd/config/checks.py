@@ -63,7 +63,10 @@ def _merge(defaults: Mapping[str, Any], own: Mapping[str, Any]) -> dict[str, Any
     merged = dict(defaults)
     for key in _DEFAULTS.keys():
         if key == "thresholds":
-            merged[key] = {**defaults.get(key, {}), **own.get(key, {})} if _valid(own.get(key, {})) else _FAIL
+            base, mine = defaults.get(key, {}), own.get(key, {})
+            # Either side may have failed validation (already reported): then so does the merge.
+            ok = isinstance(base, Mapping) and isinstance(mine, Mapping) and _valid(mine)
+            merged[key] = {**base, **mine} if ok else _FAIL
         elif key in own:
             merged[key] = own[key]
     return merged

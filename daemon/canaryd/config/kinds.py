@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import json
 import math
 import re
 import types
@@ -66,12 +67,32 @@ def _show(value: object) -> str:
         return "a list" if value else "an empty list"
     if isinstance(value, Mapping):
         return "a mapping"
+    if isinstance(value, int) and abs(value) >= 10**60:  # repr() of a huge int is slow, then refused
+        return f"an integer of about {len(format(value, 'x')) * 1.2:.0f} digits"
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def _join(path: str, key: object) -> str:
-    return f"{path}.{key}" if path else str(key)
+    """`path.key`, or `path["key"]` escaped when the key is not a plain name (a line break or a dot in it
+    would make the problem two lines or name another place); a key that is not a string as its repr."""
+    text = str(key)  # YAML's 1: or 2020-01-01: keys read as they were written
+    if _PLAIN_KEY.fullmatch(text):
+        return f"{path}.{text}" if path else text
+    shown = json.dumps(key) if isinstance(key, str) else repr(key)
+    return f"{path}[{shown if len(shown) <= 60 else shown[:57] + '...'}]"
+
+
+# What str.splitlines() breaks at: none of it may stay raw in a one-line problem.
+_LINE_BREAKS = re.compile("[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """`text` with every line break escaped, as repr() would write it."""
+    return _LINE_BREAKS.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 def _anchored(pattern: str) -> str:
@@ -185,7 +206,13 @@ class _Number(_Kind):
         return self.what
 
     def convert(self, value: Any) -> Any:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.must(value)
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # an int beyond any float, such as 10**400
+            finite = False
+        if not finite:
             raise self.must(value)
         above = value > self.lo if self.lo_open else value >= self.lo
         if not (above and value <= self.hi):
@@ -213,6 +240,10 @@ _RATIO = _Number("a number of at least 1 (canary / stable)", 1)
 _DURATION_PATTERN = r"^\s*(\+?(\d+(\.\d*)?|\.\d+)|((\d+(\.\d+)?|\.\d+)(ms|d|h|m|s))+)\s*$"
 
 
+# Far beyond any real interval or timeout, and far below where a timer or format_duration overflows (1e305 s).
+_MAX_DURATION = 366 * 86400.0
+
+
 @dataclass(frozen=True)
 class _Duration(_Kind):
     positive: bool = True
@@ -227,8 +258,12 @@ class _Duration(_Kind):
             if e.negative:
                 raise _Invalid(f"must not be negative, got {_show(value)}; use {DURATION_FORM}") from None
             raise self.must(value) from None
+        except OverflowError:  # an int beyond any float, such as 10**400
+            raise self.must(value) from None
         if self.positive and seconds <= 0:
             raise _Invalid(f"must be greater than 0, got {_show(value)}; use {DURATION_FORM}")
+        if seconds > _MAX_DURATION:
+            raise _Invalid(f"must be at most 366d, got {_show(value)}; use {DURATION_FORM}")
         return seconds
 
     def dump(self, value: Any) -> Any:
@@ -375,50 +410,6 @@ class _Steps(_Kind):
 
     def json(self) -> dict[str, Any]:
         return {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 1, "maximum": 100}}
-
-
-_HEADER_NAME = r"[A-Za-z0-9!#$%&'*+.^_`|~-]+"  # an HTTP token (RFC 9110)
-# Set by canaryd itself, or a secret that belongs in a file rather than in the config.
-_RESERVED_HEADERS = ("authorization", "host", "content-type", "content-length", "connection",
-                     "transfer-encoding", "proxy-authorization")
-
-
-@dataclass(frozen=True)
-class _Headers(_Kind):
-    """HTTP headers sent with every request: a mapping in YAML, a tuple of (name, value) pairs in python."""
-
-    def allowed(self) -> str:
-        return "a mapping of HTTP header name to a string value, such as {X-Scope-OrgID: tenant-1}"
-
-    def parse(self, value: object, ctx: _Ctx, path: str) -> Any:
-        if value is None:
-            return ()
-        if not isinstance(value, Mapping):
-            ctx.add(path, f"must be {self.allowed()}, got {_show(value)}")
-            return _FAIL
-        out, ok = [], True
-        for name, text in value.items():
-            where = _join(path, name)
-            if not isinstance(name, str) or not re.fullmatch(_HEADER_NAME, name):
-                ctx.add(where, "is not an HTTP header name (letters, digits and !#$%&'*+.^_`|~-)")
-                ok = False
-            elif name.lower() in _RESERVED_HEADERS:
-                ctx.add(where, "is set by canaryd; give credentials with authorization or basic_auth, "
-                               "which read them from a file")
-                ok = False
-            elif not isinstance(text, str) or "\n" in text or "\r" in text:
-                ctx.add(where, f"must be a one-line string (quote numbers), got {_show(text)}")
-                ok = False
-            else:
-                out.append((name, text))
-        return tuple(out) if ok else _FAIL
-
-    def dump(self, value: Any) -> Any:
-        return types.MappingProxyType(dict(value))
-
-    def json(self) -> dict[str, Any]:
-        return {"type": ["object", "null"], "propertyNames": {"pattern": _anchored(_HEADER_NAME)},
-                "additionalProperties": {"type": "string", "pattern": r"^[^\r\n]*$"}}
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from .checks import _merge, _valid, check_all
-from .kinds import _Ctx, _show
+from .kinds import _Ctx, _show, one_line
 from .model import AlertRule, AnalysisSettings, CanaryConfig, Config, extend_alerts
 from .schema import _TOP, VERSION, construct
 
@@ -18,7 +18,7 @@ class ConfigError(Exception):
     """The configuration is invalid. `problems` lists every problem found, one line each."""
 
     def __init__(self, problems: list[str]) -> None:
-        self.problems = list(problems)
+        self.problems = [one_line(p) for p in problems]  # a value or key quoted in one cannot break it
         super().__init__("\n".join(self.problems))
 
     def __str__(self) -> str:
@@ -75,7 +75,11 @@ def _yaml_problem(source: str, error: yaml.YAMLError) -> str:
         where = f"line {mark.line + 1}, column {mark.column + 1}"
         context = f" ({error.context})" if error.context else ""
         return f"{source}: {where}: invalid YAML: {error.problem}{context}; fix the syntax at that line"
-    return f"{source}: (top level): invalid YAML: {error}"
+    if isinstance(error, yaml.reader.ReaderError):  # its str() is two lines
+        char = chr(error.character) if isinstance(error.character, int) else error.character
+        return (f"{source}: character {error.position + 1}: invalid YAML: unacceptable character "
+                f"{char!r}; remove it or write it as an escape in a double-quoted string")
+    return f"{source}: (top level): invalid YAML: {' '.join(str(error).split())}"
 
 
 def load_config(path: str | Path) -> Config:
@@ -88,14 +92,22 @@ def load_config(path: str | Path) -> Config:
     except UnicodeDecodeError as e:
         raise ConfigError([f"{source}: (file): not UTF-8 text at byte {e.start}; save the file as UTF-8"]) from None
     try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
-        if data is None:
-            # An empty file is a mistake (a wrong path, an empty ConfigMap key), not a request for defaults.
-            raise ConfigError([f"{source}: (file): the file is empty; a config is a mapping of sections such as "
-                               "canaries:, or {} for every default (see examples/canaryd.yaml)"])
+        data = _read_yaml(text, source)
         return parse_config(data, source)
-    except yaml.YAMLError as e:
-        raise ConfigError([_yaml_problem(source, e)]) from None
     except RecursionError:
         raise ConfigError([f"{source}: (file): nested too deeply to read; a canaryd config is at most a few "
                            "levels deep (see examples/canaryd.yaml)"]) from None
+
+
+def _read_yaml(text: str, source: str) -> object:
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.YAMLError as e:
+        raise ConfigError([_yaml_problem(source, e)]) from None
+    except ValueError as e:  # an integer of more digits than python converts (int_max_str_digits)
+        raise ConfigError([f"{source}: (file): cannot read a value: {e}; write a number of a sensible size"]) from None
+    if data is None:
+        # An empty file is a mistake (a wrong path, an empty ConfigMap key), not a request for defaults.
+        raise ConfigError([f"{source}: (file): the file is empty; a config is a mapping of sections such as "
+                           "canaries:, or {} for every default (see examples/canaryd.yaml)"])
+    return data
