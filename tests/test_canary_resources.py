@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,9 @@ from canaryd.daemon import Daemon
 from canaryd.kube import KubeNotFound
 from canaryd.rollout import AlreadyDone
 from fake_kube import FakeKube, RequestRecord
+from http_helpers import request
 from servers import ExporterProcess, PrometheusServer, free_port, missing_binaries
-from test_cli_cluster import deployment, virtual_service
+from test_cli_cluster import deployment, kube_args, run_cli, virtual_service
 
 ROOT = Path(__file__).resolve().parent.parent
 NS = "orion"
@@ -159,6 +161,30 @@ async def test_recorder_sends_one_identical_event_per_minute_per_object() -> Non
     now[0] += SPAM_WINDOW + 1
     assert await recorder.record(canary, event)  # the event expired: a new one
     assert len(api.created) == 3
+
+
+# --------------------------------------------------------------------------------- canaryd status
+def test_status_command_reads_the_canary_object(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with FakeKube().in_thread() as fake:
+        fake.add(virtual_service("auth-split", 75, 25))  # a route the default naming would not find
+        obj = canary_object("auth-service")
+        obj["spec"]["route"] = "auth-split"
+        fake.add(obj)
+        status = canary_status(running("progressing", 1, 25), generation=1, now=1_700_000_100.0)
+        code, body = request("PATCH", f"{fake.url}{CNR}/auth-service/status", {"status": status},
+                             {"Authorization": "Bearer leader"}, "application/merge-patch+json")
+        assert code == 200, body
+        code, out, err = run_cli(capsys, "status", "auth-service", *kube_args(fake, tmp_path, "cli"))
+        assert code == 0, err
+        assert "istio route auth-split" in out and "weight    canary 25 % / stable 75 %" in out
+        assert "resource  Canary orion/auth-service: Progressing" in out
+        assert "  Ready=True (Accepted)" in out
+        code, out, err = run_cli(capsys, "status", "auth-service", "-o", "json", *kube_args(fake, tmp_path, "cli"))
+        assert code == 0 and json.loads(out)["resource_status"]["weight"] == 25
+        fake.unserve("canaryd.io", "v1alpha1")  # no CRD in the cluster: the route alone
+        fake.add(virtual_service("auth-service"))
+        code, out, err = run_cli(capsys, "status", "auth-service", *kube_args(fake, tmp_path, "cli"))
+        assert code == 0 and "resource" not in out and "istio route auth-service" in out
 
 
 # ------------------------------------------------------------------------------------- end to end

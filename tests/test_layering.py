@@ -28,6 +28,8 @@ RULES: dict[str, tuple[str, ...]] = {
                         "canaryd.server", "canaryd.commands", "canaryd.routers", "canaryd.kube"),
     "canaryd.metrics": IO_EDGES,
     "canaryd.alerts": IO_EDGES,
+    "canaryd.canary_status": IO_EDGES + ("canaryd.config",),  # a Canary's status and Events, pure
+    "canaryd.crd": IO_EDGES,  # the CRD, generated from the config model
 }
 NEVER = ("canaryd_demo", "tests", "conftest", "pytest")  # the product never imports the demo or test support
 

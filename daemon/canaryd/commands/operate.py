@@ -1,5 +1,8 @@
 """`canaryd status|promote|rollback SERVICE`: act on the cluster directly, as the seed's manual steps do.
 
+`status` also shows the Canary object of that name when the cluster has one (its phase and conditions),
+and without --config reads the route and arms its spec names.
+
 The route's `canaryd.io/state` annotation is updated in the same write as the weights, so a running
 daemon sees what was done and does not undo it.
 """
@@ -8,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -71,15 +75,42 @@ def _state(saved: Mapping[str, Any] | None, phase: Phase, *, decision: str, reas
                              at=time.time()).to_json()
 
 
+async def _canary_object(kube, config, canary, args) -> tuple[dict[str, Any] | None, Any]:
+    """The Canary object of this name, if the cluster has one, and the canary it declares (its spec names
+    the route and arms) unless a --config names them."""
+    from ..canary_resources import canary_config, defaults_as_written
+    from ..kube.canaries import CANARY
+    try:
+        obj = await kube.get_custom(CANARY, canary.namespace, canary.name)
+    except KubeError:  # none, no CRD, or not allowed to read it: the route alone tells
+        return None, canary
+    if not getattr(args, "config", None):
+        with contextlib.suppress(ConfigError):
+            canary = canary_config(obj, defaults_as_written(config.defaults))
+    return obj, canary
+
+
+def _print_canary_object(obj: Mapping[str, Any]) -> None:
+    status = obj.get("status") or {}
+    print(f"resource  Canary {obj['metadata'].get('namespace')}/{obj['metadata'].get('name')}: "
+          f"{status.get('phase', 'no status yet')}")
+    for c in status.get("conditions") or ():
+        message = f": {c['message']}" if c.get("message") else ""
+        print(f"  {c.get('type')}={c.get('status')} ({c.get('reason')}){message}")
+
+
 async def _status(args, config, canary) -> int:
-    kube, act = await _actuator(config, canary)
+    from ..kube_actuator import KubeActuator, router_for
+    kube = await connect_cluster(config)
     async with kube:
-        route = await act.router.read()
+        obj, canary = await _canary_object(kube, config, canary, args)
+        route = await KubeActuator(kube, router_for(kube, canary), canary).router.read()
     state = dict(route.state or {})
     if args.output == "json":
         print(json.dumps({"namespace": canary.namespace, "name": canary.name, "route": canary.route,
                           "mesh": canary.settings.mesh.value, "weight": route.canary_weight,
-                          "stable_weight": route.stable_weight, "state": state}, indent=2))
+                          "stable_weight": route.stable_weight, "state": state,
+                          **({"resource_status": obj.get("status") or {}} if obj is not None else {})}, indent=2))
         return 0
     steps = canary.settings.traffic_steps
     last = state.get("last_decision") or {}
@@ -97,6 +128,8 @@ async def _status(args, config, canary) -> int:
         print(f"decision  {last.get('decision')} (trigger {last.get('trigger')})")
         for reason in last.get("reasons") or []:
             print(f"  - {reason}")
+    if obj is not None:
+        _print_canary_object(obj)
     return 0
 
 
