@@ -1,7 +1,9 @@
 """The seed's procedures on a real cluster: weights through the mesh's router, promotion and rollback
 on the Deployments.
 
-- promote: stable's images := canary's; wait for stable's rollout; weights 100/0; canary to 0 replicas.
+- before the first weight: the canary is scaled to the replicas it needs (`prepare_canary`), and gets
+  traffic only once they are available.
+- promote: stable's pod template := canary's (patches.promoted_template); wait for stable's rollout; weights 100/0; canary to 0 replicas.
   A rollout that does not finish within progress_deadline stops the promotion with the canary still
   serving, so traffic is never moved onto a broken stable.
 - rollback: weights 100/0, then the canary to 0 replicas.
@@ -20,6 +22,7 @@ from typing import Any
 from .actuator import ActuationError, Actuator, RouterActuator
 from .config import CanaryConfig, Config
 from .kube import KubeClient, KubeError, KubeNotFound, container_images
+from .kube.rollout import progress_deadline_exceeded, rollout_status, template_hash
 from .routers import make_router
 from .routers.base import Router
 
@@ -44,17 +47,40 @@ class KubeActuator(RouterActuator):
             if not images:
                 raise ActuationError(f"Deployment {ns}/{c.canary.deployment} has no containers to promote")
             stable = await self.kube.get_deployment(ns, c.stable.deployment)
-            wanted = {name: image for name, image in images.items() if name in container_images(stable)}
-            if not wanted:
+            if not images.keys() & container_images(stable).keys():  # not two arms of one app
                 raise ActuationError(f"Deployment {ns}/{c.stable.deployment} has none of the canary's containers "
                                      f"({', '.join(images)})")
-            await self.kube.set_images(ns, c.stable.deployment, wanted)
+            # The whole pod template (env, resources, volumes, annotations), not only the images.
+            await self.kube.copy_template(ns, c.stable.deployment, canary)
             await self.kube.wait_for_rollout(ns, c.stable.deployment, timeout=c.settings.progress_deadline,
                                              poll_interval=self.poll_interval)
         except KubeError as e:
             raise ActuationError(f"promotion stopped before moving traffic: {e}") from e
         await self.set_weight(0, {**state, "weight": 0})  # the state says what the route now has
         await self._scale_down("promoted")
+
+    async def prepare_canary(self) -> tuple[bool, str, str | None]:
+        """Scale the canary up to the replicas it needs (canary_replicas, else stable's count) if it has
+        fewer; then (available?, why, its pod template's version). One look, never a wait: the canary's
+        task asks again until the pods are available or progress_deadline has passed."""
+        c = self.canary
+        ns, name = c.namespace, c.canary.deployment
+        try:
+            canary = await self.kube.get_deployment(ns, name)
+            want = c.settings.canary_replicas
+            if want is None:
+                stable = await self.kube.get_deployment(ns, c.stable.deployment)
+                want = max(1, _replicas(stable))
+            have = _replicas(canary)
+            version = template_hash(canary)
+            if have < want:
+                await self.kube.scale(ns, name, want)
+                return False, f"Deployment {ns}/{name} scaled from {have} to {want} replicas", version
+        except KubeError as e:
+            raise ActuationError(f"cannot scale the canary up: {e}") from e
+        done, why = rollout_status(canary)
+        failed = progress_deadline_exceeded(canary)
+        return done and failed is None, f"Deployment {ns}/{name}: {failed or why}", version
 
     async def rollback(self, state: Mapping[str, Any], *, emergency: bool = False) -> None:
         await self.set_weight(0, state)
@@ -71,6 +97,11 @@ class KubeActuator(RouterActuator):
             log.info("canary Deployment is gone; nothing to scale down", extra={"deployment": f"{ns}/{name}"})
         except KubeError as e:
             raise ActuationError(f"{done}, but scaling the canary down failed: {e}", route_written=True) from e
+
+
+def _replicas(deployment: Mapping[str, Any]) -> int:
+    replicas = (deployment.get("spec") or {}).get("replicas", 1)
+    return replicas if isinstance(replicas, int) else 1
 
 
 def router_for(kube: KubeClient | None, c: CanaryConfig, *, mesh: str | None = None) -> Router:

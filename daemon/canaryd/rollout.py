@@ -16,6 +16,7 @@ from .analysis import judge
 from .analysis.judge import AnalysisState, JudgeSettings
 from .analysis.snapshot import ArmSnapshot, Snapshot
 from .analysis.verdicts import Decision, Judgement
+from .arm_totals import add_arm, zero_snapshot
 from .report import timeline
 
 HISTORY = 50  # decisions kept per canary
@@ -108,6 +109,10 @@ class Rollout:
     analysis: AnalysisState | None = field(default=None, repr=False)
     counters: Snapshot | None = field(default=None, repr=False)  # cumulative since the rollout began
     last_judged_at: float | None = None
+    preparing: bool = False  # progressing at 0 % until the canary's pods are available
+    preparing_since: float | None = None
+    version: str | None = None  # the canary pod template being judged (kube.template_hash)
+    source_down_since: float | None = None  # Prometheus unreadable since; the step timer stops meanwhile
     # The report page's per-tick numbers, the last timeline.TICKS of them; in memory only, not in the API.
     ticks: tuple[timeline.TickEntry, ...] = field(default=(), repr=False)
 
@@ -124,6 +129,8 @@ class Rollout:
             "auto_promote": self.auto_promote,
             "last_decision": self.last_decision,
             "history": list(self.history),
+            "preparing": self.preparing,
+            "version": self.version,
         }
 
     def persisted(self) -> dict[str, Any]:
@@ -136,7 +143,7 @@ class Rollout:
                           started_at=self.started_at, paused_reason=self.paused_reason,
                           awaiting_promotion=self.awaiting_promotion,
                           last_decision={k: last.get(k) for k in ("decision", "trigger", "at", "reasons")} if last else None,
-                          history=self.history)
+                          history=self.history, preparing=self.preparing, version=self.version)
 
 
 @dataclass(frozen=True)
@@ -157,6 +164,8 @@ class SavedState:
     awaiting_promotion: bool = False
     last_decision: Mapping[str, Any] | None = None
     history: tuple[Mapping[str, Any], ...] = ()
+    preparing: bool = False
+    version: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -170,6 +179,8 @@ class SavedState:
             "last_decision": None if self.last_decision is None else dict(self.last_decision),
             "trigger": (self.last_decision or {}).get("trigger"),
             "history": list(self.history),
+            "preparing": self.preparing,
+            "version": self.version,
         }
 
     @classmethod
@@ -186,7 +197,9 @@ class SavedState:
                    started_at=_float(saved.get("started_at")), paused_reason=saved.get("paused_reason"),
                    awaiting_promotion=bool(saved.get("awaiting_promotion", False)),
                    last_decision=last if isinstance(last, Mapping) else None,
-                   history=tuple(h for h in saved.get("history") or () if isinstance(h, Mapping))[-HISTORY:])
+                   history=tuple(h for h in saved.get("history") or () if isinstance(h, Mapping))[-HISTORY:],
+                   preparing=bool(saved.get("preparing", False)),
+                   version=saved["version"] if isinstance(saved.get("version"), str) else None)
 
     def concluded(self, phase: Phase, *, decision: str, trigger: Trigger, reason: str, at: float) -> SavedState:
         """The state after a promotion or rollback made outside a rollout's own decisions."""
@@ -202,7 +215,8 @@ def resume(r: Rollout, saved: Mapping[str, Any], now: float) -> Rollout:
     started = st.step_started_at
     out = replace(r, phase=phase, step=step, weight=weight, step_started_at=started, started_at=st.started_at,
                   paused_reason=st.paused_reason, awaiting_promotion=st.awaiting_promotion,
-                  last_decision=st.last_decision, history=st.history)
+                  last_decision=st.last_decision, history=st.history, preparing=st.preparing,
+                  preparing_since=now if st.preparing else None, version=st.version)
     if phase is Phase.PROMOTING:
         # Nothing finishes a promotion cut short by a restart: wait for POST .../promote to run it again.
         out = replace(out, phase=Phase.PAUSED, awaiting_promotion=True,
@@ -220,14 +234,6 @@ def _float(x: object) -> float | None:
         return None if x is None else float(x)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
-
-
-def zero_snapshot(t: float, weight: float | None) -> Snapshot:
-    # Every counter starts unknown, not at 0: the first increments then set them all at once, so that the
-    # step's baseline never holds requests from one moment and 2xx or 5xx from a later one (that read
-    # as a 0 % success rate), and a counter with no query (errors: null) stays "no data", not 0.
-    empty = ArmSnapshot()
-    return Snapshot(t=t, canary=empty, stable=empty, weight=weight)
 
 
 # ---------------------------------------------------------------------------------------------- records
@@ -252,7 +258,10 @@ def _record(r: Rollout, *, at: float, decision: str, trigger: Trigger, reasons: 
 # ---------------------------------------------------------------------------------------------- transitions
 
 
-def start(r: Rollout, now: float, *, step: int = 0, reason: str | None = None) -> tuple[Rollout, list[Effect]]:
+def start(r: Rollout, now: float, *, step: int = 0, reason: str | None = None,
+          waiting: str | None = None, version: str | None = None) -> tuple[Rollout, list[Effect]]:
+    """`waiting`: why the canary's pods are not available yet; the rollout then holds at 0 % until
+    `pods_ready`."""
     if r.phase is Phase.PROGRESSING:
         raise AlreadyDone(f"already progressing at {r.weight} %")
     if r.phase in ACTIVE:
@@ -262,10 +271,52 @@ def start(r: Rollout, now: float, *, step: int = 0, reason: str | None = None) -
     out = replace(r, phase=Phase.PROGRESSING, step=step, weight=weight, step_started_at=now, started_at=now,
                   paused_reason=None, awaiting_promotion=False, history=(), last_decision=None, ticks=(),
                   analysis=judge.start(r.settings, now, weight=weight), counters=zero_snapshot(now, weight),
-                  last_judged_at=None)
+                  last_judged_at=None, preparing=False, preparing_since=None, version=version or r.version,
+                  source_down_since=None)
     out = _record(out, at=now, decision="start", trigger=Trigger.START,
                   reasons=[reason or f"rollout started at step {step + 1} of {len(r.steps)}: {weight} %"])
+    if waiting is not None:  # the state is saved at 0 %: every replica, and a restart, see it waiting
+        return _await_pods(out, now, waiting), [SetWeight(0)]
     return out, [SetWeight(weight)]
+
+
+def _await_pods(r: Rollout, now: float, why: str) -> Rollout:
+    out = replace(r, weight=0, preparing=True, preparing_since=now, analysis=None, counters=None)
+    return _record(out, at=now, decision="hold", trigger=Trigger.START,
+                   reasons=[f"no traffic until the canary's pods are available: {why}"])
+
+
+def pods_ready(r: Rollout, now: float, why: str) -> tuple[Rollout, list[Effect]]:
+    """The canary's pods are available: its step's weight is written and the analysis starts now."""
+    if not r.preparing or r.phase is not Phase.PROGRESSING:
+        return r, []
+    weight = r.steps[r.step]
+    out = replace(r, weight=weight, preparing=False, preparing_since=None, step_started_at=now,
+                  analysis=judge.start(r.settings, now, weight=weight), counters=zero_snapshot(now, weight),
+                  last_judged_at=None, source_down_since=None)
+    out = _record(out, at=now, decision="resume", trigger=Trigger.START,
+                  reasons=[f"canary pods available ({why}); step {r.step + 1} of {len(r.steps)}: {weight} %"])
+    return out, [SetWeight(weight)]
+
+
+def pods_late(r: Rollout, now: float, deadline: float, why: str) -> Rollout:
+    """The canary's pods did not become available within progress_deadline: hold (paused), no traffic."""
+    reason = (f"the canary's pods are not available after progress_deadline {deadline:g}s ({why}); "
+              "no traffic was sent to it; POST .../resume to wait again, or roll back")
+    out = replace(r, phase=Phase.PAUSED, paused_reason=reason)
+    return _record(out, at=now, decision="hold", trigger=Trigger.TIMEOUT, reasons=[reason])
+
+
+def restart(r: Rollout, now: float, version: str, reason: str) -> tuple[Rollout, list[Effect]]:
+    """A new canary version during a rollout: traffic back to 0 % until its pods are available, then
+    the first step, judged afresh (what was judged so far was another version)."""
+    if r.phase not in (Phase.PROGRESSING, Phase.PAUSED) or version == r.version:
+        return r, []
+    out = replace(r, phase=Phase.PROGRESSING, step=0, paused_reason=None, awaiting_promotion=False,
+                  version=version, last_judged_at=None, source_down_since=None, step_started_at=now)
+    out = _record(out, at=now, decision="restart", trigger=Trigger.START, reasons=[reason])
+    return _await_pods(out, now, "a new canary version is rolling out"), [
+        SetWeight(0), Notify("restart", Trigger.START, (reason,))]
 
 
 def accumulate(r: Rollout, now: float, canary: ArmSnapshot, stable: ArmSnapshot) -> Rollout:
@@ -275,28 +326,11 @@ def accumulate(r: Rollout, now: float, canary: ArmSnapshot, stable: ArmSnapshot)
                                         weight=r.weight))
 
 
-def add_arm(total: ArmSnapshot, inc: ArmSnapshot) -> ArmSnapshot:
-    """Cumulative counters plus one increment; gauges as last read."""
-    def plus(a: float | None, b: float | None) -> float | None:
-        if b is None:
-            return a
-        return b if a is None else a + b
-
-    buckets = total.buckets
-    if inc.buckets is not None:
-        if buckets is not None and [le for le, _ in buckets] == [le for le, _ in inc.buckets]:
-            buckets = tuple((le, a + b) for (le, a), (_, b) in zip(buckets, inc.buckets, strict=True))
-        else:
-            buckets = inc.buckets  # first histogram, or a new bucket layout: start over from here
-    return ArmSnapshot(requests=plus(total.requests, inc.requests), errors=plus(total.errors, inc.errors),
-                       successes=plus(total.successes, inc.successes), buckets=buckets,
-                       cpu=inc.cpu, memory=inc.memory)
-
-
 def judge_tick(r: Rollout, now: float) -> tuple[Rollout, list[Effect], Judgement | None]:
     """Judge the counters accumulated so far, and act on the decision."""
-    if r.phase is not Phase.PROGRESSING or r.analysis is None or r.counters is None:
+    if r.phase is not Phase.PROGRESSING or r.preparing or r.analysis is None or r.counters is None:
         return r, [], None
+    r = data_back(r, now)
     snap = replace(r.counters, t=now, weight=r.weight)
     judgement, analysis = judge.observe(r.analysis, snap, r.settings)
     r = replace(r, analysis=analysis, last_judged_at=now)
@@ -335,6 +369,28 @@ def source_down(r: Rollout, now: float, reason: str) -> Rollout:
     return _record(r, at=now, decision="hold", trigger=Trigger.SOURCE, reasons=[f"no data: {reason}"])
 
 
+def data_missing(r: Rollout, now: float) -> Rollout:
+    """Mark the start of a data outage (kept at its first moment)."""
+    if r.phase is not Phase.PROGRESSING or r.source_down_since is not None:
+        return r
+    return replace(r, source_down_since=now)
+
+
+def data_back(r: Rollout, now: float) -> Rollout:
+    """Data again after an outage: the step's timers (ours and the judge's) move forward by the gap, so
+    that time without data counts neither toward step_duration nor toward max_step_duration."""
+    since = r.source_down_since
+    if since is None:
+        return r
+    gap = max(0.0, now - since)
+    out = replace(r, source_down_since=None)
+    if r.step_started_at is not None:
+        out = replace(out, step_started_at=r.step_started_at + gap)
+    if r.analysis is not None:
+        out = replace(out, analysis=replace(r.analysis, step_started_at=r.analysis.step_started_at + gap))
+    return out
+
+
 def _rollback(r: Rollout, trigger: Trigger, reasons: tuple[str, ...] | list[str], *,
               emergency: bool = False) -> tuple[Rollout, list[Effect]]:
     out = replace(r, phase=Phase.ROLLED_BACK, weight=0, paused_reason=None, awaiting_promotion=False)
@@ -361,6 +417,17 @@ def promotion_failed(r: Rollout, now: float, error: str) -> Rollout:
     reason = f"promotion stopped, canary still serving: {error}"
     out = replace(r, phase=Phase.PAUSED, paused_reason=reason, awaiting_promotion=True)
     return _record(out, at=now, decision="hold", trigger=Trigger.MANUAL, reasons=[reason])
+
+
+def retune(r: Rollout, settings: JudgeSettings, now: float) -> Rollout:
+    """New limits (a reload): the anytime tests start again with them, from the next tick's counters;
+    the step keeps its start time."""
+    if settings == r.settings or r.analysis is None:
+        return replace(r, settings=settings)
+    fresh = replace(judge.start(settings, now, weight=r.analysis.weight), step_started_at=r.analysis.step_started_at)
+    out = replace(r, settings=settings, analysis=fresh)
+    return _record(out, at=now, decision="hold", trigger=Trigger.MANUAL,
+                   reasons=["config reloaded with new limits: the analysis of this step starts again with them"])
 
 
 def step_for_weight(steps: tuple[int, ...], weight: int) -> int:
@@ -411,6 +478,9 @@ def _resume(r: Rollout, now: float, trigger: Trigger, why: str) -> tuple[Rollout
         raise TransitionError(f"cannot resume: the canary is {r.phase.value}")
     if r.awaiting_promotion:
         raise TransitionError("the last step has passed: promote it, or roll it back")
+    if r.preparing:  # still no traffic: wait for the canary's pods again, for a new progress_deadline
+        r = replace(r, phase=Phase.PROGRESSING, paused_reason=None, preparing_since=now)
+        return _record(r, at=now, decision="resume", trigger=trigger, reasons=[why]), []
     # A new window at the same step: the step's timer restarts, the anytime evidence carries on.
     analysis = r.analysis or judge.start(r.settings, now, weight=r.weight)
     if r.counters is None:

@@ -1,7 +1,10 @@
 """Passive start: canaryd begins a rollout when the cluster says one has begun.
 
 - The canary Deployment's pod template changes (a new image, say) and the new version becomes
-  available: watched, with a re-list after 410 Gone.
+  available: watched, with a re-list after 410 Gone. A change during a rollout restarts it from the
+  first step with the new version (CanaryWorker.new_version). At start-up (the first list), a canary
+  Deployment still rolling out, or whose template is not the version its rollout state names, counts
+  as changed: a restarted daemon does not miss a release made while it was down.
 - An operator sets the canary's weight above 0 by hand (`kubectl patch`, as in the seed): seen when
   the route is read, once per analysis interval, for canaries that are not already in a rollout.
 """
@@ -9,23 +12,25 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any
 
-from .controller import Controller
+from .controller import COMMAND_TIMEOUT, Controller
 from .health import Health
 from .kube import KubeClient, KubeError, container_images, rollout_status
-from .rollout import ACTIVE, TransitionError, Trigger
+from .kube.rollout import template_hash
+from .rollout import ACTIVE, Phase, TransitionError, Trigger
 
 log = logging.getLogger("canaryd.watcher")
 
 
-def template_hash(deployment: Mapping[str, Any]) -> str:
-    template = deployment.get("spec", {}).get("template", {})
-    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
+JUDGED = (Phase.PROGRESSING, Phase.PAUSED)  # a new version restarts these rollouts
+
+
+def _rolling_out(deployment: Mapping[str, Any]) -> bool:
+    replicas = deployment.get("spec", {}).get("replicas", 1)
+    return not rollout_status(deployment)[0] and replicas != 0
 
 
 class DeploymentWatcher:
@@ -62,8 +67,13 @@ class DeploymentWatcher:
         digest = template_hash(obj)
         before = self.known.get(ref)
         self.known[ref] = digest
-        if before is not None and before != digest:
+        if self._changed(key, before, digest, obj):
             self.pending[ref] = digest
+            worker = self.controller.workers.get(key)
+            if worker is not None and worker.rollout.phase in JUDGED and worker.rollout.version != digest:
+                images = ", ".join(f"{c}={i}" for c, i in container_images(obj).items())
+                await self._restart(key, digest, f"canary Deployment {ref} changed during the rollout ({images}): "
+                                                 "the new version is judged again from the first step")
         if self.pending.get(ref) != digest:
             return
         done, _ = rollout_status(obj)
@@ -72,6 +82,26 @@ class DeploymentWatcher:
         del self.pending[ref]
         images = ", ".join(f"{c}={i}" for c, i in container_images(obj).items())
         await self._start(key, f"canary Deployment {ref} changed and is available ({images})")
+
+    def _changed(self, key: str, before: str | None, digest: str, obj: Mapping[str, Any]) -> bool:
+        if before is not None:
+            return before != digest
+        # First sight (start-up, or a canary added by a reload): what happened while nobody watched.
+        worker = self.controller.workers.get(key)
+        version = worker.rollout.version if worker is not None else None
+        return (version is not None and version != digest) or (
+            _rolling_out(obj) and (worker is None or worker.rollout.phase not in ACTIVE))
+
+    async def _restart(self, key: str, digest: str, reason: str) -> None:
+        worker = self.controller.workers.get(key)
+        if worker is None or not self.controller.leadership.is_leader:
+            return  # the leader restarts it; a follower reads the result from the route
+        try:
+            await asyncio.wait_for(worker.new_version(digest, reason), COMMAND_TIMEOUT)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # the route write failed, say: the worker's status says so
+            log.warning("could not restart the rollout for a new version", extra={"canary": key, "error": str(e)})
 
     async def _start(self, key: str, reason: str, step: int = 0) -> None:
         ns, name = key.split("/", 1)

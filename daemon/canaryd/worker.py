@@ -26,6 +26,7 @@ from .metrics import MetricObservation, Metrics
 from .notify import Event, Notifier
 from .notify_formats import transitions
 from .rollout import Phase, Rollout, Trigger
+from .worker_pods import CanaryPods, CheckPods, NewVersion
 
 log = logging.getLogger("canaryd.worker")
 
@@ -73,7 +74,7 @@ class _Item:
     done: asyncio.Future[Any] | None = field(default=None)
 
 
-Message = Tick | SourceDown | Refresh | ObserveRoute | Command | Callable[[], None]
+Message = Tick | SourceDown | Refresh | ObserveRoute | Command | CheckPods | NewVersion | Callable[[], None]
 
 
 def new_rollout(c: CanaryConfig) -> Rollout:
@@ -81,7 +82,7 @@ def new_rollout(c: CanaryConfig) -> Rollout:
                    auto_promote=c.settings.auto_promote)
 
 
-class CanaryWorker:
+class CanaryWorker(CanaryPods):
     def __init__(self, config: CanaryConfig, actuator: Actuator, *, metrics: Metrics, notifier: Notifier | None,
                  clock: Callable[[], float] = time.time, dry_run: bool = False, health: Health | None = None) -> None:
         self.config = config
@@ -99,6 +100,7 @@ class CanaryWorker:
         self._route_weight: int | None = None
         self._failure: ActuationError | None = None  # the last write's error
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._pods_poller: asyncio.Task[None] | None = None
         self._report()
 
     @property
@@ -163,13 +165,18 @@ class CanaryWorker:
         return await done
 
     def reconfigure(self, config: CanaryConfig) -> None:
-        """A reloaded config: the next steps and judgements use it; the current position is kept."""
+        """A reloaded config: the next steps and judgements use it; the current position is kept. New
+        limits restart the anytime tests with them (ro.retune): their limits are fixed when they start."""
         def apply() -> None:
             self.config = config
-            settings = config.settings.judge_settings()
-            self.rollout = replace(self.rollout, steps=config.settings.traffic_steps, settings=settings,
-                                   auto_promote=config.settings.auto_promote)
+            r = replace(self.rollout, steps=config.settings.traffic_steps, auto_promote=config.settings.auto_promote)
+            self.rollout = ro.retune(r, config.settings.judge_settings(), self.clock())
         self._queue.put_nowait(_Item(apply))
+
+    async def new_version(self, version: str, reason: str) -> dict[str, Any]:
+        """The canary's pod template is now `version` (the watcher saw it change): a rollout in progress
+        starts again from the first step with it (ro.restart); otherwise nothing happens."""
+        return await self._ask(NewVersion(version, reason))
 
     async def refresh(self, *, at_start: bool = False) -> None:
         await self._ask(Refresh(at_start))
@@ -194,6 +201,8 @@ class CanaryWorker:
             await self._serve()
         except asyncio.CancelledError:
             self.health.clear(f"canary {self.key}")  # stopped on purpose (shutdown, removed by a reload)
+            if self._pods_poller is not None:
+                self._pods_poller.cancel()
             raise
         except Exception:  # _serve() guards each message; this is the last line
             log.exception("canary task died", extra={"canary": self.key})
@@ -216,6 +225,7 @@ class CanaryWorker:
             else:
                 if item.done is not None and not item.done.done():
                     item.done.set_result(result)
+            self._watch_pods()
 
     # ------------------------------------------------------------------------------------------ handling
 
@@ -230,6 +240,10 @@ class CanaryWorker:
             self._source_down(message)
         elif isinstance(message, Command):
             await self._command(message)
+        elif isinstance(message, CheckPods):
+            await self._check_pods()
+        elif isinstance(message, NewVersion):
+            await self._new_version(message)
         else:
             message()
         return self.status()
@@ -246,6 +260,10 @@ class CanaryWorker:
                 self._set_error(None)  # the route reads again: a follower never writes to clear it
 
     def _source_down(self, message: SourceDown) -> None:
+        if self.rollout.preparing:
+            return  # no traffic, nothing judged: an outage changes nothing
+        # The step's timer stops until data returns (ro.data_back): an outage is no evidence of a hold.
+        self.rollout = ro.data_missing(self.rollout, message.now)
         if ro.due(self.rollout, message.now, self.config.settings.interval):
             self.rollout = replace(ro.source_down(self.rollout, message.now, message.reason),
                                    last_judged_at=message.now)
@@ -332,6 +350,8 @@ class CanaryWorker:
         old = self.rollout
         new, effects = ro.command(old, cmd.verb, now, trigger=cmd.trigger, reason=cmd.reason,
                                   emergency=cmd.emergency, step=cmd.step)
+        if cmd.verb == "start":  # valid (ro.command raised otherwise): first the canary's pods
+            new, effects = await self._start(old, now, cmd)
         if not effects and _position(new.persisted()) != _position(old.persisted()):
             effects = [ro.SetWeight(new.weight)]  # a pause or resume is saved on the route: every replica sees it
         await self._commit(old, new, effects, None)

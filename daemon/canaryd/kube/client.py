@@ -18,7 +18,7 @@ from canaryd import __version__
 from . import leader_election, watch
 from .errors import KubeError, RolloutFailed, RolloutTimeout, client_errors, map_error
 from .lazy import kubernetes
-from .patches import JSON_PATCH, MERGE_PATCH, has_test_op, image_patch, read_modify_write
+from .patches import JSON_PATCH, MERGE_PATCH, has_test_op, image_patch, read_modify_write, template_patch
 from .resources import JSON, CustomResource, WatchEvent
 from .rollout import progress_deadline_exceeded, rollout_status
 
@@ -222,6 +222,18 @@ class KubeClient:
         return await read_modify_write(
             lambda: self.get_deployment(namespace, name),
             lambda dep: image_patch(dep, images),
+            lambda ops: self.patch_deployment(namespace, name, ops),
+            attempts=attempts,
+        )
+
+    async def copy_template(
+        self, namespace: str, name: str, source: Mapping[str, Any], *, attempts: int = 5
+    ) -> JSON:
+        """Give Deployment `name` the pod template of Deployment `source` (see patches.promoted_template);
+        returns the patched deployment, whose metadata.generation is the one to wait for."""
+        return await read_modify_write(
+            lambda: self.get_deployment(namespace, name),
+            lambda dep: template_patch(dep, source),
             lambda ops: self.patch_deployment(namespace, name, ops),
             attempts=attempts,
         )

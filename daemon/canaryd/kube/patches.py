@@ -7,6 +7,7 @@ that no longer holds, which the API server answers with 422).
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
@@ -83,6 +84,55 @@ def image_patch(deployment: Mapping[str, Any], images: Mapping[str, str]) -> lis
         ops.append({"op": "replace" if "image" in containers[index[name]] else "add",
                     "path": f"{base}/image", "value": image})
     return ops
+
+
+def _template(deployment: Mapping[str, Any]) -> JSON:
+    template = deployment.get("spec", {}).get("template")
+    return template if isinstance(template, dict) else {}
+
+
+def promoted_template(stable: Mapping[str, Any], canary: Mapping[str, Any]) -> JSON:
+    """Stable's pod template after a promotion: the canary's whole template (containers, env, resources,
+    volumes, annotations, ...), except that stable keeps every pod label it has. Those carry its
+    Deployment's selector and what routes to it (an Istio subset's `version: stable`, say); a label
+    only the canary has is added."""
+    template = copy.deepcopy(_template(canary))
+    stable_labels = (_template(stable).get("metadata") or {}).get("labels") or {}
+    meta = template.setdefault("metadata", {})
+    meta["labels"] = {**(meta.get("labels") or {}), **stable_labels}
+    return template
+
+
+def template_patch(stable: Mapping[str, Any], canary: Mapping[str, Any]) -> list[JSON]:
+    """A JSON patch giving stable the canary's pod template (see `promoted_template`): one op per value
+    that differs (an image is `replace .../containers/0/image`), guarded by stable's resourceVersion."""
+    ops: list[JSON] = [{"op": "test", "path": "/metadata/resourceVersion",
+                        "value": stable["metadata"]["resourceVersion"]}]
+    if not isinstance((stable.get("spec") or {}).get("template"), dict):
+        return [*ops, {"op": "add", "path": "/spec/template", "value": promoted_template(stable, canary)}]
+    _diff("/spec/template", _template(stable), promoted_template(stable, canary), ops)
+    return ops
+
+
+def _diff(path: str, old: Any, new: Any, ops: list[JSON]) -> None:
+    """RFC 6902 ops turning `old` into `new`: dicts key by key, equal-length lists item by item."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        ops.extend({"op": "remove", "path": f"{path}/{_escape(k)}"} for k in old if k not in new)
+        for k, v in new.items():
+            if k not in old:
+                ops.append({"op": "add", "path": f"{path}/{_escape(k)}", "value": v})
+            elif old[k] != v:
+                _diff(f"{path}/{_escape(k)}", old[k], v, ops)
+    elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for i, (a, b) in enumerate(zip(old, new, strict=True)):
+            if a != b:
+                _diff(f"{path}/{i}", a, b, ops)
+    else:
+        ops.append({"op": "replace", "path": path, "value": new})
+
+
+def _escape(key: str) -> str:
+    return str(key).replace("~", "~0").replace("/", "~1")
 
 
 def ns_name(obj: Mapping[str, Any]) -> str:

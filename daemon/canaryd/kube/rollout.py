@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,3 +34,9 @@ def progress_deadline_exceeded(deployment: Mapping[str, Any]) -> str | None:
         if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
             return str(cond.get("message") or "progress deadline exceeded")
     return None
+
+
+def template_hash(deployment: Mapping[str, Any]) -> str:
+    """The version of a Deployment's pod template: what a new release changes (replicas excluded)."""
+    template = deployment.get("spec", {}).get("template", {})
+    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
