@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from canaryd.canary_events import SPAM_WINDOW, EventRecorder, ObjectRef
-from canaryd.canary_resources import canary_config, defaults_as_written
+from canaryd.canary_resources import canary_config, defaults_as_written, merge_patch
 from canaryd.canary_status import canary_status, comparable, invalid_status, transitions
 from canaryd.config import AnalysisSettings, ConfigError, parse_config
 from canaryd.daemon import Daemon
@@ -71,6 +71,16 @@ def test_spec_reads_over_the_file_defaults() -> None:
     assert c.settings.step_duration == 20 and c.settings.max_step_duration == 60
     assert c.settings.thresholds.error_rate == 2 and c.settings.thresholds.latency_p95_ms == 300
     assert c.canary.backend == "x-canary"
+
+
+def test_a_status_write_removes_what_the_new_status_no_longer_has() -> None:
+    old = {"phase": "Progressing", "stepStartedAt": "t", "lastDecision": {"decision": "advance", "trigger": "x"}}
+    new = {"phase": "Succeeded", "lastDecision": {"decision": "promoted"}}
+    patch = merge_patch(old, new)
+    assert patch == {"stepStartedAt": None, "phase": "Succeeded", "lastDecision": {"trigger": None,
+                                                                                   "decision": "promoted"}}
+    from fake_kube import apply_merge_patch
+    assert apply_merge_patch(old, patch) == new
 
 
 # ------------------------------------------------------------------------------- status and events

@@ -79,6 +79,15 @@ def _spec_path(problem: str) -> str:
     return problem.replace("canaries[0].", "spec.").replace("canaries[0]:", "spec:")
 
 
+def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """`new` as a merge patch over `old`: a key `new` no longer has is written null, which removes it."""
+    out: dict[str, Any] = {k: None for k in old if k not in new}
+    for k, v in new.items():
+        before = old.get(k)
+        out[k] = merge_patch(before, v) if isinstance(v, Mapping) and isinstance(before, Mapping) else v
+    return out
+
+
 @dataclass
 class _Entry:
     obj: JSON
@@ -136,7 +145,10 @@ class CanaryResources:
                 log.warning("Canary objects cannot be listed; is the CRD installed (deploy/crd)?",
                             extra={"namespace": namespace or "*", "error": str(e)})
             except KubeError as e:
-                log.warning("Canary watch failed; retrying", extra={"namespace": namespace or "*", "error": str(e)})
+                hint = ("; a namespaced Role reaches only its namespace: list them in "
+                        "kubernetes.canary_resources.namespaces" if namespace is None and "403" in str(e) else "")
+                log.warning("Canary watch failed; retrying" + hint,
+                            extra={"namespace": namespace or "*", "error": str(e)})
             await asyncio.sleep(delay)
             delay = min(RETRY[1], delay * 2)
 
@@ -247,7 +259,7 @@ class CanaryResources:
                 continue
             shown = self._written.get(key) or entry.obj.get("status") or {}
             if comparable(status) != comparable(shown):
-                writes.append((key, status))
+                writes.append((key, status, merge_patch(shown, status)))
             if key in statuses and entry.problem is None and key not in self._conflicts:
                 await self._events(key, entry, statuses[key])
         await self._write(writes)
@@ -264,19 +276,19 @@ class CanaryResources:
             return None  # not running yet: the next pass
         return canary_status(running, generation=entry.generation, now=now, previous=shown)
 
-    async def _write(self, writes: list[tuple[str, dict[str, Any]]]) -> None:
+    async def _write(self, writes: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> None:
         gate = asyncio.Semaphore(WRITE_CONCURRENCY)
 
-        async def one(key: str, status: dict[str, Any]) -> None:
+        async def one(key: str, status: dict[str, Any], patch: dict[str, Any]) -> None:
             namespace, _, name = key.partition("/")
             async with gate:
                 try:
-                    await self.api.patch_status(namespace, name, status)
+                    await self.api.patch_status(namespace, name, patch)
                     self._written[key] = status
                 except KubeError as e:
                     log.warning("Canary status not written", extra={"canary": key, "error": str(e)})
 
-        await asyncio.gather(*(one(k, s) for k, s in writes))
+        await asyncio.gather(*(one(*w) for w in writes))
 
     async def _events(self, key: str, entry: _Entry, status: Mapping[str, Any]) -> None:
         before, self._seen[key] = self._seen.get(key), dict(status)
