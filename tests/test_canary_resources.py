@@ -369,3 +369,64 @@ async def test_canary_objects_roll_out_with_status_and_events(prometheus_env: tu
             await until(lambda: "orion/late" not in daemon.controller.workers, 3, "the late Canary to go")
             vs = fake.get_object("virtualservices", NS, "late")
             assert vs is not None and vs["spec"]["http"][-1]["route"][1]["weight"] == 0, "traffic left on the canary"
+
+
+# ------------------------------------------------------------------------------ batched, leader only
+class StubController:
+    """What CanaryResources reads of the controller: its config, its canaries' statuses, reload."""
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.statuses: dict[str, dict[str, Any]] = {}
+        self.reloads = 0
+
+    def canaries(self) -> list[dict[str, Any]]:
+        return list(self.statuses.values())
+
+    def tick_interval(self) -> float:
+        return 1.0
+
+    async def reload(self, config: Any) -> None:
+        self.reloads += 1
+        self.config = config
+        for c in config.canaries:
+            self.statuses.setdefault(c.key, running("idle", -1, 0, name=c.name, last_decision=None))
+
+
+class StubApi(FakeEvents):
+    def __init__(self) -> None:
+        super().__init__()
+        self.status_writes: list[tuple[str, dict[str, Any]]] = []
+
+    async def patch_status(self, namespace: str, name: str, status: Any) -> Any:
+        self.status_writes.append((name, dict(status)))
+        return status
+
+
+async def test_a_tick_of_1000_unchanged_canaries_writes_nothing() -> None:
+    from canaryd.canary_resources import CanaryResources
+    from canaryd.kube import WatchEvent
+    from canaryd.leadership import Leadership
+
+    file = parse_config({}, "file")
+    controller, api, leadership = StubController(file), StubApi(), Leadership(leading=False)
+    resources = CanaryResources(controller, api, file, leadership=leadership,  # type: ignore[arg-type]
+                                clock=lambda: 1_700_000_000.0)
+    for i in range(1000):
+        obj = canary_object(f"c{i}")
+        obj["metadata"].update(uid=f"u{i}", generation=1, resourceVersion=str(i))
+        resources._on_event(WatchEvent("ADDED", obj))
+    await resources.apply()
+    assert controller.reloads == 1 and len(controller.config.canaries) == 1000
+    await resources.publish()
+    assert api.status_writes == [], "a follower writes no status"
+    leadership.set(True)
+    await resources.publish()
+    assert len(api.status_writes) == 1000  # the first pass shows each one
+    await resources.publish()
+    assert len(api.status_writes) == 1000, "nothing changed: no write"
+    controller.statuses["orion/c7"] = running("progressing", 0, 5, name="c7")
+    await resources.publish()
+    assert [name for name, _ in api.status_writes[1000:]] == ["c7"]
+    await resources.apply()
+    assert controller.reloads == 1, "the same Canaries: no reload"
