@@ -40,6 +40,8 @@ CONTRACT = [
     "canaryd_router_updates_total",
     "canaryd_is_leader",
     "canaryd_build_info",
+    "canaryd_config_reload_success",
+    "canaryd_config_reloads_total",
 ]
 
 
@@ -291,6 +293,8 @@ GOLDEN_SCRAPE = (
     '# HELP canaryd_build_info Always 1; the version label names the build.',
     "# HELP canaryd_canary_phase 1 for the canary's current rollout phase, 0 for the others.",
     '# HELP canaryd_canary_weight Canary traffic share in percent (0-100).',
+    '# HELP canaryd_config_reload_success 1 if the last config reload was applied, 0 if it was refused (the running config stays).',
+    '# HELP canaryd_config_reloads_total Config reloads (SIGHUP or a changed file), by outcome.',
     '# HELP canaryd_decisions_total Analysis decisions made, by decision.',
     '# HELP canaryd_is_leader 1 if this replica is the leader and acts.',
     '# HELP canaryd_metric_p_value p-value of the latest test of each judged metric.',
@@ -305,6 +309,8 @@ GOLDEN_SCRAPE = (
     '# TYPE canaryd_build_info gauge',
     '# TYPE canaryd_canary_phase gauge',
     '# TYPE canaryd_canary_weight gauge',
+    '# TYPE canaryd_config_reload_success gauge',
+    '# TYPE canaryd_config_reloads_total counter',
     '# TYPE canaryd_decisions_total counter',
     '# TYPE canaryd_is_leader gauge',
     '# TYPE canaryd_metric_p_value gauge',
@@ -345,6 +351,9 @@ GOLDEN_SCRAPE = (
     'canaryd_canary_phase{canary="auth-service",namespace="orion",phase="succeeded"} 0.0',
     'canaryd_canary_weight{canary="api",namespace="billing"} 100.0',
     'canaryd_canary_weight{canary="auth-service",namespace="orion"} 0.0',
+    'canaryd_config_reload_success 1.0',
+    'canaryd_config_reloads_total{outcome="refused"} 0.0',
+    'canaryd_config_reloads_total{outcome="success"} 0.0',
     'canaryd_decisions_total{canary="api",decision="advance",namespace="billing"} 0.0',
     'canaryd_decisions_total{canary="api",decision="hold",namespace="billing"} 0.0',
     'canaryd_decisions_total{canary="api",decision="rollback",namespace="billing"} 0.0',

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from canaryd.analysis import judge
 from canaryd.analysis.snapshot import ArmSnapshot
 from canaryd.config import parse_config
 from canaryd.metrics import Metrics
@@ -147,3 +149,23 @@ async def test_an_outage_does_not_count_toward_the_steps_timer(setup: tuple[Cana
     assert worker.rollout.weight == 25, worker.status()
     assert not [w for w in actuator.writes if w[0] == "rollback"]
     assert [w for what, w in actuator.writes if what == "weight"] == [5, 25]
+
+
+async def test_new_limits_restart_the_anytime_tests_with_them(setup: tuple[CanaryWorker, Recorder, Clock]) -> None:
+    worker, actuator, clock = setup
+    await worker.submit(Command("start"))
+    for _ in range(3):
+        await step(worker, clock)
+    config = worker.config
+    stricter = replace(config, settings=replace(config.settings, thresholds=replace(
+        config.settings.thresholds, error_rate=1.0, success_rate=99.0)))
+    worker.reconfigure(stricter)
+    await worker.barrier()
+    analysis = worker.rollout.analysis
+    assert analysis is not None
+    fresh = judge.start(stricter.settings.judge_settings(), clock.now).sequentials
+    assert (analysis.sequentials.error_rate, analysis.sequentials.success_rate) == (
+        fresh.error_rate, fresh.success_rate)
+    assert worker.rollout.settings.error_rate == 1.0
+    assert "new limits" in worker.status()["history"][-1]["reasons"][0]
+    assert worker.rollout.weight == 5 and worker.rollout.step == 0  # the position is kept

@@ -1,13 +1,19 @@
 """`canaryd run`: the daemon's parts (built by wiring.py) running together until a signal stops them.
 
 Signals: SIGTERM/SIGINT stop it within 5 s (writes in progress finish first); SIGHUP reloads the
-config, and a bad new config is refused with a logged error while the old one keeps running.
+config, and so does a change of the config file's content, looked at every CONFIG_POLL seconds (a
+mounted ConfigMap changes by a symlink swap, with no signal). A bad new config is refused while the
+old one keeps running: an ERROR log line, canaryd_config_reload_success 0 and a "config" problem in
+/readyz's detail say so until a reload succeeds. A canary removed while its rollout is active is
+rolled back first; if that rollback cannot be written, the reload is refused (and tried again at the
+next look at the file), so no route is left with traffic on a canary nobody watches.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
 import logging
 import signal
 from dataclasses import dataclass, field
@@ -15,8 +21,10 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
+from .actuator import ActuationError
 from .config import Config, ConfigError, load_config
-from .controller import Controller
+from .controller import Controller, NotLeader
+from .rollout import ACTIVE, TransitionError, Trigger
 from .server import serve
 from .wiring import ActuatorFactory, Parts, assemble
 
@@ -26,6 +34,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("canaryd")
 
 SHUTDOWN_GRACE = 3.5  # seconds for in-flight writes; the whole shutdown stays within 5 s
+CONFIG_POLL = 3.0  # seconds between looks at the config file's content
+
+
+def file_digest(path: str) -> str | None:
+    """The content's hash (through symlinks, as a mounted ConfigMap is); None when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None
 
 
 @dataclass
@@ -39,20 +57,39 @@ class Daemon:
     controller: Controller | None = None
     canary_resources: CanaryResources | None = None  # with a cluster: the file's canaries merge with Canary objects
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    config_poll: float = CONFIG_POLL
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _parts: Parts | None = None
+    _digest: str | None = None  # of the file content last tried (applied, or refused as invalid)
+    _reloading: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def stop(self) -> None:
         self._stop.set()
 
     async def reload(self) -> bool:
-        """Re-read the config file; on any problem keep the running config."""
+        """Re-read the config file; on any problem keep the running config. A content already tried
+        (applied, or refused as invalid) is not tried again: a SIGHUP and the file's poll may both
+        see one change."""
         if self.config_path is None or self.controller is None:
             return False
+        async with self._reloading:
+            digest = file_digest(self.config_path)
+            if digest is not None and digest == self._digest:
+                log.info("config file unchanged since the last reload; nothing to do")
+                return False
+            return await self._reload(digest)
+
+    async def _reload(self, digest: str | None) -> bool:
+        assert self.config_path is not None and self.controller is not None
         try:
             new = load_config(self.config_path)
         except ConfigError as e:
-            log.error("config reload refused; the running config stays", extra={"problems": e.problems})
-            return False
+            self._digest = digest  # the same invalid content is not retried; a fixed file is
+            return self.refused("; ".join(e.problems), problems=e.problems)
+        failed = await self._roll_back_removed(new)
+        if failed:
+            return self.refused(failed)  # the digest stays: the next look at the file tries again
+        self._digest = digest
         if self.canary_resources is not None:
             await self.canary_resources.file_reloaded(new)
         else:
@@ -65,7 +102,49 @@ class Daemon:
                         extra={"sections": fixed})
         self.config = new
         log.info("config reloaded", extra={"canaries": len(new.canaries)})
+        if self._parts is not None:
+            self._parts.metrics.config_reload.record(True)
+            self._parts.health.clear("config")
         return True
+
+    def refused(self, why: str, *, problems: list[str] | None = None) -> bool:
+        """A reload that did not apply: an ERROR line, the metric and /readyz's detail say so."""
+        log.error("config reload refused; the running config stays", extra={"problems": problems or [why]})
+        if self._parts is not None:
+            self._parts.metrics.config_reload.record(False)
+            self._parts.health.set_problem("config", f"reload refused, the running config stays: {why}")
+        return False
+
+    async def _roll_back_removed(self, new: Config) -> str | None:
+        """Roll back each canary the new config drops while its rollout is active; the first failure."""
+        assert self.controller is not None
+        keep = {c.key for c in new.canaries}
+        if self.canary_resources is not None:  # canaries from Canary objects stay
+            keep |= {k for k, e in self.canary_resources.entries.items() if e.config is not None}
+        for key, worker in list(self.controller.workers.items()):
+            if key in keep or worker.rollout.phase not in ACTIVE:
+                continue
+            ns, name = key.split("/", 1)
+            try:
+                await self.controller.command(ns, name, "rollback", trigger=Trigger.MANUAL,
+                                              reason="removed from the config by a reload: rolled back first")
+            except (TransitionError, NotLeader):
+                continue  # already stopped; or a follower, whose leader rolls it back on the same reload
+            except (ActuationError, TimeoutError) as e:
+                return (f"canary {key} is {worker.rollout.phase.value} and removed from the config, but its "
+                        f"rollback failed: {e or type(e).__name__}")
+            log.warning("canary removed from the config during a rollout: rolled back", extra={"canary": key})
+        return None
+
+    async def watch_config_file(self) -> None:
+        """Reload when the config file's content changes; runs until cancelled."""
+        if self.config_path is None:
+            return
+        while True:
+            await asyncio.sleep(self.config_poll)
+            digest = file_digest(self.config_path)
+            if digest is not None and digest != self._digest:
+                await _guarded_reload(self)
 
     async def run(self) -> None:
         """Run until `stop`; the parts' lifetimes nest (wiring.assemble, then a task group), so each
@@ -74,6 +153,9 @@ class Daemon:
             async with assemble(self.config, registry=self.registry, actuator_factory=self.actuator_factory,
                                 with_app=True) as parts:
                 self.controller = parts.controller
+                self._parts = parts
+                if self.config_path is not None:
+                    self._digest = file_digest(self.config_path)
                 self.canary_resources = parts.canary_resources
                 tune_gc()
                 await self._serve(parts)
@@ -87,6 +169,7 @@ class Daemon:
             serving = tasks.create_task(serve(parts.app, server.host, server.port, ready=self.ready),
                                         name="http server")
             loops = [tasks.create_task(loop(), name=name) for name, loop in parts.loops().items()]
+            loops.append(tasks.create_task(self.watch_config_file(), name="config file"))
             await self._stop.wait()
             log.info("shutting down")
             for t in loops:
@@ -115,9 +198,9 @@ def _first_error(group: BaseExceptionGroup) -> BaseException:
 async def _guarded_reload(daemon: Daemon) -> bool:
     try:
         return await daemon.reload()
-    except Exception:
+    except Exception as e:
         log.exception("config reload failed; the running config stays")
-        return False
+        return daemon.refused(f"{type(e).__name__}: {e}")
 
 
 async def run_daemon(daemon: Daemon) -> None:

@@ -47,6 +47,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from canaryd import __version__
 from canaryd.alerts import OUTCOMES
 from canaryd.analysis.verdicts import Decision, Verdict
+from canaryd.reload_metrics import RELOAD_OUTCOMES, ReloadMetrics
 from canaryd.rollout import ROLLBACK_CAUSES, Phase
 
 __all__ = [
@@ -246,6 +247,7 @@ class Metrics:
             "canaryd_prometheus_errors_total", "Failed Prometheus queries, by kind.", ("kind",), registry=r
         )
         self.is_leader = Gauge("canaryd_is_leader", "1 if this replica is the leader and acts.", registry=r)
+        self.config_reload = ReloadMetrics(r)  # .record(applied) after each reload
         self.build_info = Gauge("canaryd_build_info", "Always 1; the version label names the build.", ("version",),
                                 registry=r)
 
@@ -341,6 +343,7 @@ def label_sets() -> dict[str, dict[str, tuple[str, ...]]]:
         "canaryd_metric_verdict": {"verdict": VERDICTS},
         "canaryd_alerts_received_total": {"status": ALERT_STATUSES, "outcome": ALERT_OUTCOMES},
         "canaryd_prometheus_errors_total": {"kind": PROMETHEUS_ERROR_KINDS},
+        "canaryd_config_reloads_total": {"outcome": RELOAD_OUTCOMES},
     }
 
 
