@@ -35,7 +35,7 @@ MIN_TICKS = 2  # below this no estimate from the data, only the prior
 # Until the ticks can show it, assume some burstiness: V = PRIOR_V on the first tick, × PRIOR_DECAY on the
 # next, none after PRIOR_TICKS. Without it the first tick, which cannot show its own dispersion, would be read
 # as binomial (and its peak kept for good); kept longer, it would slow detections at high traffic (large v).
-PRIOR_V = 0.1
+PRIOR_V = 0.3
 PRIOR_DECAY = 0.3
 PRIOR_TICKS = 2
 GATE_P = 0.01  # the data's V is used once the share's chi-square says "not binomial" at this level
@@ -89,10 +89,27 @@ def estimate(ticks: tuple[Tick, ...], r0: float) -> DispersionEstimate:
     p_value = float(special.chdtrc(df, chi2))
     v_hat = max(0.0, float((r2 - v).sum() / (v * v).sum()))
     # Binomial ticks give a noisy positive V half the time, and discounting them would only slow detection:
-    # the data's V counts once the share is visibly overdispersed. A V estimated from few ticks is itself
-    # uncertain, and underestimating it is what gives false rollbacks, so then lean high.
-    v_use = v_hat * (1.0 + 1.5 / math.sqrt(k)) if p_value < GATE_P else 0.0
+    # the data's V counts once the share (or stable's rate) is visibly overdispersed. A V estimated from few
+    # ticks is itself uncertain, and underestimating it is what gives false rollbacks, so lean high.
+    inflate = 1.0 + 1.5 / math.sqrt(k)
+    v_use = max(v_hat * inflate if p_value < GATE_P else 0.0, _stable_v(arr[:, 1], n_s) * inflate)
     return DispersionEstimate(v=max(prior, v_use), v_bar=v_bar, chi2=chi2, df=df, p_value=p_value)
+
+
+def _stable_v(x_s: np.ndarray, n_s: np.ndarray) -> float:
+    """V from stable's own tick-to-tick rate, doubled (bursts in each arm alike), once visibly not binomial.
+
+    Stable's many errors show bursts a tick or two before the canary's share can; a burst shared by both
+    arms (which the share does not see) only makes the test more careful than it needs to be.
+    """
+    k = len(x_s)
+    mean = x_s.sum() / n_s.sum() * n_s
+    if k < 2 or not np.all(mean > 0):
+        return 0.0
+    r2 = (x_s - mean) ** 2 * k / (k - 1)
+    if float(special.chdtrc(k - 1, float(((x_s - mean) ** 2 / mean).sum()))) >= GATE_P:
+        return 0.0
+    return 2.0 * max(0.0, float((r2 - mean).sum() / (mean * mean).sum()))
 
 
 @dataclass(frozen=True)
