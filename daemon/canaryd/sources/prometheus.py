@@ -7,7 +7,8 @@ never lets an aiohttp error through. Non-finite sample values (NaN, ±Inf) are d
 `fetch_increments` reads requests, errors, successes and latency buckets for ALL arms with one query
 per metric: arms whose selectors are plain equality matchers on the same labels (the default,
 `job="..."`) are merged into `label=~"v1|v2|..."`, summed `by` those labels and split again. Any other
-selector gets a query of its own. CPU and memory are whole expressions, queried per arm.
+selector gets a query of its own. CPU and memory are whole expressions, queried per arm. Counter totals
+keep NaN and ±Inf for the reader's plausibility check; two series for one target are a bad_response.
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ from canaryd.analysis.durations import promql_duration
 from canaryd.analysis.snapshot import ArmSnapshot, Buckets
 from canaryd.config import render_query
 from canaryd.config.queries import LATENCY_UNITS
+from canaryd.sources import samples
 from canaryd.sources.http_config import CredentialsError, HttpOptions, split_userinfo
 from canaryd.sources.promql import equality_matchers, regex_any
 
 log = logging.getLogger("canaryd.prometheus")
 
-ErrorKind = Literal["prometheus", "connection", "timeout", "http", "credentials"]
+# bad_response: an answer whose content cannot be right (a malformed result, two series where one is summed).
+ErrorKind = Literal["prometheus", "connection", "timeout", "http", "credentials", "bad_response"]
 COUNTER_METRICS = ("requests", "errors", "successes", "latency_buckets")
 GAUGE_METRICS = ("cpu", "memory")
 SETTINGS = ("latency_unit",)  # keys of the queries that are not queries
@@ -98,8 +101,9 @@ class PrometheusClient:
         self.backoff = backoff
         self._on_error = on_error
 
-    async def query(self, expr: str, at: float | None = None) -> list[Series]:
-        """Instant query. A vector or scalar result becomes Series; an empty result is []."""
+    async def query(self, expr: str, at: float | None = None, *, finite: bool = True) -> list[Series]:
+        """Instant query. A vector or scalar result becomes Series; an empty result is []. With `finite`
+        False, NaN and ±Inf values are kept (a counter total cannot be one: the caller says so)."""
         params = {"query": expr}
         if at is not None:
             params["time"] = f"{at:.3f}"
@@ -112,10 +116,10 @@ class PrometheusClient:
                 rows = [(r["metric"], r["value"]) for r in result]
             else:
                 raise ValueError(f"resultType {kind!r} where an instant vector or scalar was expected")
-            series = [Series(dict(labels), float(value[1])) for labels, value in rows]
-        except (KeyError, TypeError, ValueError, IndexError) as e:
-            raise self._fail(SourceError("http", f"unexpected response shape: {e}", query=expr), 1) from e
-        return [s for s in series if math.isfinite(s.value)]
+            series = [Series(samples.labels(metric), samples.sample(value)[1]) for metric, value in rows]
+        except (KeyError, TypeError, ValueError, IndexError, OverflowError) as e:
+            raise self._fail(SourceError("bad_response", f"unexpected response shape: {e}", query=expr), 1) from e
+        return [s for s in series if math.isfinite(s.value)] if finite else series
 
     async def query_range(self, expr: str, start: float, end: float, step: float) -> list[RangeSeries]:
         """Range query; series left with no finite point are dropped."""
@@ -126,12 +130,12 @@ class PrometheusClient:
             if data["resultType"] != "matrix":
                 raise ValueError(f"resultType {data['resultType']!r} where a matrix was expected")
             for r in data["result"]:
-                points = tuple((float(t), float(v)) for t, v in r["values"])
+                points = tuple(samples.sample(p) for p in r["values"])
                 points = tuple(p for p in points if math.isfinite(p[1]))
                 if points:
-                    out.append(RangeSeries(dict(r["metric"]), points))
-        except (KeyError, TypeError, ValueError, IndexError) as e:
-            raise self._fail(SourceError("http", f"unexpected response shape: {e}", query=expr), 1) from e
+                    out.append(RangeSeries(samples.labels(r["metric"]), points))
+        except (KeyError, TypeError, ValueError, IndexError, OverflowError) as e:
+            raise self._fail(SourceError("bad_response", f"unexpected response shape: {e}", query=expr), 1) from e
         return out
 
     async def _call(self, endpoint: str, params: dict[str, str], expr: str) -> Any:
@@ -152,7 +156,7 @@ class PrometheusClient:
                     ssl=tls if tls is not None else True, server_hostname=self._http.server_name,
                 ) as resp:
                     status = resp.status
-                    text = await resp.text()
+                    text = await resp.text(errors="replace")  # a body that is not UTF-8 is no answer
             except TimeoutError as e:  # before ClientError: aiohttp's timeouts are both
                 retryable = SourceError("timeout", f"no answer from {url} within {self.timeout}s", query=expr)
                 cause: BaseException | None = e
@@ -201,7 +205,7 @@ def _parse_response(status: int, text: str, expr: str) -> tuple[SourceError | No
     """(None, the decoded body) for a successful answer, else (the error it carries, None)."""
     try:
         body = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested beyond what the decoder follows
         body = None
     if isinstance(body, dict) and body.get("status") == "error":
         return SourceError(
@@ -365,7 +369,10 @@ async def fetch_increments(
     """
     fetch = _plan_fetch(targets, queries, window, gauge_window=gauge_window)
     answers = await _execute_fetch(client, fetch, concurrency=concurrency)
-    return _assemble_fetch(targets, fetch, answers)
+    result = _assemble_fetch(targets, fetch, answers)
+    for error in result.errors[len(answers.errors):]:  # found while splitting: logged and counted as the others
+        client._fail(error, 1)
+    return result
 
 
 @dataclass(frozen=True)
@@ -422,15 +429,16 @@ async def _execute_fetch(client: PrometheusClient, fetch: _FetchPlan, *,
     gate = asyncio.Semaphore(concurrency)
     errors: list[SourceError] = []
 
-    async def run(expr: str) -> list[Series] | None:
+    async def run(expr: str, finite: bool = True) -> list[Series] | None:
         async with gate:
             try:
-                return await client.query(expr)
+                return await client.query(expr, finite=finite)
             except SourceError as e:
                 errors.append(e)
                 return None
 
-    counters = await asyncio.gather(*(run(p.expr) for p in fetch.counters))
+    # Counter totals keep NaN and ±Inf: the reader's plausibility check holds the canary and says why.
+    counters = await asyncio.gather(*(run(p.expr, False) for p in fetch.counters))
     gauges = await asyncio.gather(*(run(g.expr) for g in fetch.gauges))
     return _FetchAnswers(list(counters), list(gauges), errors)
 
@@ -439,25 +447,31 @@ def _assemble_fetch(targets: Sequence[ArmTarget], fetch: _FetchPlan, answers: _F
     """Split the answers among targets and zero-fill (pure)."""
     fields: dict[tuple[str, str], dict[str, Any]] = {(t.key, t.arm): {} for t in targets}
     answered: dict[tuple[str, str], set[str]] = defaultdict(set)  # metrics whose query succeeded
+    malformed: list[SourceError] = []
     for plan, result in zip(fetch.counters, answers.counters, strict=True):
-        if result is not None:
-            _split_counter(plan, result, fields, answered)
+        if result is not None and (error := _split_counter(plan, result, fields, answered)) is not None:
+            malformed.append(error)
     for gauge, result in zip(fetch.gauges, answers.gauges, strict=True):
         if result:
             # A percentage per arm is expected; if the template yields several series, be conservative.
             fields[(gauge.target.key, gauge.target.arm)][gauge.metric] = max(s.value for s in result)
     increments = {key: ArmSnapshot(**_zero_fill(values, answered[key])) for key, values in fields.items()}
-    return FetchResult(increments=increments, errors=answers.errors, queries=fetch.queries)
+    return FetchResult(increments=increments, errors=[*answers.errors, *malformed], queries=fetch.queries)
 
 
 def _split_counter(plan: _Plan, result: list[Series], fields: dict[tuple[str, str], dict[str, Any]],
-                   answered: dict[tuple[str, str], set[str]]) -> None:
-    """Give each target of `plan` its rows of `result`, recording that the metric was answered."""
+                   answered: dict[tuple[str, str], set[str]]) -> SourceError | None:
+    """Give each target of `plan` its rows of `result`, recording that the metric was answered. Targets
+    with duplicate series stay unanswered (the reader keeps their baseline), and the error says so."""
     rows: dict[tuple[str, ...], list[Series]] = defaultdict(list)
     for s in result:
         rows[tuple(s.labels.get(name, "") for name in plan.by)].append(s)
+    error = None
     for values, group in plan.targets.items():
         got = rows.get(values, [])
+        if (twice := _duplicates(plan, values, group, got)) is not None:
+            error = error or twice
+            continue
         for t in group:
             answered[(t.key, t.arm)].add(plan.metric)
             if not got:
@@ -466,7 +480,16 @@ def _split_counter(plan: _Plan, result: list[Series], fields: dict[tuple[str, st
                 fields[(t.key, t.arm)]["buckets"] = _buckets([(s.labels.get("le", ""), s.value) for s in got],
                                                              plan.scale)
             else:
-                fields[(t.key, t.arm)][plan.metric] = sum(s.value for s in got)
+                fields[(t.key, t.arm)][plan.metric] = got[0].value
+    return error
+
+
+def _duplicates(plan: _Plan, values: tuple[str, ...], group: list[ArmTarget], got: list[Series]) -> SourceError | None:
+    """The error of an answer no `sum by` gives (see samples.malformed), or None."""
+    if (why := samples.malformed([(s.labels, s.value) for s in got], buckets=plan.metric == "latency_buckets")) is None:
+        return None
+    where = "".join(f", {n}={v!r}" for n, v in zip(plan.by, values, strict=True))
+    return SourceError("bad_response", f"{plan.metric} of {group[0].key} ({group[0].arm}{where}): {why}", query=plan.expr)
 
 
 def _zero_fill(values: dict[str, Any], answered: set[str]) -> dict[str, Any]:
