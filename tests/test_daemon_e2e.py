@@ -52,6 +52,9 @@ CANARIES = [
     canary("alerted", **SLOW),
     canary("outage", auto_promote=False),
     canary("steady", **SLOW),
+    # A 4 s step that may be held 6 s at most, then rolled back: an outage longer than both must not count.
+    canary("outage-timer", step_duration="4s", max_step_duration="6s", on_max_step_duration="rollback",
+           auto_promote=False),
 ]
 
 
@@ -249,6 +252,32 @@ def test_prometheus_stopped_mid_rollout_holds_then_continues(env: Env) -> None:
 
     resumed = wait_for(advanced, timeout=20, what="the rollout to continue")
     assert resumed["weight"] > at_stop["weight"] or resumed["awaiting_promotion"], resumed
+
+
+def test_an_outage_longer_than_the_step_is_neither_a_step_nor_a_rollback(env: Env) -> None:
+    """Prometheus killed for longer than a whole step and its max_step_duration (rollback): the step's
+    timer stops meanwhile, and the step completes once data returns."""
+    d, prom = env.daemon, env.prometheus
+    assert d.command("outage-timer", "start")[0] == 200
+    prom.kill()
+    try:
+        at_stop = d.canary("outage-timer")
+        deadline = time.monotonic() + 9.0  # > step_duration 4 s + max_step_duration 6 s after the start
+        while time.monotonic() < deadline:
+            s = d.canary("outage-timer")
+            assert (s["phase"], s["step"], s["weight"]) == ("progressing", at_stop["step"], at_stop["weight"]), s
+            time.sleep(0.2)
+    finally:
+        prom.start()
+
+    def advanced() -> dict[str, Any] | None:
+        s = d.canary("outage-timer")
+        assert s["phase"] != "rolled_back", s["history"][-3:]
+        return s if s["step"] > at_stop["step"] else None
+
+    resumed = wait_for(advanced, timeout=30, interval=0.2, what="the step to complete after the outage")
+    assert resumed["phase"] in ("progressing", "paused") and resumed["weight"] > at_stop["weight"], resumed
+    assert d.metric("canaryd_rollbacks_total", namespace=NS, canary="outage-timer") == 0
 
 
 def test_bad_webhook_input_gets_the_contract_status_and_changes_nothing(env: Env) -> None:

@@ -84,9 +84,9 @@ async def setup(request: pytest.FixtureRequest) -> AsyncIterator[tuple[CanaryWor
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def step(worker: CanaryWorker, clock: Clock, *, data: bool = True) -> None:
+async def step(worker: CanaryWorker, clock: Clock, *, data: bool = True, n: float = 500) -> None:
     clock.now += 1.0
-    worker.post(Tick(clock.now, arm(500), arm(500)) if data else SourceDown(clock.now, "connection refused"))
+    worker.post(Tick(clock.now, arm(n), arm(n)) if data else SourceDown(clock.now, "connection refused"))
     await worker.barrier()
 
 
@@ -136,12 +136,15 @@ async def test_an_outage_does_not_count_toward_the_steps_timer(setup: tuple[Cana
     """The issue's case: Prometheus down 35 s at a 10 s step with on_max_step_duration: rollback."""
     worker, actuator, clock = setup
     await worker.submit(Command("start"))
-    for _ in range(4):
-        await step(worker, clock)
+    for _ in range(4):  # too few requests yet (min_requests 100) to pass the step
+        await step(worker, clock, n=20)
     assert worker.rollout.weight == 5
     for _ in range(35):  # Prometheus down: no step, no rollback
         await step(worker, clock, data=False)
     assert (worker.rollout.phase.value, worker.rollout.weight) == ("progressing", 5)
+    for _ in range(2):  # back, but the first readings after an outage have no increments yet: a hold
+        await step(worker, clock, n=0)
+    assert (worker.rollout.phase.value, worker.rollout.weight) == ("progressing", 5), worker.status()
     for _ in range(15):  # data again: the step completes, nothing is rolled back
         await step(worker, clock)
         if worker.rollout.weight == 25:
