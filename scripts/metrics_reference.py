@@ -33,7 +33,7 @@ OPEN_LABELS = {
 
 def families() -> list[Metric]:
     """Every family canaryd exports, each with samples (so that its labels show)."""
-    m = Metrics(CollectorRegistry())
+    m = Metrics(CollectorRegistry(), detail="full")  # every per-canary family with samples
     m.set_weight("orion", "auth-service", 5)
     m.set_phase("orion", "auth-service", "progressing")
     m.observe_decision("orion", "auth-service", "hold", [MetricObservation("error_ratio", "pass", 0.5, 1.2)])

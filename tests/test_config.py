@@ -333,7 +333,7 @@ def test_unknown_key_suggests_the_nearest(tmp_path: Path, monkeypatch: pytest.Mo
 def test_unknown_key_without_a_near_one_lists_the_allowed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (problem,) = problems_of(tmp_path, monkeypatch, "server: {zzz: 1}\n")
     assert problem == ("canaryd.yaml: server.zzz: unknown key; allowed keys are listen, webhook_token_file, "
-                       "api_token_file")
+                       "api_token_file, metrics_detail")
     (problem,) = problems_of(tmp_path, monkeypatch, "servr: {}\n")
     assert problem == "canaryd.yaml: servr: unknown key; did you mean 'server'?"
     (problem,) = problems_of(tmp_path, monkeypatch, CANARY + "    thresholds: {eror_rate: 1}\n")

@@ -162,7 +162,12 @@ class _MetricsServer:
         self.server.server_close()
 
 
-def _canaryd_metrics() -> tuple[Callable[[], bytes], Any] | None:
+# The canary of the default ("basic") metrics detail; a second canaryd, in full detail, exports FULL_CANARY.
+FULL_CANARY = f"{CANARY}-full"
+DETAIL_ONLY = re.compile(r"\bcanaryd_metric_(p_value|ratio)\b")  # no series in basic detail
+
+
+def _canaryd_metrics(detail: str = "basic", canary: str = CANARY) -> tuple[Callable[[], bytes], Any] | None:
     """A populated canaryd registry's exposition and its Metrics, or None while canaryd.metrics does not
     exist."""
     try:
@@ -172,19 +177,26 @@ def _canaryd_metrics() -> tuple[Callable[[], bytes], Any] | None:
     except ImportError:
         return None
     registry = CollectorRegistry()
-    m = Metrics(registry)
-    m.set_phase(NAMESPACE, CANARY, "progressing")
-    m.set_weight(NAMESPACE, CANARY, 25)
-    m.observe_decision(NAMESPACE, CANARY, "advance", [
+    m = Metrics(registry, detail=detail)
+    m.set_phase(NAMESPACE, canary, "progressing")
+    m.set_weight(NAMESPACE, canary, 25)
+    m.observe_decision(NAMESPACE, canary, "advance", [
         MetricObservation("error_rate", "pass", 0.4, 1.1),
         MetricObservation("latency_p95", "fail", 0.001, 1.9),
     ])
-    m.router_update(NAMESPACE, CANARY, "ok")
+    m.router_update(NAMESPACE, canary, "ok")
     m.alert_received("CanaryHighErrorRate", "firing", "rollback")
     m.prometheus_error("timeout")
     m.set_leader(True)
     m.observe_analysis(0.02)
     return (lambda: render(registry)[0]), m
+
+
+def test_panels_that_need_full_detail_say_so() -> None:
+    """canaryd_metric_p_value and canaryd_metric_ratio have series only with server.metrics_detail: full."""
+    for panel in _panels(_dashboard()):
+        if any(DETAIL_ONLY.search(t["expr"]) for t in panel.get("targets", [])):
+            assert "server.metrics_detail: full" in panel["description"], panel["title"]
 
 
 def _run(prom: PrometheusServer, path: str, **params: str) -> tuple[list[Any] | None, str | None]:
@@ -205,22 +217,30 @@ def test_every_query_runs_against_real_prometheus(
     )
     exporter.control(job=f"{CANARY}-canary", error_rate=0.08, latency_median=0.09)
     canaryd = _canaryd_metrics()
+    full = _canaryd_metrics("full", FULL_CANARY)
     server = _MetricsServer(canaryd[0]) if canaryd is not None else None
+    full_server = _MetricsServer(full[0]) if full is not None else None
     extra = []
-    if server is not None:
+    if server is not None and full_server is not None:
         extra.append({"job_name": "canaryd", "honor_labels": True, "static_configs": [{"targets": [server.address]}]})
+        extra.append({"job_name": "canaryd-full", "honor_labels": True,
+                      "static_configs": [{"targets": [full_server.address]}]})
     try:
-        if server is not None:
+        if server is not None and full_server is not None:
             server.__enter__()
+            full_server.__enter__()
         prom = prometheus_factory([exporter.address], rule_files=RULE_FILES, extra_scrape_configs=extra)
         prom.wait_for_targets_up(count=1 + len(extra))
         if canaryd is not None:
             # a rollback and a promotion after Prometheus has seen the counters at 0, as in real life,
             # so that increase() and the annotations find them
-            prom.wait_for_samples('canaryd_rollbacks_total{trigger="alert"}')
-            canaryd[1].rollback(NAMESPACE, CANARY, "alert")
-            canaryd[1].promotion(NAMESPACE, CANARY)
-            prom.wait_for_samples('increase(canaryd_rollbacks_total{trigger="alert"}[1m]) > 0')
+            prom.wait_for_samples(f'canaryd_rollbacks_total{{trigger="alert",canary="{FULL_CANARY}"}}')
+            prom.wait_for_samples(f'canaryd_rollbacks_total{{trigger="alert",canary="{CANARY}"}}')
+            for m, name in ((canaryd[1], CANARY), (full[1], FULL_CANARY)):  # type: ignore[index]
+                m.rollback(NAMESPACE, name, "alert")
+                m.promotion(NAMESPACE, name)
+            prom.wait_for_samples(f'increase(canaryd_rollbacks_total{{trigger="alert",canary="{CANARY}"}}[1m]) > 0')
+            prom.wait_for_samples(f'increase(canaryd_rollbacks_total{{trigger="alert",canary="{FULL_CANARY}"}}[1m]) > 0')
         prom.wait_for_samples(f'canary:error_rate:5m{{canary="{CANARY}"}} > 0', timeout=30)
         prom.wait_for_samples(f'stable:error_rate:5m{{canary="{CANARY}"}} > 0', timeout=30)
         dashboard = _dashboard()
@@ -254,6 +274,16 @@ def test_every_query_runs_against_real_prometheus(
         assert not failures, "queries Prometheus refused:\n" + "\n".join(failures)
         assert not empty, "queries that found no series (misspelt metric or label?):\n" + "\n".join(empty)
 
+        # the default detail: every query finds the basic canary's series, but those of the panels that
+        # say they need full detail (test_panels_that_need_full_detail_say_so)
+        if server is not None:
+            empty = []
+            for where, expr in _queries(dashboard):
+                query = substitute(expr, {"namespace": ".*", "canary": CANARY})
+                if not prom.query(query) and not MAY_BE_EMPTY.search(query) and not DETAIL_ONLY.search(query):
+                    empty.append(f"{where}: {query}")
+            assert not empty, "queries that find nothing in the default metrics detail:\n" + "\n".join(empty)
+
         # the canary/stable panels read what the exporter serves: 8 % errors against 0.2 %
         panels = {p["title"]: p for p in _panels(dashboard)}
         got = {}
@@ -264,5 +294,6 @@ def test_every_query_runs_against_real_prometheus(
         assert got["canary:error_rate:5m"] == pytest.approx(8, abs=0.5)
         assert got["stable:error_rate:5m"] == pytest.approx(0.2, abs=0.1)
     finally:
-        if server is not None:
+        if server is not None and full_server is not None:
             server.__exit__()
+            full_server.__exit__()

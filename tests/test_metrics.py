@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
+import threading
 import tracemalloc
+from collections.abc import Iterable
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -52,7 +56,8 @@ def registry() -> CollectorRegistry:
 
 @pytest.fixture
 def m(registry: CollectorRegistry) -> Metrics:
-    return Metrics(registry)
+    # Full detail: every series the contract names has samples (basic detail is tested on its own below).
+    return Metrics(registry, detail="full")
 
 
 def val(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
@@ -285,21 +290,21 @@ def golden_scenario(m: Metrics) -> None:
     m.observe_analysis(0.2)
 
 
-# Sorted lines of `render` after `golden_scenario`, as produced by the implementation with one
-# prometheus_client Gauge/Counter per per-canary metric (before the custom collector).
-GOLDEN_SCRAPE = (
+# Sorted lines of `render` after `golden_scenario` in full detail: what the implementation with one
+# prometheus_client Gauge/Counter per per-canary metric produced (before the custom collector).
+GOLDEN_FULL_SCRAPE = (
     '# HELP canaryd_alerts_received_total Alertmanager alerts received, by alertname, status and outcome.',
     '# HELP canaryd_analysis_duration_seconds Wall time of one analysis tick.',
     '# HELP canaryd_build_info Always 1; the version label names the build.',
-    "# HELP canaryd_canary_phase 1 for the canary's current rollout phase, 0 for the others.",
+    "# HELP canaryd_canary_phase 1 for the canary's current rollout phase (full metrics detail: also 0 for the others).",
     '# HELP canaryd_canary_weight Canary traffic share in percent (0-100).',
     '# HELP canaryd_config_reload_success 1 if the last config reload was applied, 0 if it was refused (the running config stays).',
     '# HELP canaryd_config_reloads_total Config reloads (SIGHUP or a changed file), by outcome.',
     '# HELP canaryd_decisions_total Analysis decisions made, by decision.',
     '# HELP canaryd_is_leader 1 if this replica is the leader and acts.',
-    '# HELP canaryd_metric_p_value p-value of the latest test of each judged metric.',
-    '# HELP canaryd_metric_ratio Canary/stable ratio of each judged metric at the latest decision.',
-    '# HELP canaryd_metric_verdict 1 for the current verdict of each judged metric, 0 for the others.',
+    '# HELP canaryd_metric_p_value p-value of the latest test of each judged metric (full metrics detail only).',
+    '# HELP canaryd_metric_ratio Canary/stable ratio of each judged metric at the latest decision (full metrics detail only).',
+    '# HELP canaryd_metric_verdict 1 for the current verdict of each metric that fails or warns (full metrics detail: of each judged metric, and 0 for the other verdicts).',
     '# HELP canaryd_prometheus_errors_total Failed Prometheus queries, by kind.',
     '# HELP canaryd_promotions_total Promotions performed.',
     '# HELP canaryd_rollbacks_total Rollbacks performed, by trigger.',
@@ -403,21 +408,121 @@ GOLDEN_SCRAPE = (
     'canaryd_router_updates_total{canary="auth-service",namespace="orion",outcome="ok"} 2.0',
 )
 
+# The same scenario in the default ("basic") detail: the current phase only, verdicts only for the
+# metrics that fail or warn, no p-values nor ratios; every family still announced.
+GOLDEN_BASIC_SCRAPE = (
+    '# HELP canaryd_alerts_received_total Alertmanager alerts received, by alertname, status and outcome.',
+    '# HELP canaryd_analysis_duration_seconds Wall time of one analysis tick.',
+    '# HELP canaryd_build_info Always 1; the version label names the build.',
+    "# HELP canaryd_canary_phase 1 for the canary's current rollout phase (full metrics detail: also 0 for the others).",
+    '# HELP canaryd_canary_weight Canary traffic share in percent (0-100).',
+    '# HELP canaryd_config_reload_success 1 if the last config reload was applied, 0 if it was refused (the running config stays).',
+    '# HELP canaryd_config_reloads_total Config reloads (SIGHUP or a changed file), by outcome.',
+    '# HELP canaryd_decisions_total Analysis decisions made, by decision.',
+    '# HELP canaryd_is_leader 1 if this replica is the leader and acts.',
+    '# HELP canaryd_metric_p_value p-value of the latest test of each judged metric (full metrics detail only).',
+    '# HELP canaryd_metric_ratio Canary/stable ratio of each judged metric at the latest decision (full metrics detail only).',
+    '# HELP canaryd_metric_verdict 1 for the current verdict of each metric that fails or warns (full metrics detail: of each judged metric, and 0 for the other verdicts).',
+    '# HELP canaryd_prometheus_errors_total Failed Prometheus queries, by kind.',
+    '# HELP canaryd_promotions_total Promotions performed.',
+    '# HELP canaryd_rollbacks_total Rollbacks performed, by trigger.',
+    '# HELP canaryd_router_updates_total Traffic route writes, by outcome.',
+    '# TYPE canaryd_alerts_received_total counter',
+    '# TYPE canaryd_analysis_duration_seconds histogram',
+    '# TYPE canaryd_build_info gauge',
+    '# TYPE canaryd_canary_phase gauge',
+    '# TYPE canaryd_canary_weight gauge',
+    '# TYPE canaryd_config_reload_success gauge',
+    '# TYPE canaryd_config_reloads_total counter',
+    '# TYPE canaryd_decisions_total counter',
+    '# TYPE canaryd_is_leader gauge',
+    '# TYPE canaryd_metric_p_value gauge',
+    '# TYPE canaryd_metric_ratio gauge',
+    '# TYPE canaryd_metric_verdict gauge',
+    '# TYPE canaryd_prometheus_errors_total counter',
+    '# TYPE canaryd_promotions_total counter',
+    '# TYPE canaryd_rollbacks_total counter',
+    '# TYPE canaryd_router_updates_total counter',
+    'canaryd_alerts_received_total{alertname="CanaryHighErrorRate",outcome="accepted",status="firing"} 1.0',
+    'canaryd_analysis_duration_seconds_bucket{le="+Inf"} 1.0',
+    'canaryd_analysis_duration_seconds_bucket{le="0.005"} 0.0',
+    'canaryd_analysis_duration_seconds_bucket{le="0.01"} 0.0',
+    'canaryd_analysis_duration_seconds_bucket{le="0.025"} 0.0',
+    'canaryd_analysis_duration_seconds_bucket{le="0.05"} 0.0',
+    'canaryd_analysis_duration_seconds_bucket{le="0.1"} 0.0',
+    'canaryd_analysis_duration_seconds_bucket{le="0.25"} 1.0',
+    'canaryd_analysis_duration_seconds_bucket{le="0.5"} 1.0',
+    'canaryd_analysis_duration_seconds_bucket{le="1.0"} 1.0',
+    'canaryd_analysis_duration_seconds_bucket{le="10.0"} 1.0',
+    'canaryd_analysis_duration_seconds_bucket{le="2.5"} 1.0',
+    'canaryd_analysis_duration_seconds_bucket{le="30.0"} 1.0',
+    'canaryd_analysis_duration_seconds_bucket{le="5.0"} 1.0',
+    'canaryd_analysis_duration_seconds_count 1.0',
+    'canaryd_analysis_duration_seconds_sum 0.2',
+    'canaryd_build_info{version="9.9.9"} 1.0',
+    'canaryd_canary_phase{canary="api",namespace="billing",phase="promoting"} 1.0',
+    'canaryd_canary_phase{canary="auth-service",namespace="orion",phase="rolled_back"} 1.0',
+    'canaryd_canary_weight{canary="api",namespace="billing"} 100.0',
+    'canaryd_canary_weight{canary="auth-service",namespace="orion"} 0.0',
+    'canaryd_config_reload_success 1.0',
+    'canaryd_config_reloads_total{outcome="refused"} 0.0',
+    'canaryd_config_reloads_total{outcome="success"} 0.0',
+    'canaryd_decisions_total{canary="api",decision="advance",namespace="billing"} 0.0',
+    'canaryd_decisions_total{canary="api",decision="hold",namespace="billing"} 0.0',
+    'canaryd_decisions_total{canary="api",decision="rollback",namespace="billing"} 0.0',
+    'canaryd_decisions_total{canary="auth-service",decision="advance",namespace="orion"} 1.0',
+    'canaryd_decisions_total{canary="auth-service",decision="hold",namespace="orion"} 1.0',
+    'canaryd_decisions_total{canary="auth-service",decision="rollback",namespace="orion"} 1.0',
+    'canaryd_is_leader 1.0',
+    'canaryd_metric_verdict{canary="auth-service",metric="error_rate",namespace="orion",verdict="fail"} 1.0',
+    'canaryd_metric_verdict{canary="auth-service",metric="latency_p95",namespace="orion",verdict="warn"} 1.0',
+    'canaryd_prometheus_errors_total{kind="api"} 0.0',
+    'canaryd_prometheus_errors_total{kind="bad_response"} 0.0',
+    'canaryd_prometheus_errors_total{kind="connection"} 0.0',
+    'canaryd_prometheus_errors_total{kind="http"} 0.0',
+    'canaryd_prometheus_errors_total{kind="other"} 0.0',
+    'canaryd_prometheus_errors_total{kind="timeout"} 1.0',
+    'canaryd_promotions_total{canary="api",namespace="billing"} 1.0',
+    'canaryd_promotions_total{canary="auth-service",namespace="orion"} 0.0',
+    'canaryd_rollbacks_total{canary="api",namespace="billing",trigger="alert"} 0.0',
+    'canaryd_rollbacks_total{canary="api",namespace="billing",trigger="analysis"} 0.0',
+    'canaryd_rollbacks_total{canary="api",namespace="billing",trigger="manual"} 0.0',
+    'canaryd_rollbacks_total{canary="api",namespace="billing",trigger="timeout"} 0.0',
+    'canaryd_rollbacks_total{canary="auth-service",namespace="orion",trigger="alert"} 0.0',
+    'canaryd_rollbacks_total{canary="auth-service",namespace="orion",trigger="analysis"} 1.0',
+    'canaryd_rollbacks_total{canary="auth-service",namespace="orion",trigger="manual"} 0.0',
+    'canaryd_rollbacks_total{canary="auth-service",namespace="orion",trigger="timeout"} 0.0',
+    'canaryd_router_updates_total{canary="api",namespace="billing",outcome="conflict_retry"} 0.0',
+    'canaryd_router_updates_total{canary="api",namespace="billing",outcome="error"} 0.0',
+    'canaryd_router_updates_total{canary="api",namespace="billing",outcome="ok"} 0.0',
+    'canaryd_router_updates_total{canary="auth-service",namespace="orion",outcome="conflict_retry"} 1.0',
+    'canaryd_router_updates_total{canary="auth-service",namespace="orion",outcome="error"} 0.0',
+    'canaryd_router_updates_total{canary="auth-service",namespace="orion",outcome="ok"} 2.0',
+)
+
 
 def scrape_lines(registry: CollectorRegistry) -> list[str]:
     return sorted(render(registry)[0].decode().splitlines())
 
 
-def test_scrape_matches_golden(registry: CollectorRegistry) -> None:
-    m = Metrics(registry, version="9.9.9")
+@pytest.mark.parametrize(("detail", "golden"), [("full", GOLDEN_FULL_SCRAPE), ("basic", GOLDEN_BASIC_SCRAPE)])
+def test_scrape_matches_golden(registry: CollectorRegistry, detail: str, golden: tuple[str, ...]) -> None:
+    m = Metrics(registry, version="9.9.9", detail=detail)
     fresh = scrape_lines(registry)
     # Before any canary: every family is announced (HELP/TYPE) and no per-canary sample exists.
     assert [line for line in fresh if line.startswith("#")] == [
-        line for line in GOLDEN_SCRAPE if line.startswith("#")
+        line for line in golden if line.startswith("#")
     ]
     assert not [line for line in fresh if "namespace=" in line]
     golden_scenario(m)
-    assert scrape_lines(registry) == list(GOLDEN_SCRAPE)
+    assert scrape_lines(registry) == list(golden)
+
+
+def test_default_detail_is_basic(registry: CollectorRegistry) -> None:
+    m = Metrics(registry, version="9.9.9")
+    assert m.detail == "basic"
+    golden_scenario(m)
+    assert scrape_lines(registry) == list(GOLDEN_BASIC_SCRAPE)
 
 
 def canary_samples(registry: CollectorRegistry) -> list[tuple[str, dict[str, str], float]]:
@@ -513,3 +618,162 @@ def test_alert_names_without_a_rule_share_one_series(m: Metrics, registry: Colle
                outcome="other") == 1
     body = render(registry)[0].decode()
     assert body.count("canaryd_alerts_received_total{") == 3
+
+
+# --- basic detail (the default) -----------------------------------------------------------------
+
+
+def busy_canary(m: Metrics, ns: str, name: str, verdicts: tuple[str, ...]) -> None:
+    """A canary judged on every metric the judge knows, with the given verdicts in turn."""
+    from canaryd.analysis.judge import METRICS
+
+    m.set_phase(ns, name, "progressing")
+    m.set_weight(ns, name, 25)
+    m.observe_decision(ns, name, "hold", [MetricObservation(metric, verdicts[i % len(verdicts)], 0.3, 1.2)
+                                          for i, metric in enumerate(METRICS)])
+    m.router_update(ns, name, "ok")
+
+
+def per_canary_series(registry: CollectorRegistry) -> dict[tuple[str, str], int]:
+    counts: dict[tuple[str, str], int] = {}
+    for family in text_string_to_metric_families(render(registry)[0].decode()):
+        for s in family.samples:
+            if "canary" in s.labels:
+                key = (s.labels["namespace"], s.labels["canary"])
+                counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def test_basic_detail_keeps_at_most_15_series_per_canary(registry: CollectorRegistry) -> None:
+    m = Metrics(registry)
+    busy_canary(m, "orion", "healthy", ("pass", "inconclusive", "skipped"))
+    busy_canary(m, "orion", "troubled", ("pass", "pass", "fail", "warn", "skipped", "pass", "inconclusive", "pass"))
+    counts = per_canary_series(registry)
+    assert counts[("orion", "healthy")] == 13  # weight, phase, 11 counters
+    assert counts[("orion", "troubled")] == 15  # and the failing and the warning metric
+    m.detail = "full"
+    assert per_canary_series(registry)[("orion", "healthy")] > 50
+
+
+def test_basic_detail_values_are_the_full_details_where_both_have_a_series() -> None:
+    full, basic = CollectorRegistry(), CollectorRegistry()
+    for registry, detail in ((full, "full"), (basic, "basic")):
+        m = Metrics(registry, version="9.9.9", detail=detail)
+        golden_scenario(m)
+        busy_canary(m, "orion", "troubled", ("pass", "fail", "warn", "inconclusive", "skipped"))
+    full_lines, basic_lines = set(scrape_lines(full)), set(scrape_lines(basic))
+    samples = {line for line in basic_lines if not line.startswith("#")}
+    assert samples <= full_lines
+    dropped = {line.split("{")[0] for line in full_lines - basic_lines if not line.startswith("#")}
+    assert dropped == {"canaryd_canary_phase", "canaryd_metric_verdict", "canaryd_metric_p_value",
+                       "canaryd_metric_ratio"}
+    # What basic leaves out of the one-hot gauges: the zeros, and the verdicts that neither fail nor warn.
+    for line in full_lines - basic_lines:
+        if line.startswith("canaryd_canary_phase"):
+            assert line.endswith(" 0.0"), line
+        elif line.startswith("canaryd_metric_verdict"):
+            assert line.endswith(" 0.0") or not re.search(r'verdict="(fail|warn)"', line), line
+
+
+def test_basic_phase_and_verdict_follow_the_current_value(m: Metrics, registry: CollectorRegistry) -> None:
+    m.detail = "basic"
+    m.set_phase("orion", "auth-service", "progressing")
+    m.observe_decision("orion", "auth-service", "hold", [("error_rate", "fail", 0.01, 2.0)])
+    assert val(registry, "canaryd_canary_phase", namespace="orion", canary="auth-service", phase="progressing") == 1
+    assert val(registry, "canaryd_metric_verdict", namespace="orion", canary="auth-service", metric="error_rate",
+               verdict="fail") == 1
+    m.set_phase("orion", "auth-service", "paused")
+    m.observe_decision("orion", "auth-service", "hold", [("error_rate", "pass", 0.5, 1.0)])
+    assert val(registry, "canaryd_canary_phase", namespace="orion", canary="auth-service", phase="progressing") is None
+    assert val(registry, "canaryd_canary_phase", namespace="orion", canary="auth-service", phase="paused") == 1
+    assert val(registry, "canaryd_metric_verdict", namespace="orion", canary="auth-service", metric="error_rate",
+               verdict="fail") is None
+    assert val(registry, "canaryd_metric_p_value", namespace="orion", canary="auth-service",
+               metric="error_rate") is None
+    with pytest.raises(ValueError):
+        m.detail = "everything"
+    assert m.detail == "basic"
+
+
+@pytest.mark.parametrize("detail", ["basic", "full"])
+def test_text_and_openmetrics_carry_the_same_samples(registry: CollectorRegistry, detail: str) -> None:
+    """The per-canary families are written by canaryd's own text encoder; OpenMetrics goes through the
+    library: both must say the same (label values needing escapes included)."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+
+    m = Metrics(registry, detail=detail)
+    golden_scenario(m)
+    busy_canary(m, "odd", 'quote"back\\slash\nnewline', ("fail", "pass"))
+
+    def samples(families: Iterable[Any]) -> set[tuple[str, tuple[tuple[str, str], ...], float]]:
+        return {(s.name, tuple(sorted(s.labels.items())), s.value) for f in families for s in f.samples
+                if not s.name.endswith("_created")}
+
+    text = samples(text_string_to_metric_families(render(registry)[0].decode()))
+    body, content_type = render(registry, "application/openmetrics-text; version=1.0.0")
+    assert content_type.startswith("application/openmetrics-text")
+    assert text == samples(parse_openmetrics(body.decode()))
+
+
+def test_render_on_another_thread_while_canaries_change(registry: CollectorRegistry) -> None:
+    """server.py renders off the event loop: a scrape meanwhile never fails nor shows half a decision."""
+    m = Metrics(registry, detail="full")
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def scrape() -> None:
+        try:
+            while not stop.is_set():
+                for family in text_string_to_metric_families(render(registry)[0].decode()):
+                    if family.name == "canaryd_metric_verdict":
+                        per_metric: dict[tuple[str, str], float] = {}
+                        for s in family.samples:
+                            k = (s.labels["canary"], s.labels["metric"])
+                            per_metric[k] = per_metric.get(k, 0) + s.value
+                        assert all(v == 1 for v in per_metric.values()), per_metric
+        except BaseException as e:  # reported by the main thread
+            errors.append(e)
+
+    thread = threading.Thread(target=scrape)
+    thread.start()
+    try:
+        for i in range(3000):
+            name = f"c{i % 50}"
+            busy_canary(m, "ns", name, (VERDICTS[i % len(VERDICTS)], "pass"))
+            if i % 7 == 0:
+                m.forget("ns", f"c{(i + 25) % 50}")
+    finally:
+        stop.set()
+        thread.join()
+    assert not errors, errors
+
+
+@pytest.mark.parametrize("detail", ["basic", "full"])
+def test_the_daemons_stepped_render_writes_what_render_writes(registry: CollectorRegistry, detail: str) -> None:
+    """GET /metrics uses Metrics.render, which lets other tasks run while it works: same text, same type."""
+    m = Metrics(registry, detail=detail)
+    golden_scenario(m)
+    for i in range(500):
+        busy_canary(m, "ns", f"c{i}", (VERDICTS[i % len(VERDICTS)], "pass", "warn"))
+
+    async def scrape() -> tuple[tuple[bytes, str], int]:
+        turns = 0
+        done = False
+
+        async def other_task() -> None:
+            nonlocal turns
+            while not done:
+                turns += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(other_task())
+        result = await m.render()
+        done = True
+        await task
+        return result, turns
+
+    (body, content_type), turns = asyncio.run(scrape())
+    assert (body, content_type) == render(registry)
+    assert turns > 1  # the loop ran something else meanwhile
+    openmetrics = "application/openmetrics-text; version=1.0.0"
+    assert asyncio.run(m.render(openmetrics)) == render(registry, openmetrics)

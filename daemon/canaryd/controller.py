@@ -131,6 +131,7 @@ class Controller:
             else:
                 await self._add(canary)
         self.config = config
+        self.metrics.detail = config.server.metrics_detail.value
         self._index = CanaryIndex([(c.namespace, c.name) for c in config.canaries])
 
     def tick_interval(self) -> float:

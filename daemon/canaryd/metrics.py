@@ -4,8 +4,14 @@ Choices, so that dashboards and alerts can rely on them:
 - Per-canary series carry `namespace` and `canary`. Their counters are created at 0 for every
   label value of their closed set the first time a canary is seen, so `rate()` and
   `increase()` work from the first event. `forget(ns, name)` removes every series of a canary.
-- One-hot gauges: `canaryd_canary_phase{phase}` and `canaryd_metric_verdict{metric,verdict}`
-  hold 1 for the current value and 0 for the others.
+- Detail (config `server.metrics_detail`): "basic", the default, exports what the dashboard and the rules
+  need and stays at ≤ 15 series per canary: the weight, the current phase only
+  (`canaryd_canary_phase{phase}` = 1), the counters, and `canaryd_metric_verdict{metric,verdict}` = 1
+  only for the metrics that fail or warn now (11 counter series + 2 + the failing metrics).
+  "full" adds the rest: one-hot phase and verdict gauges (1 for the current value, 0 for the others,
+  skipped metrics included) and every judged metric's `canaryd_metric_p_value` and
+  `canaryd_metric_ratio`. Both modes export every family's name (HELP and TYPE), the same values
+  where both have a series.
 - A p-value or ratio of None removes that sample instead of exporting NaN; a metric that drops
   out of a canary's decision loses its verdict, p-value and ratio series.
 - `canaryd_prometheus_errors_total` has a `kind` label from a closed set (see
@@ -28,25 +34,29 @@ the daemon's heap at 1000 canaries. Instead each canary is a few floats, a phase
 dict of (verdict, p-value, ratio) tuples, and `_CanaryCollector` turns them into metric
 families only when the registry is scraped. The exported names, types, labels and values are
 the same as with the metric classes (a test holds the scrape to a golden copy). Updates take no
-lock because every caller runs on the daemon's event loop; a scrape works on a snapshot. A call
-with a bad label value raises before it changes anything.
+lock because every caller runs on the daemon's event loop. A scrape works on a snapshot and may run
+on another thread (server.py encodes off the loop): it only copies the canary dict and reads
+attributes that are replaced whole (`judged`) or single dict items (a counter), each atomic under
+the GIL. A call with a bad label value raises before it changes anything.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import Metric
 
 from canaryd import __version__
 from canaryd.alerts import OUTCOMES
 from canaryd.analysis.verdicts import Decision, Verdict
+from canaryd.exposition import Families, RowFamily, render, without_created
 from canaryd.reload_metrics import RELOAD_OUTCOMES, ReloadMetrics
 from canaryd.rollout import ROLLBACK_CAUSES, Phase
 
@@ -54,6 +64,7 @@ __all__ = [
     "ALERT_OUTCOMES",
     "ALERT_STATUSES",
     "DECISIONS",
+    "DETAILS",
     "OTHER_ALERTNAME",
     "PHASES",
     "PROMETHEUS_ERROR_KINDS",
@@ -84,6 +95,8 @@ PROMETHEUS_ERROR_KINDS: tuple[str, ...] = (
 ALERT_OUTCOMES: tuple[str, ...] = (*OUTCOMES, "not_leader", "unauthorized", "too_large", "malformed", "other")
 ALERT_STATUSES: tuple[str, ...] = ("firing", "resolved", "unknown")
 OTHER_ALERTNAME = "other"
+DETAILS: tuple[str, ...] = ("basic", "full")  # server.metrics_detail
+_EXCEPTIONAL = frozenset({"fail", "warn"})  # the verdicts "basic" detail exports
 ANALYSIS_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 _CANARY = ("namespace", "canary")
@@ -126,10 +139,11 @@ _COUNTERS: tuple[_CounterSpec, ...] = (
 _COUNTER_KEYS: tuple[tuple[str, str], ...] = tuple((c.name, v) for c in _COUNTERS for v in c.values)
 
 _WEIGHT_HELP = "Canary traffic share in percent (0-100)."
-_PHASE_HELP = "1 for the canary's current rollout phase, 0 for the others."
-_VERDICT_HELP = "1 for the current verdict of each judged metric, 0 for the others."
-_P_VALUE_HELP = "p-value of the latest test of each judged metric."
-_RATIO_HELP = "Canary/stable ratio of each judged metric at the latest decision."
+_PHASE_HELP = "1 for the canary's current rollout phase (full metrics detail: also 0 for the others)."
+_VERDICT_HELP = ("1 for the current verdict of each metric that fails or warns (full metrics detail: of each "
+                 "judged metric, and 0 for the other verdicts).")
+_P_VALUE_HELP = "p-value of the latest test of each judged metric (full metrics detail only)."
+_RATIO_HELP = "Canary/stable ratio of each judged metric at the latest decision (full metrics detail only)."
 
 # metric -> (verdict, p-value or None, ratio or None), as of the canary's latest decision.
 _Judged = dict[str, tuple[str, float | None, float | None]]
@@ -151,76 +165,111 @@ _Snapshot = list[tuple[tuple[str, str], _Canary]]
 
 
 class _CanaryCollector:
-    """Builds the per-canary metric families from `canaries` at scrape time."""
+    """Builds the per-canary metric families from `canaries` at scrape time, in `detail()`'s detail."""
 
-    def __init__(self, canaries: dict[tuple[str, str], _Canary]) -> None:
+    def __init__(self, canaries: dict[tuple[str, str], _Canary], detail: Callable[[], str]) -> None:
         self._canaries = canaries
+        self._detail = detail
+        self.skip = False  # Metrics.render writes the per-canary families itself, in steps
 
     def describe(self) -> list[Metric]:
         # Names only, so the registry rejects a second Metrics on the same registry as before.
-        return list(_families([]))
+        return list(_families([], full=True))
 
     def collect(self) -> Iterator[Metric]:
+        if self.skip:
+            return iter(())
         # A snapshot: a canary added or forgotten meanwhile must not break the iteration.
-        return _families(list(self._canaries.items()))
+        return _families(list(self._canaries.items()), full=self._detail() == "full")
 
 
-def _families(canaries: _Snapshot) -> Iterator[Metric]:
+def _families(canaries: _Snapshot, *, full: bool) -> Iterator[Metric]:
     # One family at a time, in the order of the metric classes this replaced, so that a scrape
     # holds one family's samples at once rather than all of them.
     yield _weight(canaries)
-    yield _phase(canaries)
+    yield _phase(canaries, full)
     for spec in _COUNTERS[:3]:
         yield _counter(spec, canaries)
-    yield _verdict(canaries)
-    yield _judged_value("canaryd_metric_p_value", _P_VALUE_HELP, 1, canaries)
-    yield _judged_value("canaryd_metric_ratio", _RATIO_HELP, 2, canaries)
+    yield _verdict(canaries, full)
+    yield _judged_value("canaryd_metric_p_value", _P_VALUE_HELP, 1, canaries if full else [])
+    yield _judged_value("canaryd_metric_ratio", _RATIO_HELP, 2, canaries if full else [])
     yield _counter(_COUNTERS[3], canaries)
 
 
+# Metrics.render works in steps of this many canaries (or exposition.ROWS_PER_STEP rows), ~0.3 ms each,
+# and lets the event loop run other tasks about every _SLICE seconds. (A thread would not do: it holds
+# the GIL, and on a busy machine the loop's thread then waits up to the interpreter's 5 ms switch
+# interval each time.)
+_CANARIES_PER_STEP = 16
+_SLICE = 0.001
+
+
+def _text_steps(canaries: _Snapshot, full: bool, out: list[bytes]) -> Iterator[None]:
+    """Append the per-canary families' text to `out`, yielding after each step (see _CANARIES_PER_STEP).
+    Each canary is read when its step comes: a family holds every canary of `canaries`."""
+    families = list(_families([], full=full))
+    for i in range(0, len(canaries), _CANARIES_PER_STEP):
+        for whole, part in zip(families, _families(canaries[i:i + _CANARIES_PER_STEP], full=full), strict=True):
+            whole.rows += part.rows  # type: ignore[attr-defined]
+        yield
+    for family in families:
+        for piece in family.text():  # type: ignore[attr-defined]
+            out.append(piece)
+            yield
+
+
 def _weight(canaries: _Snapshot) -> Metric:
-    family = GaugeMetricFamily("canaryd_canary_weight", _WEIGHT_HELP, labels=_CANARY)
-    for (ns, name), c in canaries:
+    family = RowFamily("canaryd_canary_weight", _WEIGHT_HELP, "gauge", _CANARY)
+    for key, c in canaries:
         if c.weight is not None:
-            family.add_metric((ns, name), c.weight)
+            family.add(key, c.weight)
     return family
 
 
-def _phase(canaries: _Snapshot) -> Metric:
-    family = GaugeMetricFamily("canaryd_canary_phase", _PHASE_HELP, labels=(*_CANARY, "phase"))
+def _phase(canaries: _Snapshot, full: bool) -> Metric:
+    family = RowFamily("canaryd_canary_phase", _PHASE_HELP, "gauge", (*_CANARY, "phase"))
     for (ns, name), c in canaries:
-        if c.phase is not None:
-            for p in PHASES:
-                family.add_metric((ns, name, p), 1.0 if p == c.phase else 0.0)
+        current = c.phase
+        if current is None:
+            continue
+        if not full:
+            family.add((ns, name, current), 1.0)
+            continue
+        for p in PHASES:
+            family.add((ns, name, p), 1.0 if p == current else 0.0)
     return family
 
 
-def _verdict(canaries: _Snapshot) -> Metric:
-    family = GaugeMetricFamily("canaryd_metric_verdict", _VERDICT_HELP, labels=(*_CANARY, "metric", "verdict"))
+def _verdict(canaries: _Snapshot, full: bool) -> Metric:
+    family = RowFamily("canaryd_metric_verdict", _VERDICT_HELP, "gauge", (*_CANARY, "metric", "verdict"))
     for (ns, name), c in canaries:
         for metric, (current, _, _) in c.judged.items():
+            if not full:
+                if current in _EXCEPTIONAL:
+                    family.add((ns, name, metric, current), 1.0)
+                continue
             for v in VERDICTS:
-                family.add_metric((ns, name, metric, v), 1.0 if v == current else 0.0)
+                family.add((ns, name, metric, v), 1.0 if v == current else 0.0)
     return family
 
 
 def _judged_value(family_name: str, help_text: str, index: int, canaries: _Snapshot) -> Metric:
     """p-value (index 1) or ratio (index 2) of each judged metric; None has no sample."""
-    family = GaugeMetricFamily(family_name, help_text, labels=(*_CANARY, "metric"))
+    family = RowFamily(family_name, help_text, "gauge", (*_CANARY, "metric"))
     for (ns, name), c in canaries:
         for metric, judged in c.judged.items():
             value = judged[index]
             if value is not None:
-                family.add_metric((ns, name, metric), value)
+                family.add((ns, name, metric), value)
     return family
 
 
 def _counter(spec: _CounterSpec, canaries: _Snapshot) -> Metric:
-    family = CounterMetricFamily(spec.name, spec.help, labels=(*_CANARY, spec.label) if spec.label else _CANARY)
-    for (ns, name), c in canaries:
+    name = spec.name.removesuffix("_total")
+    family = RowFamily(name, spec.help, "counter", (*_CANARY, spec.label) if spec.label else _CANARY)
+    for (ns, canary), c in canaries:
         for v in spec.values:
-            labels = (ns, name, v) if spec.label else (ns, name)
-            family.add_metric(labels, c.counters[(spec.name, v)], created=c.created)
+            family.add((ns, canary, v) if spec.label else (ns, canary), c.counters[(spec.name, v)], c.created)
     return family
 
 
@@ -230,11 +279,13 @@ def _counter(spec: _CounterSpec, canaries: _Snapshot) -> Metric:
 class Metrics:
     """All canaryd_* metrics, registered on `registry` (never the global one)."""
 
-    def __init__(self, registry: CollectorRegistry, *, version: str = __version__) -> None:
+    def __init__(self, registry: CollectorRegistry, *, version: str = __version__, detail: str = "basic") -> None:
         self.registry = registry
         r = registry
+        self.detail = detail
         self._canaries: dict[tuple[str, str], _Canary] = {}
-        registry.register(_CanaryCollector(self._canaries))
+        self._collector = _CanaryCollector(self._canaries, lambda: self._detail)
+        registry.register(self._collector)
         self.analysis_duration = Histogram(
             "canaryd_analysis_duration_seconds", "Wall time of one analysis tick.",
             buckets=ANALYSIS_BUCKETS, registry=r,
@@ -254,6 +305,34 @@ class Metrics:
         self.build_info.labels(version).set(1)
         for kind in PROMETHEUS_ERROR_KINDS:
             self.prometheus_errors.labels(kind)
+
+    @property
+    def detail(self) -> str:
+        """"basic" or "full" (DETAILS): which per-canary series a scrape exports; settable at any time."""
+        return self._detail
+
+    @detail.setter
+    def detail(self, value: str) -> None:
+        _check(value, DETAILS, "detail")
+        self._detail = value
+
+    async def render(self, accept: str | None = None) -> tuple[bytes, str]:
+        """`render(self.registry, accept)` on the event loop, in steps that let other tasks (a webhook)
+        run about every _SLICE seconds: 10,000 canaries take a few hundred ms in all."""
+        encoder, content_type = choose_encoder(accept or "")
+        if content_type.startswith("application/openmetrics-text"):
+            return render(self.registry, accept)  # rare (Prometheus asks for the text format): in one go
+        self._collector.skip = True  # synchronous until reset: no other scrape sees it
+        try:
+            pieces = [encoder(Families([without_created(f) for f in self.registry.collect()]))]  # type: ignore[arg-type]
+        finally:
+            self._collector.skip = False
+        deadline = time.perf_counter() + _SLICE
+        for _ in _text_steps(list(self._canaries.items()), self._detail == "full", pieces):
+            if time.perf_counter() >= deadline:
+                await asyncio.sleep(0)
+                deadline = time.perf_counter() + _SLICE
+        return b"".join(pieces), content_type
 
     # --- per canary ---------------------------------------------------------------------
 
@@ -370,32 +449,3 @@ def _number(value: float | None) -> float | None:
         return None
     f = float(value)
     return None if f != f else f
-
-
-# --- exposition -------------------------------------------------------------------------
-
-_CREATED_TYPES = frozenset({"counter", "histogram", "summary", "gaugehistogram"})
-
-
-class _WithoutCreated:
-    """A read-only view of a registry that leaves out the `*_created` samples."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self._registry = registry
-
-    def collect(self) -> Iterator[Metric]:
-        for family in self._registry.collect():
-            if family.type not in _CREATED_TYPES:
-                yield family
-                continue
-            created = family.name + "_created"
-            copy = Metric(family.name, family.documentation, family.type, family.unit)
-            copy.samples = [s for s in family.samples if s.name != created]
-            yield copy
-
-
-def render(registry: CollectorRegistry, accept: str | None = None) -> tuple[bytes, str]:
-    """Body and Content-Type for GET /metrics; `accept` (the request's Accept header) may ask for
-    OpenMetrics. Default: Prometheus text format 0.0.4."""
-    encoder, content_type = choose_encoder(accept or "")
-    return encoder(_WithoutCreated(registry)), content_type  # type: ignore[arg-type]

@@ -189,7 +189,12 @@ async def canary_command(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body, content_type = render(request.app[REGISTRY], request.headers.get("Accept"))
+    registry, accept = request.app[REGISTRY], request.headers.get("Accept")
+    m = request.app[CONTROLLER].metrics
+    if m.registry is registry:
+        body, content_type = await m.render(accept)  # in steps: a webhook never waits for a whole scrape
+    else:  # an app built on a registry of its own
+        body, content_type = await asyncio.to_thread(render, registry, accept)
     resp = web.Response(body=body)
     resp.headers["Content-Type"] = content_type
     return resp

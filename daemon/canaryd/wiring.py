@@ -39,7 +39,8 @@ if TYPE_CHECKING:
 ActuatorFactory = Callable[[CanaryConfig], Actuator]
 Loop = Callable[[], Coroutine[Any, Any, None]]
 
-_ERROR_KINDS = {"prometheus": "api", "connection": "connection", "timeout": "timeout", "http": "http"}
+_ERROR_KINDS = {"prometheus": "api", "connection": "connection", "timeout": "timeout", "http": "http",
+                "bad_response": "bad_response"}
 NOTIFIER_CLOSE_TIMEOUT = 1.0  # seconds for notifications still being delivered at shutdown
 
 
@@ -95,7 +96,7 @@ async def assemble(config: Config, *, registry: CollectorRegistry | None = None,
     `notify` and `elect` turn off notifications and leader election for a one-shot command."""
     tokens = _tokens(config) if with_app else {}
     registry = registry if registry is not None else CollectorRegistry()
-    metrics = Metrics(registry)
+    metrics = Metrics(registry, detail=config.server.metrics_detail.value)
     health = Health()
     async with contextlib.AsyncExitStack() as stack:
         # trust_env: the environment's HTTP(S)_PROXY and NO_PROXY apply, as to any client in the cluster.

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_ALERTS", "NOTIFY_EVENTS", "THRESHOLD_ACTIONS", "AlertAction", "AlertRule", "AnalysisSettings", "ArmConfig",
     "CanaryConfig", "CanaryResourcesConfig", "Config", "HoldPolicy", "KubernetesConfig", "LeaderElectionConfig",
-    "Mesh", "NotifierConfig", "PrometheusConfig", "Queries", "ServerConfig", "Thresholds", "default_backend", "extend_alerts",
+    "MetricsDetail", "Mesh", "NotifierConfig", "PrometheusConfig", "Queries", "ServerConfig", "Thresholds", "default_backend", "extend_alerts",
 ]
 
 
@@ -56,6 +56,13 @@ class AlertAction(str, Enum):
     PAUSE = "pause"
     HOLD = "hold"  # the contract's name for keeping the current weight; same effect as pause
     IGNORE = "ignore"
+
+
+class MetricsDetail(str, Enum):
+    """Which per-canary series /metrics exports (metrics.py says which series each holds)."""
+
+    BASIC = "basic"  # what the dashboard and the rules use, at most about 15 series per canary
+    FULL = "full"  # also one-hot phase and verdict gauges, every judged metric's p-value and ratio
 
 
 class HoldPolicy(str, Enum):
@@ -96,6 +103,10 @@ class ServerConfig:
     webhook_token_file: str | None = _key(
         None, 'File holding a token; if set, /webhooks/* need "Authorization: Bearer <token>"', _PATH)
     api_token_file: str | None = _key(None, "File holding a token; if set, POST /api/v1/* need it", _PATH)
+    metrics_detail: MetricsDetail = _key(
+        MetricsDetail.BASIC, "Per-canary series in /metrics: basic (the weight, the current phase, the counters "
+        "and the verdicts that fail or warn: ≤ 15 a canary) or full (also one-hot phase and verdict gauges, "
+        "each judged metric's p-value and ratio)", _choice(MetricsDetail))
 
 
 # The names of Prometheus' own http_config, which users of Prometheus-compatible backends already write.
