@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -184,3 +185,45 @@ async def test_a_new_canary_version_mid_rollout_sends_the_traffic_back_to_the_st
             fake.complete_rollout(NS, "newver-canary")
             await until(lambda: weights(fake, "newver") == (95, 5), what="the first step again")
             assert written_weights(fake, "newver")[before:] == [0, 5]
+
+
+async def test_a_restarted_daemon_finds_a_release_still_rolling_out(tmp_path: Path) -> None:
+    """The canary's template changed while no daemon watched, and its pods are not available yet: the
+    first list counts it as a change, and the rollout starts once they are."""
+    async with FakeKube() as fake:
+        add_canary_objects(fake, "missed")
+        dep = await set_template(fake, "missed-canary", lambda t: t["spec"]["containers"][0].update(
+            image="ghcr.io/orion/auth:v3"))
+        async with controller_for(fake, tmp_path, "missed", interval="1s") as controller:
+            watcher = DeploymentWatcher(controller)
+            await watcher.observe("SYNC", dep)
+            assert controller.workers[f"{NS}/missed"].status()["phase"] == "idle"
+            dep = fake.complete_rollout(NS, "missed-canary")
+            await watcher.observe("MODIFIED", dep)
+            status = controller.workers[f"{NS}/missed"].status()
+            assert (status["phase"], status["weight"]) == ("progressing", 5), status
+            assert "ghcr.io/orion/auth:v3" in status["history"][0]["reasons"][0]
+
+
+async def test_a_restarted_daemon_finds_a_new_version_of_a_rollout_in_progress(tmp_path: Path) -> None:
+    """The route's state names the version being judged; at start-up the canary runs another one."""
+    async with FakeKube() as fake:
+        vs = virtual_service("resumed", 75, 25)
+        state = {"phase": "progressing", "step": 1, "weight": 25, "step_started_at": time.time(),
+                 "started_at": time.time(), "paused_reason": None, "awaiting_promotion": False,
+                 "last_decision": None, "trigger": None, "history": [], "preparing": False, "version": "0123abcd"}
+        vs["metadata"]["annotations"] = {"canaryd.io/state": json.dumps(state)}
+        fake.add(vs)
+        for arm in ("stable", "canary"):
+            fake.add(deployment(f"resumed-{arm}", "ghcr.io/orion/auth:v1", container="resumed"))
+            fake.complete_rollout(NS, f"resumed-{arm}")
+        async with controller_for(fake, tmp_path, "resumed", interval="1s") as controller:
+            worker = controller.workers[f"{NS}/resumed"]
+            assert (worker.status()["step"], worker.status()["weight"]) == (1, 25)
+            dep = fake.get_object("deployments", NS, "resumed-canary")
+            assert dep is not None
+            await DeploymentWatcher(controller).observe("SYNC", dep)
+            status = worker.status()
+            assert (status["phase"], status["step"]) == ("progressing", 0), status
+            assert status["history"][-2]["decision"] == "restart"
+            await until(lambda: weights(fake, "resumed") == (95, 5), what="the first step with the new version")
