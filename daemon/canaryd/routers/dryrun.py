@@ -1,6 +1,6 @@
 """A router that only remembers: used when kubernetes.enabled is false, and by tests.
 
-Same interface as the others; weights and state live in memory, and every write is kept in
+Same interface as the others; weights and state live in memory, and the last writes are kept in
 `history` so a test (or `canaryd deploy --dry-run`) can show what would have been done.
 """
 
@@ -10,6 +10,7 @@ import copy
 import logging
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from canaryd.kube import KubeClient
@@ -17,9 +18,18 @@ from canaryd.routers.base import JSON, RouteState, StateGuard, check_percent
 
 log = logging.getLogger(__name__)
 
-# Writes kept in `history`: `canaryd run` in dry-run mode writes for as long as it runs and each write
-# holds the whole saved state, so an unbounded list grew the daemon's memory without end.
+# Writes kept in `history`. `canaryd run` in dry-run mode writes for as long as it runs, and a saved state
+# holds the rollout's decision history (kilobytes): only the last STATES writes keep theirs, older ones
+# keep their weights, so that a canary costs a few tens of kilobytes however long it runs.
 HISTORY = 100
+STATES = 8
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    canary_weight: int
+    resource_version: str
+    state: Mapping[str, Any] | None  # shared with the route's state at the time, never copied again
 
 
 class DryRunRouter:
@@ -48,7 +58,12 @@ class DryRunRouter:
             state=copy.deepcopy(dict(initial_state)) if initial_state is not None else None,
             resource_version="1",
         )
-        self.history: deque[RouteState] = deque(maxlen=HISTORY)
+        self._writes: deque[_Write] = deque(maxlen=HISTORY)
+
+    @property
+    def history(self) -> list[RouteState]:
+        """The last HISTORY writes, oldest first; all but the last STATES have state None (not kept)."""
+        return [RouteState(w.canary_weight, 100 - w.canary_weight, w.state, w.resource_version) for w in self._writes]
 
     async def read(self) -> RouteState:
         return self._current
@@ -76,7 +91,10 @@ class DryRunRouter:
             state=copy.deepcopy(dict(state)) if state is not None else self._current.state,
             resource_version=str(self._rv),
         )
-        self.history.append(self._current)
+        self._writes.append(_Write(canary_percent, self._current.resource_version, self._current.state))
+        if len(self._writes) > STATES:  # let the older state go (unless a later write shares it)
+            w = self._writes[-STATES - 1]
+            self._writes[-STATES - 1] = _Write(w.canary_weight, w.resource_version, None)
         log.info("%s: would set %s=%d%% %s=%d%%", self.what, self.stable_backend, 100 - canary_percent,
                  self.canary_backend, canary_percent)
         return self._current
