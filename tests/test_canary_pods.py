@@ -36,11 +36,12 @@ from test_cluster_e2e import NS, add_canary_objects, canary, route_writes, state
 
 
 @contextlib.asynccontextmanager
-async def controller_for(fake: FakeKube, tmp_path: Path, name: str, **settings: Any) -> AsyncIterator[Controller]:
+async def controller_for(fake: FakeKube, tmp_path: Path, name: str, *, leader: bool = True,
+                         **settings: Any) -> AsyncIterator[Controller]:
     config = parse_config({"kubernetes": {"enabled": True}, "canaries": [canary(name, **settings)]}, "test")
     async with aiohttp.ClientSession() as session, \
             await KubeClient.from_kubeconfig(str(fake.kubeconfig(tmp_path, "me"))) as kube:
-        leadership = Leadership(leading=True)
+        leadership = Leadership(leading=leader)
         controller = Controller(
             config, metrics=Metrics(CollectorRegistry()),
             prometheus=PrometheusClient(session, f"http://127.0.0.1:{free_port()}"),
@@ -227,3 +228,21 @@ async def test_a_restarted_daemon_finds_a_new_version_of_a_rollout_in_progress(t
             assert (status["phase"], status["step"]) == ("progressing", 0), status
             assert status["history"][-2]["decision"] == "restart"
             await until(lambda: weights(fake, "resumed") == (95, 5), what="the first step with the new version")
+
+
+async def test_a_follower_leaves_a_waiting_rollout_to_the_leader(tmp_path: Path) -> None:
+    """A follower sees a rollout waiting for the canary's pods: it never scales, never times it out."""
+    async with FakeKube() as fake:
+        vs = virtual_service("waits", 100, 0)
+        state = {"phase": "progressing", "step": 0, "weight": 0, "step_started_at": time.time(),
+                 "started_at": time.time(), "history": [], "preparing": True, "version": "0123abcd"}
+        vs["metadata"]["annotations"] = {"canaryd.io/state": json.dumps(state)}
+        fake.add(vs)
+        fake.add(deployment("waits-stable", "ghcr.io/orion/auth:v1", container="waits"))
+        fake.add(deployment("waits-canary", "ghcr.io/orion/auth:v2", replicas=0, container="waits"))
+        async with controller_for(fake, tmp_path, "waits", leader=False, interval="1s",
+                                  progress_deadline="1s") as controller:
+            assert controller.workers[f"{NS}/waits"].status()["preparing"] is True
+            await asyncio.sleep(2.5)
+            assert controller.workers[f"{NS}/waits"].status()["phase"] == "progressing"
+        assert [r for r in fake.requests if r.is_write and r.token == "me"] == []

@@ -78,6 +78,10 @@ class CanaryPods:
         r = self.rollout
         if not r.preparing or r.phase is not Phase.PROGRESSING:
             return
+        try:
+            _prepare_canary(self.actuator)
+        except ActuationError:
+            return  # not the leader: the leader decides, and this replica reads it from the route
         ready, why, _ = await self._look_at_pods()
         now = self.clock()
         if ready:
