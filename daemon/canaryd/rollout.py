@@ -383,12 +383,9 @@ def data_back(r: Rollout, now: float) -> Rollout:
     if since is None:
         return r
     gap = max(0.0, now - since)
-    out = replace(r, source_down_since=None)
-    if r.step_started_at is not None:
-        out = replace(out, step_started_at=r.step_started_at + gap)
-    if r.analysis is not None:
-        out = replace(out, analysis=replace(r.analysis, step_started_at=r.analysis.step_started_at + gap))
-    return out
+    started = None if r.step_started_at is None else r.step_started_at + gap
+    analysis = None if r.analysis is None else replace(r.analysis, step_started_at=r.analysis.step_started_at + gap)
+    return replace(r, source_down_since=None, step_started_at=started, analysis=analysis)
 
 
 def _rollback(r: Rollout, trigger: Trigger, reasons: tuple[str, ...] | list[str], *,
