@@ -433,3 +433,42 @@ def test_a_counter_without_a_query_is_no_data_not_zero() -> None:
     assert judgement is not None
     verdicts = {m.name: m.verdict.value for m in judgement.metrics}
     assert verdicts["error_rate"] == "skipped" and verdicts["error_ratio"] == "skipped"
+
+
+# ---------------------------------------------------------------------------------------------- pods, versions, outages
+
+
+def test_a_start_waiting_for_pods_writes_0_then_the_first_step_once_they_are_available() -> None:
+    r, effects = ro.start(rollout(), 0.0, waiting="0 of 2 updated replicas are available", version="v1")
+    assert (r.phase, r.weight, r.preparing, r.version, effects) == (Phase.PROGRESSING, 0, True, "v1", [SetWeight(0)])
+    assert ro.judge_tick(ro.accumulate(r, 50.0, arm(500), arm(500)), 50.0)[1] == []  # nothing judged meanwhile
+    r, effects = ro.pods_ready(r, 60.0, "2 of 2 available")
+    assert (r.weight, r.preparing, r.step_started_at, effects) == (5, False, 60.0, [SetWeight(5)])
+    saved = ro.SavedState.from_json(json.loads(json.dumps(r.persisted())))
+    assert (saved.preparing, saved.version) == (False, "v1")
+
+
+def test_pods_late_holds_with_no_traffic_and_resume_waits_again() -> None:
+    r, _ = ro.start(rollout(), 0.0, waiting="0 of 2")
+    late = ro.pods_late(r, 600.0, 600.0, "0 of 2")
+    assert (late.phase, late.weight) == (Phase.PAUSED, 0) and "progress_deadline" in (late.paused_reason or "")
+    again, effects = ro.command(late, "resume", 700.0)
+    assert (again.phase, again.preparing, again.preparing_since, effects) == (Phase.PROGRESSING, True, 700.0, [])
+
+
+def test_a_new_version_restarts_from_0_and_the_first_step() -> None:
+    r, _ = ro.start(rollout(), 0.0, version="v1")
+    r = replace(r, step=2, weight=50)
+    out, effects = ro.restart(r, 100.0, "v2", "new image")
+    assert (out.step, out.weight, out.preparing, out.version) == (0, 0, True, "v2")
+    assert effects[0] == SetWeight(0) and effects[1].kind == "restart"  # type: ignore[union-attr]
+    assert ro.restart(out, 101.0, "v2", "same again") == (out, [])
+
+
+def test_outage_time_moves_the_step_timers_forward() -> None:
+    r = started()
+    r = ro.data_missing(r, 5.0)
+    assert ro.data_missing(r, 9.0).source_down_since == 5.0  # the first moment is kept
+    back = ro.data_back(r, 40.0)
+    assert back.source_down_since is None and back.step_started_at == 35.0
+    assert back.analysis is not None and back.analysis.step_started_at == 35.0
