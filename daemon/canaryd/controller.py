@@ -26,6 +26,7 @@ from .health import Health
 from .leadership import Leadership
 from .metrics import Metrics
 from .notify import Notifier
+from .pacing import Pacer
 from .rollout import Phase, TransitionError, Trigger
 from .sources.prometheus import PrometheusClient
 from .sources.reader import CounterReader, Reading
@@ -87,6 +88,7 @@ class Controller:
         self._tick_count = 0
         self._viewed_at: dict[str, float] = {}  # when the leader last re-read a canary's route for its view
         self._index = CanaryIndex([])
+        self.pacer = Pacer()  # the workers' judgements take turns, and a command goes first (pacing.py)
 
     # ------------------------------------------------------------------------------------------ life
 
@@ -97,7 +99,7 @@ class Controller:
 
     async def _add(self, canary: CanaryConfig) -> None:
         worker = CanaryWorker(canary, self.actuator_factory(canary), metrics=self.metrics, notifier=self.notifier,
-                              clock=self.clock, dry_run=self.dry_run, health=self.health)
+                              clock=self.clock, dry_run=self.dry_run, health=self.health, pacer=self.pacer)
         self.workers[canary.key] = worker
         self._tasks[canary.key] = asyncio.create_task(worker.run(), name=f"canary {canary.key}")
         await worker.refresh(at_start=True)  # resume from the route's saved state, if any
@@ -136,15 +138,22 @@ class Controller:
 
     def tick_interval(self) -> float:
         """Time between ticks: the shortest analysis interval, divided among the slots (see `slots`)."""
-        intervals = [c.settings.interval for c in self.config.canaries] or [self.config.defaults.interval]
-        base = max(0.2, min(intervals))
+        base = self._base_interval()
         return max(base / self.slots(), min(base, MIN_SLOT_TICK))
 
-    def slots(self) -> int:
+    def _base_interval(self) -> float:
+        intervals = [c.settings.interval for c in self.config.canaries] or [self.config.defaults.interval]
+        return max(0.2, min(intervals))
+
+    def slots(self, active: int | None = None) -> int:
         """Many progressing canaries are read in slots, one slot per tick, each canary once per interval:
-        every tick stays small (the same 4 queries, a bounded share of the judging) however many there are."""
-        active = sum(1 for w in self.workers.values() if w.rollout.phase is Phase.PROGRESSING)
-        return max(1, math.ceil(active / SLOT_SIZE))
+        every tick stays small (the same 4 queries, a bounded share of the judging) however many there are.
+        Slots are SLOT_SIZE canaries, but never so many that a round of them (a tick each, MIN_SLOT_TICK
+        apart at least) outlasts the interval: 10,000 canaries at 30 s are 30 slots of 334."""
+        if active is None:
+            active = sum(1 for w in self.workers.values() if w.rollout.phase is Phase.PROGRESSING)
+        fit = max(1, math.floor(self._base_interval() / MIN_SLOT_TICK + 1e-9))
+        return max(1, min(math.ceil(active / SLOT_SIZE), fit))
 
     async def run_ticks(self) -> None:
         """The analysis loop; runs until cancelled."""
@@ -205,7 +214,7 @@ class Controller:
     def _select(self) -> tuple[list[CanaryWorker], list[CanaryWorker]]:
         """The progressing canaries, and this tick's slot of them (see `slots`)."""
         progressing = [w for w in self.workers.values() if w.rollout.phase is Phase.PROGRESSING]
-        k = max(1, math.ceil(len(progressing) / SLOT_SIZE))
+        k = self.slots(len(progressing))
         slot = self._tick_count % k
         self._tick_count += 1
         if k == 1:
@@ -264,7 +273,8 @@ class Controller:
         # nor answered "retry" (the retry would then meet a state that already moved).
         pending = asyncio.ensure_future(w.submit(Command(verb, trigger, reason, emergency, step)))
         try:
-            return await asyncio.wait_for(asyncio.shield(pending), COMMAND_TIMEOUT)
+            with self.pacer.urgent(w.key):  # judgements of other canaries wait until it is applied
+                return await asyncio.wait_for(asyncio.shield(pending), COMMAND_TIMEOUT)
         except TimeoutError:
             pending.add_done_callback(_consume)
             raise CommandQueued(namespace, name, verb) from None

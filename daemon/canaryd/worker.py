@@ -22,9 +22,11 @@ from .analysis.snapshot import ArmSnapshot
 from .analysis.verdicts import Judgement
 from .config import CanaryConfig
 from .health import Health
+from .logs import DecisionLog
 from .metrics import MetricObservation, Metrics
 from .notify import Event, Notifier
 from .notify_formats import transitions
+from .pacing import Pacer
 from .rollout import Phase, Rollout, Trigger
 from .worker_pods import CanaryPods, CheckPods, NewVersion
 
@@ -84,7 +86,8 @@ def new_rollout(c: CanaryConfig) -> Rollout:
 
 class CanaryWorker(CanaryPods):
     def __init__(self, config: CanaryConfig, actuator: Actuator, *, metrics: Metrics, notifier: Notifier | None,
-                 clock: Callable[[], float] = time.time, dry_run: bool = False, health: Health | None = None) -> None:
+                 clock: Callable[[], float] = time.time, dry_run: bool = False, health: Health | None = None,
+                 pacer: Pacer | None = None) -> None:
         self.config = config
         self.actuator = actuator
         self.metrics = metrics
@@ -93,12 +96,14 @@ class CanaryWorker(CanaryPods):
         self.dry_run = dry_run
         self.rollout = new_rollout(config)
         self.health = health or Health()
+        self.pacer = pacer or Pacer()  # shared by the controller's workers: judgements take turns on the loop
         self._error: str | None = None
         self.pending_rollback: ro.Rollback | None = None  # a rollback whose write failed: retried every tick
         # The route's canary weight while a pending rollback's weights are not written (None: they are);
         # status and metrics show it rather than the 0 that was decided.
         self._route_weight: int | None = None
         self._failure: ActuationError | None = None  # the last write's error
+        self._decisions = DecisionLog(log, config.key)  # a repeated hold at DEBUG
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._pods_poller: asyncio.Task[None] | None = None
         self._report()
@@ -318,13 +323,14 @@ class CanaryWorker(CanaryPods):
             if self.rollout.phase is not Phase.PROGRESSING:
                 return
             r = self.rollout
-        started = time.perf_counter()
-        new, effects, judgement = ro.judge_tick(r, tick.now)
-        self.metrics.observe_analysis(time.perf_counter() - started)
-        try:
-            await self._commit(r, new, effects, judgement)
-        except RouteChanged:
-            pass  # another replica paused or rolled back meanwhile: its decision stands, adopted from the route
+        async with self.pacer.turn(self.key):  # nothing else changes the rollout meanwhile: this task owns it
+            started = time.perf_counter()
+            new, effects, judgement = ro.judge_tick(r, tick.now)
+            self.metrics.observe_analysis(time.perf_counter() - started)
+            try:
+                await self._commit(r, new, effects, judgement)
+            except RouteChanged:
+                pass  # another replica paused or rolled back meanwhile: its decision stands, adopted from the route
 
     async def _command(self, cmd: Command) -> None:
         if self.pending_rollback is not None:
@@ -473,9 +479,7 @@ class CanaryWorker(CanaryPods):
         if judgement is not None:
             self.metrics.observe_decision(ns, name, judgement.decision.value, [
                 MetricObservation(m.name, m.verdict.value, m.anytime_p_value, m.ratio) for m in judgement.metrics])
-            log.info("decision", extra={"canary": self.key, "decision": judgement.decision.value,
-                                        "phase": r.phase.value, "weight": r.weight, "step": r.step,
-                                        "reasons": list(judgement.reasons)})
+            self._decisions.log(judgement.decision.value, r.phase.value, r.weight, r.step, judgement.reasons)
 
 
 def _position(state: Mapping[str, Any]) -> tuple[object, object, object]:
