@@ -1,6 +1,7 @@
 """Alert → rollback latency: Alertmanager webhook POST until the routing decision has been applied.
 
     python bench/alert_latency.py [--mode dry-run|kube|ha|both] [--alerts 1000] [--canaries 1000] [--warmup 50]
+    python bench/alert_latency.py --load [--alerts 1000] [--canaries 1000]   (see bench/load.py)
 
 Three modes, each against its own bare-handler baseline measured in the same run (`both`, the default,
 runs dry-run then kube, one after the other; `ha` runs alone):
@@ -811,6 +812,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--canaries", type=int, default=1000, help="distinct canaries configured (default 1000)")
     p.add_argument("--warmup", type=int, default=50, help="untimed alerts first (default 50)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, config)")
+    p.add_argument("--load", action="store_true",
+                   help="instead: idle, then with --canaries canaries progressing and /metrics scraped every "
+                        "second, webhook and /healthz latency (bench/load.py)")
     args = p.parse_args(argv)
     if args.alerts < 1 or args.canaries < 1 or args.warmup < 0:
         p.error("--alerts and --canaries must be >= 1, --warmup >= 0")
@@ -822,12 +826,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="canaryd-bench-alerts-"))
     modes: Mapping[str, Any] = {"dry-run": run_dry_run, "kube": run_kube, "ha": run_ha}
     chosen = ["dry-run", "kube"] if args.mode == "both" else [args.mode]
+    import load  # bench/load.py, which imports this module's helpers
+
+    if args.load:
+        modes, chosen = {"load": load.run_load}, ["load"]
     try:
         for k, mode in enumerate(chosen):
             if k:
                 print()
             print(modes[mode](args, workdir), flush=True)
-    except (BenchError, ServerError) as e:
+    except (BenchError, load.BenchError, ServerError) as e:
         print(f"alert_latency: {e}", file=sys.stderr)
         return 1
     finally:
