@@ -56,8 +56,8 @@ class JudgeBase:
     timeout_rollback: bool = False  # after max_step_duration a hold becomes: rollback (True) or pause
     # Pass bound: the canary error rate's upper confidence bound <= stable's rate + this many points.
     tolerance_pp: float = _setting(
-        1.0, "A step passes when the canary error rate's upper bound is at most stable's + this many points",
-        "points")
+        1.0, "A step passes when the canary error rate's upper bound is at most stable's + this many points "
+        "(or the error ratio's upper bound is at most error_ratio)", "points")
     # The older, stricter pass rule: also no significant evidence that the canary is worse than stable at all.
     strict: bool = _setting(
         False, "A step passes only if the canary is also not significantly worse than stable at all", "bool")

@@ -445,6 +445,7 @@ NAMED: Mapping[str, _Kind] = types.MappingProxyType({
     "duration": _Duration(),
     "steps": _Steps(),
     "count": _Int(0, 10**12, "a whole number >= 0"),
+    "bool": _Bool(),
     "alpha": _Number("a number greater than 0 and at most 0.5", 0, 0.5, lo_open=True),
     "points": _Number("a number of percentage points between 0 and 100", 0, 100),
 })

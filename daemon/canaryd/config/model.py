@@ -196,6 +196,7 @@ class AnalysisSettings:
         None, "Replicas the canary is scaled to before it gets traffic; null: as many as stable has",
         _Int(1, 10000))
     tolerance_pp: float = _judge("tolerance_pp")
+    strict: bool = _judge("strict")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "traffic_steps", tuple(self.traffic_steps))
