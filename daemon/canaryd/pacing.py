@@ -42,6 +42,11 @@ class Pacer:
         self.turns = 0  # turns taken (for benchmarks and tests)
         self.deferred = 0  # of which waited for a later pass of the loop
 
+    @property
+    def waiting(self) -> int:
+        """Turns waiting for a later pass of the loop."""
+        return len(self._waiting)
+
     @contextlib.asynccontextmanager
     async def turn(self, key: str = "") -> AsyncIterator[None]:
         """Wait for a turn, then run the block (canary `key`'s judgement) as the turn."""
