@@ -188,3 +188,28 @@ def test_transitions_name_every_event_no_effect_carries() -> None:
     assert transitions(advanced, advanced, []) == []  # a hold changes nothing a human must hear about
     resumed = replace(paused, phase=Phase.PROGRESSING, paused_reason=None)
     assert transitions(paused, resumed, []) == []
+
+
+async def test_one_canarys_events_arrive_in_order_even_when_the_first_is_slow(aiohttp_server: Any) -> None:
+    """Concurrent delivery must not put "rolled back" in the channel before "started"."""
+    got: list[tuple[str, str]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.json()
+        if (body["canary"], body["kind"]) == ("auth-service", "started"):
+            await asyncio.sleep(0.3)  # the first delivery is the slow one
+        got.append((body["canary"], body["kind"]))
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/", handle)
+    server = await aiohttp_server(app)
+    async with aiohttp.ClientSession() as session:
+        notifier = Notifier(session, [NotifyTarget(url=str(server.make_url("/")))])
+        for canary, kind in (("auth-service", "started"), ("auth-service", "paused"),
+                             ("auth-service", "rollback"), ("cart", "started")):
+            notifier.fire(Event(kind=kind, namespace="orion", canary=canary, trigger="manual",
+                                reasons=(kind,), weight=5.0, at=datetime.now(UTC)))
+        await notifier.close()
+    assert [k for c, k in got if c == "auth-service"] == ["started", "paused", "rollback"]
+    assert got[0] == ("cart", "started")  # another canary does not wait behind the slow one

@@ -131,7 +131,7 @@ class _Retryable(Exception):
 
 
 class Notifier:
-    """Sends events to every target concurrently; see the module doc for the guarantees."""
+    """Sends events to every target concurrently, each canary's in order; see the module doc for the guarantees."""
 
     def __init__(
         self,
@@ -148,6 +148,7 @@ class Notifier:
         self._retries = retries
         self._backoff = backoff
         self._tasks: set[asyncio.Task[list[DeliveryResult]]] = set()
+        self._last: dict[tuple[str, str], asyncio.Task[list[DeliveryResult]]] = {}  # per canary, the newest
         self._closed = False
 
     @property
@@ -162,14 +163,26 @@ class Notifier:
             log.warning("notify: %s event for %s/%s dropped: notifier is closed",
                         event.kind, event.namespace, event.canary)
             return
+        key = (event.namespace, event.canary)
+        # One canary's events arrive in the order they happened ("started" before "rolled back"); the
+        # events of different canaries are delivered concurrently.
         task = asyncio.get_running_loop().create_task(
-            self.send(event), name=f"notify {event.kind} {event.namespace}/{event.canary}"
+            self._after(self._last.get(key), event), name=f"notify {event.kind} {event.namespace}/{event.canary}"
         )
+        self._last[key] = task
         self._tasks.add(task)
         task.add_done_callback(self._done)
 
+    async def _after(self, previous: asyncio.Task[list[DeliveryResult]] | None, event: Event) -> list[DeliveryResult]:
+        if previous is not None:
+            await asyncio.wait([previous])
+        return await self.send(event)
+
     def _done(self, task: asyncio.Task[list[DeliveryResult]]) -> None:
         self._tasks.discard(task)
+        for key, last in list(self._last.items()):
+            if last is task:
+                del self._last[key]
         if task.cancelled():
             log.warning("notify: delivery cancelled (%s)", task.get_name())
             return
