@@ -19,7 +19,8 @@ It is faithful where canaryd depends on the API server's behaviour, and nowhere 
   networking.istio.io v1/v1beta1 virtualservices, split.smi-spec.io v1alpha1..4 trafficsplits,
   gateway.networking.k8s.io v1/v1beta1 httproutes, canaryd.io v1alpha1 canaries (+ `status`: writes
   through the main resource keep the stored status, `/status` writes change only the status),
-  events.k8s.io/v1 events, and enough discovery (`/api`, `/apis`, `/version`). Lists and watches
+  events.k8s.io/v1 events, batch/v1 jobs, core v1 pods (`/api/v1`; lists filter by equality
+  `labelSelector`), and enough discovery (`/api`, `/apis`, `/version`). Lists and watches
   without a namespace span every namespace. `unserve("canaryd.io", "v1alpha1")` is a cluster without
   the CRD.
 
@@ -86,7 +87,14 @@ RESOURCES: tuple[Resource, ...] = (
     # canaryd's own CRD (deploy/crd/canaries.canaryd.io.yaml), with its status subresource
     Resource("canaryd.io", ("v1alpha1",), "canaries", "Canary", status_subresource=True, subresources=("status",)),
     Resource("events.k8s.io", ("v1",), "events", "Event", strategic_merge=True),
+    # batch/v1 jobs (gates run as Jobs) and core v1 pods (/api/v1, group ""): the canary's pods
+    Resource("batch", ("v1",), "jobs", "Job", strategic_merge=True, status_subresource=True, subresources=("status",)),
+    Resource("", ("v1",), "pods", "Pod", strategic_merge=True),
 )
+
+
+def _api_version(group: str, version: str) -> str:
+    return f"{group}/{version}" if group else version
 
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete"})
 
@@ -691,7 +699,7 @@ class FakeKube:
         return self._objects[(res.group, res.plural)]
 
     def _resource_of(self, obj: Mapping[str, Any]) -> Resource:
-        group = str(obj.get("apiVersion", "")).rpartition("/")[0]
+        group = str(obj.get("apiVersion", "")).rpartition("/")[0]  # "v1": the core group ""
         for r in RESOURCES:
             if r.kind == obj.get("kind") and r.group == group:
                 return r
@@ -719,7 +727,7 @@ class FakeKube:
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = _now()
         meta["generation"] = 1
-        obj["apiVersion"] = f"{res.group}/{res.versions[0]}"
+        obj["apiVersion"] = _api_version(res.group, res.versions[0])
         obj["kind"] = res.kind
         self._validate(res, obj)
         return self._commit(res, namespace, name, obj, "ADDED")
@@ -857,7 +865,7 @@ class FakeKube:
     # ---------------------------------------------------------------------------- HTTP side
     def _served_object(self, obj: JSON, res: Resource, version: str) -> JSON:
         out = copy.deepcopy(obj)
-        out["apiVersion"] = f"{res.group}/{version}"
+        out["apiVersion"] = _api_version(res.group, version)
         out["kind"] = res.kind
         return out
 
@@ -868,7 +876,9 @@ class FakeKube:
         if parts == ["api"]:
             return web.json_response({"kind": "APIVersions", "versions": ["v1"]})
         if parts == ["api", "v1"]:
-            return web.json_response({"kind": "APIResourceList", "groupVersion": "v1", "resources": []})
+            return web.json_response(self._resource_list("", "v1"))
+        if len(parts) > 2 and parts[:2] == ["api", "v1"]:
+            return self._target("", "v1", parts[2:])
         if parts == ["apis"]:
             return web.json_response(
                 {"kind": "APIGroupList", "apiVersion": "v1", "groups": [self._group(g) for g in self._groups()]}
@@ -885,7 +895,11 @@ class FakeKube:
             raise _not_served()
         if len(parts) == 3:
             return web.json_response(self._resource_list(group, version))
-        rest = parts[3:]
+        return self._target(group, version, parts[3:])
+
+    def _target(self, group: str, version: str, rest: list[str]) -> _Target:
+        if (group, version) not in self._served:
+            raise _not_served()
         namespace: str | None = None
         if rest[0] == "namespaces" and len(rest) >= 3:
             namespace, rest = rest[1], rest[2:]
@@ -899,7 +913,7 @@ class FakeKube:
         return _Target(res, version, namespace, name, sub)
 
     def _groups(self) -> list[str]:
-        return sorted({g for g, _ in self._served})
+        return sorted({g for g, _ in self._served if g})  # the core group is /api, not /apis
 
     def _group(self, group: str) -> JSON:
         versions = [
@@ -923,7 +937,7 @@ class FakeKube:
             resources += [{"name": f"{r.plural}/{s}", "singularName": "", "namespaced": True,
                            "kind": "Scale" if s == "scale" else r.kind, "verbs": ["get", "patch", "update"]}
                           for s in r.subresources]
-        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{group}/{version}",
+        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": _api_version(group, version),
                 "resources": resources}
 
     @staticmethod
@@ -1014,9 +1028,10 @@ class FakeKube:
                 for (o_ns, _), o in sorted(self._store(res).items(), key=lambda kv: kv[1]["metadata"]["name"])
                 if ns is None or o_ns == ns
             ]
-            items = [o for o in items if _field_match(o, query.get("fieldSelector"))]
+            items = [o for o in items if _field_match(o, query.get("fieldSelector"))
+                     and _label_match(o, query.get("labelSelector"))]
             return web.json_response(
-                {"kind": f"{res.kind}List", "apiVersion": f"{res.group}/{t.version}",
+                {"kind": f"{res.kind}List", "apiVersion": _api_version(res.group, t.version),
                  "metadata": {"resourceVersion": str(self._rv)}, "items": items}
             )
         if verb == "create" and ns is not None:
@@ -1173,6 +1188,29 @@ def _field_name(selector: str | None) -> str | None:
         if key.strip() == "metadata.name":
             return value.strip().lstrip("=")
     return None
+
+
+def _label_match(obj: JSON, selector: str | None) -> bool:
+    """Equality-based label selectors (`a=b,c!=d`, `a==b`, `a`, `!a`), as lists of pods use them."""
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    for term in (selector or "").split(","):
+        term = term.strip()
+        if not term:
+            continue
+        if "!=" in term:
+            key, value = (x.strip() for x in term.split("!=", 1))
+            if labels.get(key) == value:
+                return False
+        elif "=" in term:
+            key, value = (x.strip() for x in term.replace("==", "=").split("=", 1))
+            if labels.get(key) != value:
+                return False
+        elif term.startswith("!"):
+            if term[1:] in labels:
+                return False
+        elif term not in labels:
+            return False
+    return True
 
 
 def _field_match(obj: JSON, selector: str | None) -> bool:

@@ -504,6 +504,8 @@ def test_rbac_is_exactly_what_canaryd_uses(rendered: dict[tuple[str, str], dict[
         ("canaryd.io", "canaries"): {"get", "list", "watch", "patch"},
         ("canaryd.io", "canaries/status"): {"patch"},
         ("events.k8s.io", "events"): {"create", "patch"},
+        ("", "pods"): {"get", "list", "watch"},
+        ("batch", "jobs"): {"create", "get"},
     }
     lease_rules = [r for r in role["rules"] if "leases" in r["resources"] and {"get", "update"} & set(r["verbs"])]
     lease = _config(rendered)["kubernetes"]["leader_election"]["lease"]

@@ -10,23 +10,46 @@ on the Deployments.
 - emergency rollback: weights 100/0, one write, nothing else.
 
 A canary Deployment that is gone (404) when it is to be scaled down is as good as scaled down: done.
+
+Every weight write also brings canaryd's match routes to what the saved state calls for
+(`wanted_matches`): the configured ones while a rollout runs with the canary's pods up (match-only
+stages add theirs one by one), none before, after a promotion or a rollback. Gates run as Jobs here
+(`run_job`), and the canary's pods are read here (`canary_pods`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import math
+import re
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .actuator import ActuationError, Actuator, RouterActuator
+from .actuator import ActuationError, Actuator, RouterActuator, position
 from .config import CanaryConfig, Config
+from .config.model import GateJob, MatchRoute
 from .kube import KubeClient, KubeError, KubeNotFound, container_images
 from .kube.rollout import progress_deadline_exceeded, rollout_status, template_hash
+from .kube.workloads import create_job, get_job, list_pods, selector_of
 from .routers import make_router
-from .routers.base import Router
+from .routers.base import Router, RouterError
 
 log = logging.getLogger("canaryd.kube_actuator")
+
+
+def wanted_matches(c: CanaryConfig, state: Mapping[str, Any]) -> tuple[MatchRoute, ...]:
+    """The match routes a saved state calls for: during a rollout whose canary pods are up, those not
+    named in match_stages, and the stages' up to the current step; otherwise none."""
+    if state.get("phase") not in ("progressing", "paused") or state.get("preparing"):
+        return ()
+    step = state.get("step")
+    step = step if isinstance(step, int) else 0
+    staged = c.match_stages
+    reached = set(staged[: step + 1])
+    return tuple(m for m in c.match_routes if m.name not in staged or m.name in reached)
 
 
 class KubeActuator(RouterActuator):
@@ -36,6 +59,41 @@ class KubeActuator(RouterActuator):
         self.kube = kube
         self.canary = canary
         self.poll_interval = poll_interval
+
+    async def set_weight(self, weight: int, state: Mapping[str, Any]) -> None:
+        try:
+            await self.router.write(weight, state, guard=self._guard, matches=wanted_matches(self.canary, state))
+        except (RouterError, KubeError) as e:
+            raise ActuationError(str(e)) from e
+        self._seen = position(state)
+
+    async def run_job(self, gate: str, job: GateJob, timeout: float, env: Mapping[str, str]) -> tuple[bool, str]:
+        """Create a gate's Job and wait for it: (succeeded?, what happened)."""
+        c = self.canary
+        stamp = time.strftime("%H%M%S", time.gmtime()) + f"{int(time.time() * 1000) % 1000:03d}"
+        name = re.sub(r"[^a-z0-9-]", "-", f"{c.name}-{gate}")[:48].strip("-") + f"-{stamp}"
+        try:
+            await create_job(self.kube, c.namespace, _job_body(name, c, gate, job, timeout, env))
+            deadline = time.monotonic() + timeout + self.poll_interval
+            while time.monotonic() < deadline:
+                found = await get_job(self.kube, c.namespace, name)
+                done = _job_outcome(found)
+                if done is not None:
+                    return done[0], f"Job {c.namespace}/{name} {done[1]}"
+                await asyncio.sleep(self.poll_interval)
+        except KubeError as e:
+            return False, f"Job {c.namespace}/{name}: {e}"
+        return False, f"Job {c.namespace}/{name} did not finish within {timeout:g}s"
+
+    async def canary_pods(self) -> list[dict[str, Any]]:
+        """The canary Deployment's pods (by its selector); [] when it has none or no selector."""
+        c = self.canary
+        try:
+            dep = await self.kube.get_deployment(c.namespace, c.canary.deployment)
+            selector = selector_of(dep)
+            return await list_pods(self.kube, c.namespace, selector) if selector else []
+        except KubeError as e:
+            raise ActuationError(f"cannot read the canary's pods: {e}") from e
 
     async def promote(self, state: Mapping[str, Any]) -> None:
         c = self.canary
@@ -97,6 +155,37 @@ class KubeActuator(RouterActuator):
             log.info("canary Deployment is gone; nothing to scale down", extra={"deployment": f"{ns}/{name}"})
         except KubeError as e:
             raise ActuationError(f"{done}, but scaling the canary down failed: {e}", route_written=True) from e
+
+
+def _job_body(name: str, c: CanaryConfig, gate: str, job: GateJob, timeout: float,
+              env: Mapping[str, str]) -> dict[str, Any]:
+    container: dict[str, Any] = {"name": "gate", "image": job.image,
+                                 "env": [{"name": k, "value": v} for k, v in sorted(env.items())]}
+    if job.command:
+        container["command"] = list(job.command)
+    pod: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
+    if job.service_account:
+        pod["serviceAccountName"] = job.service_account
+    labels = {"app.kubernetes.io/managed-by": "canaryd", "canaryd.io/canary": c.name, "canaryd.io/gate": gate.replace("_", "-")}
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": name, "namespace": c.namespace, "labels": labels},
+            "spec": {"backoffLimit": 0, "activeDeadlineSeconds": max(1, math.ceil(timeout)),
+                     "ttlSecondsAfterFinished": 3600, "template": {"metadata": {"labels": labels}, "spec": pod}}}
+
+
+def _job_outcome(job: Mapping[str, Any]) -> tuple[bool, str] | None:
+    """(passed, how) once the Job has finished; None while it runs."""
+    status = job.get("status") or {}
+    for cond in status.get("conditions") or ():
+        if cond.get("status") == "True" and cond.get("type") in ("Complete", "Failed"):
+            ok = cond["type"] == "Complete"
+            why = cond.get("message") or cond.get("reason") or ""
+            return ok, ("succeeded" if ok else "failed") + (f": {why}" if why else "")
+    if (status.get("succeeded") or 0) >= 1:
+        return True, "succeeded"
+    if (status.get("failed") or 0) >= 1:
+        return False, "failed"
+    return None
 
 
 def _replicas(deployment: Mapping[str, Any]) -> int:

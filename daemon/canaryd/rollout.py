@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from enum import Enum
 from typing import Any
 
 from .analysis import judge
@@ -18,76 +17,26 @@ from .analysis.snapshot import ArmSnapshot, Snapshot
 from .analysis.verdicts import Decision, Judgement
 from .arm_totals import add_arm, zero_snapshot
 from .report import timeline
+from .rollout_types import (
+    ACTIVE,
+    ROLLBACK_CAUSES,
+    AlreadyDone,
+    Effect,
+    Notify,
+    Phase,
+    Promote,
+    Rollback,
+    RunGate,
+    SetWeight,
+    TransitionError,
+    Trigger,
+)
+from .windows import Window, closed_reason
+
+__all__ = ["ACTIVE", "ROLLBACK_CAUSES", "AlreadyDone", "Effect", "Notify", "Phase", "Promote", "Rollback",
+           "Rollout", "RunGate", "SavedState", "SetWeight", "TransitionError", "Trigger"]
 
 HISTORY = 50  # decisions kept per canary
-
-
-class Phase(str, Enum):
-    IDLE = "idle"
-    PROGRESSING = "progressing"
-    PAUSED = "paused"
-    PROMOTING = "promoting"
-    SUCCEEDED = "succeeded"
-    ROLLED_BACK = "rolled_back"
-
-
-ACTIVE = (Phase.PROGRESSING, Phase.PAUSED, Phase.PROMOTING)
-
-
-class Trigger(str, Enum):
-    ANALYSIS = "analysis"
-    ALERT = "alert"
-    MANUAL = "manual"
-    TIMEOUT = "timeout"
-    SOURCE = "source"  # Prometheus could not be read
-    AUTO = "auto"  # auto_promote
-    START = "start"
-
-
-ROLLBACK_CAUSES = (Trigger.ANALYSIS, Trigger.ALERT, Trigger.MANUAL, Trigger.TIMEOUT)
-"""The triggers a rollback can have (the `trigger` label of canaryd_rollbacks_total)."""
-
-
-# ---------------------------------------------------------------------------------------------- effects
-
-
-@dataclass(frozen=True)
-class SetWeight:
-    weight: int
-
-
-@dataclass(frozen=True)
-class Promote:
-    pass
-
-
-@dataclass(frozen=True)
-class Rollback:
-    emergency: bool = False
-
-
-@dataclass(frozen=True)
-class Notify:
-    kind: str  # rollback | promotion
-    trigger: Trigger
-    reasons: tuple[str, ...]
-
-
-Effect = SetWeight | Promote | Rollback | Notify
-
-
-class TransitionError(ValueError):
-    """A command that does not apply in the current phase (answered 409 by the API)."""
-
-
-class AlreadyDone(TransitionError):
-    """A repeated command: what it asks for already holds, and nothing changes (answered 200 by the API).
-
-    The rule for all five verbs: start on a progressing canary, promote on a promoting or succeeded one,
-    rollback on a rolled-back one, pause on a paused one and resume on a progressing one are no-ops, so
-    that a retried pipeline step or a redelivered alert is not an error.
-    """
-
 
 # ---------------------------------------------------------------------------------------------- state
 
@@ -113,6 +62,10 @@ class Rollout:
     preparing_since: float | None = None
     version: str | None = None  # the canary pod template being judged (kube.template_hash)
     source_down_since: float | None = None  # Prometheus unreadable since; the step timer stops meanwhile
+    stages: tuple[str, ...] = ()  # match-only stages: the first len(stages) steps, weight 0, by match route
+    gates: frozenset[str] = frozenset()  # the gates configured (pre_rollout, confirm_promotion, ...)
+    gate: str | None = None  # the gate the rollout waits for now
+    windows: tuple[Window, ...] = field(default=(), repr=False)  # when it may advance; (): any time
     # The report page's per-tick numbers, the last timeline.TICKS of them; in memory only, not in the API.
     ticks: tuple[timeline.TickEntry, ...] = field(default=(), repr=False)
 
@@ -131,7 +84,15 @@ class Rollout:
             "history": list(self.history),
             "preparing": self.preparing,
             "version": self.version,
+            "stage": self.stage,
+            "stages": list(self.stages),
+            "gate": self.gate,
         }
+
+    @property
+    def stage(self) -> str | None:
+        """The match-only stage the rollout is in (the name of its match route), None at a weighted step."""
+        return self.stages[self.step] if 0 <= self.step < len(self.stages) else None
 
     def persisted(self) -> dict[str, Any]:
         """What goes in the route's state annotation: enough to resume after a restart."""
@@ -143,7 +104,7 @@ class Rollout:
                           started_at=self.started_at, paused_reason=self.paused_reason,
                           awaiting_promotion=self.awaiting_promotion,
                           last_decision={k: last.get(k) for k in ("decision", "trigger", "at", "reasons")} if last else None,
-                          history=self.history, preparing=self.preparing, version=self.version)
+                          history=self.history, preparing=self.preparing, version=self.version, gate=self.gate)
 
 
 @dataclass(frozen=True)
@@ -166,6 +127,7 @@ class SavedState:
     history: tuple[Mapping[str, Any], ...] = ()
     preparing: bool = False
     version: str | None = None
+    gate: str | None = None  # the gate the rollout waits for (rollout_gates.py)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -181,6 +143,7 @@ class SavedState:
             "history": list(self.history),
             "preparing": self.preparing,
             "version": self.version,
+            **({"gate": self.gate} if self.gate else {}),
         }
 
     @classmethod
@@ -199,7 +162,8 @@ class SavedState:
                    last_decision=last if isinstance(last, Mapping) else None,
                    history=tuple(h for h in saved.get("history") or () if isinstance(h, Mapping))[-HISTORY:],
                    preparing=bool(saved.get("preparing", False)),
-                   version=saved["version"] if isinstance(saved.get("version"), str) else None)
+                   version=saved["version"] if isinstance(saved.get("version"), str) else None,
+                   gate=saved["gate"] if isinstance(saved.get("gate"), str) else None)
 
     def concluded(self, phase: Phase, *, decision: str, trigger: Trigger, reason: str, at: float) -> SavedState:
         """The state after a promotion or rollback made outside a rollout's own decisions."""
@@ -216,7 +180,7 @@ def resume(r: Rollout, saved: Mapping[str, Any], now: float) -> Rollout:
     out = replace(r, phase=phase, step=step, weight=weight, step_started_at=started, started_at=st.started_at,
                   paused_reason=st.paused_reason, awaiting_promotion=st.awaiting_promotion,
                   last_decision=st.last_decision, history=st.history, preparing=st.preparing,
-                  preparing_since=now if st.preparing else None, version=st.version)
+                  preparing_since=now if st.preparing else None, version=st.version, gate=st.gate)
     if phase is Phase.PROMOTING:
         # Nothing finishes a promotion cut short by a restart: wait for POST .../promote to run it again.
         out = replace(out, phase=Phase.PAUSED, awaiting_promotion=True,
@@ -272,12 +236,23 @@ def start(r: Rollout, now: float, *, step: int = 0, reason: str | None = None,
                   paused_reason=None, awaiting_promotion=False, history=(), last_decision=None, ticks=(),
                   analysis=judge.start(r.settings, now, weight=weight), counters=zero_snapshot(now, weight),
                   last_judged_at=None, preparing=False, preparing_since=None, version=version or r.version,
-                  source_down_since=None)
+                  source_down_since=None, gate=None)
     out = _record(out, at=now, decision="start", trigger=Trigger.START,
                   reasons=[reason or f"rollout started at step {step + 1} of {len(r.steps)}: {weight} %"])
     if waiting is not None:  # the state is saved at 0 %: every replica, and a restart, see it waiting
         return _await_pods(out, now, waiting), [SetWeight(0)]
-    return out, [SetWeight(weight)]
+    return _first_weight(out, now, [SetWeight(weight)])
+
+
+def _first_weight(r: Rollout, now: float, effects: list[Effect]) -> tuple[Rollout, list[Effect]]:
+    """With a pre_rollout gate, no weight before it passes: the match routes go in at 0 %, the gate runs
+    (rollout_gates.gate_done decides then)."""
+    if "pre_rollout" not in r.gates:
+        return r, effects
+    out = replace(r, weight=0, gate="pre_rollout", analysis=None, counters=None)
+    out = _record(out, at=now, decision="hold", trigger=Trigger.GATE,
+                  reasons=["no weight until the pre_rollout gate passes; it runs now"])
+    return out, [SetWeight(0), RunGate("pre_rollout")]
 
 
 def _await_pods(r: Rollout, now: float, why: str) -> Rollout:
@@ -296,7 +271,7 @@ def pods_ready(r: Rollout, now: float, why: str) -> tuple[Rollout, list[Effect]]
                   last_judged_at=None, source_down_since=None)
     out = _record(out, at=now, decision="resume", trigger=Trigger.START,
                   reasons=[f"canary pods available ({why}); step {r.step + 1} of {len(r.steps)}: {weight} %"])
-    return out, [SetWeight(weight)]
+    return _first_weight(out, now, [SetWeight(weight)])
 
 
 def pods_late(r: Rollout, now: float, deadline: float, why: str) -> Rollout:
@@ -313,7 +288,7 @@ def restart(r: Rollout, now: float, version: str, reason: str) -> tuple[Rollout,
     if r.phase not in (Phase.PROGRESSING, Phase.PAUSED) or version == r.version:
         return r, []
     out = replace(r, phase=Phase.PROGRESSING, step=0, paused_reason=None, awaiting_promotion=False,
-                  version=version, last_judged_at=None, source_down_since=None, step_started_at=now)
+                  version=version, last_judged_at=None, source_down_since=None, step_started_at=now, gate=None)
     out = _record(out, at=now, decision="restart", trigger=Trigger.START, reasons=[reason])
     return _await_pods(out, now, "a new canary version is rolling out"), [
         SetWeight(0), Notify("restart", Trigger.START, (reason,))]
@@ -346,7 +321,10 @@ def judge_tick(r: Rollout, now: float) -> tuple[Rollout, list[Effect], Judgement
         if judgement.timed_out:
             r = replace(r, phase=Phase.PAUSED, paused_reason=judgement.reasons[0])
         return r, [], judgement
-    # advance
+    closed = closed_reason(r.windows, now)
+    if closed is not None:  # healthy, but not now: hold where it is (a failure still rolls back, above)
+        r = _record(r, at=now, decision="hold", trigger=Trigger.ANALYSIS, reasons=[closed], judgement=judgement)
+        return r, [], judgement
     r = _record(r, at=now, decision="advance", trigger=Trigger.ANALYSIS, reasons=judgement.reasons,
                 judgement=judgement)
     if r.step + 1 < len(r.steps):
@@ -355,11 +333,25 @@ def judge_tick(r: Rollout, now: float) -> tuple[Rollout, list[Effect], Judgement
         r = replace(r, step=step, weight=weight, step_started_at=now,
                     analysis=judge.next_step(r.analysis, now, weight=weight))
         return r, [SetWeight(weight)], judgement
+    if "confirm_promotion" in r.gates:
+        return (*_confirm(r, now), judgement)
     if r.auto_promote:
         r2, effects = _promote(r, Trigger.AUTO, now)
         return r2, effects, judgement
     reason = "last step passed; waiting for POST .../promote (auto_promote is off)"
     return replace(r, phase=Phase.PAUSED, awaiting_promotion=True, paused_reason=reason), [], judgement
+
+
+def _confirm(r: Rollout, now: float) -> tuple[Rollout, list[Effect]]:
+    """The last step has passed: the confirm_promotion gate decides (it runs until it passes; the
+    rollout stays at its last step, still judged, meanwhile)."""
+    if r.gate == "confirm_promotion":
+        return _record(r, at=now, decision="hold", trigger=Trigger.GATE,
+                       reasons=["last step passed; waiting for the confirm_promotion gate"]), []
+    out = replace(r, gate="confirm_promotion")
+    out = _record(out, at=now, decision="hold", trigger=Trigger.GATE,
+                  reasons=["last step passed; the confirm_promotion gate runs now"])
+    return out, [SetWeight(r.weight), RunGate("confirm_promotion")]
 
 
 def source_down(r: Rollout, now: float, reason: str) -> Rollout:
@@ -390,12 +382,13 @@ def data_back(r: Rollout, now: float) -> Rollout:
 
 def _rollback(r: Rollout, trigger: Trigger, reasons: tuple[str, ...] | list[str], *,
               emergency: bool = False) -> tuple[Rollout, list[Effect]]:
-    out = replace(r, phase=Phase.ROLLED_BACK, weight=0, paused_reason=None, awaiting_promotion=False)
-    return out, [Rollback(emergency=emergency), Notify("rollback", trigger, tuple(reasons))]
+    out = replace(r, phase=Phase.ROLLED_BACK, weight=0, paused_reason=None, awaiting_promotion=False, gate=None)
+    more: list[Effect] = [RunGate("on_rollback")] if "on_rollback" in r.gates else []
+    return out, [Rollback(emergency=emergency), Notify("rollback", trigger, tuple(reasons)), *more]
 
 
 def _promote(r: Rollout, trigger: Trigger, now: float) -> tuple[Rollout, list[Effect]]:
-    out = replace(r, phase=Phase.PROMOTING, paused_reason=None, awaiting_promotion=False)
+    out = replace(r, phase=Phase.PROMOTING, paused_reason=None, awaiting_promotion=False, gate=None)
     out = _record(out, at=now, decision="promote", trigger=trigger,
                   reasons=["promoting: stable takes the canary's version"])
     return out, [Promote()]
@@ -406,7 +399,8 @@ def promoted(r: Rollout, now: float, trigger: Trigger) -> tuple[Rollout, list[Ef
     out = replace(r, phase=Phase.SUCCEEDED, weight=0)
     reasons = ("promoted: stable runs the canary's version, canary scaled to 0",)
     out = _record(out, at=now, decision="promoted", trigger=trigger, reasons=reasons)
-    return out, [Notify("promotion", trigger, reasons)]
+    more: list[Effect] = [RunGate("post_rollout")] if "post_rollout" in r.gates else []
+    return out, [Notify("promotion", trigger, reasons), *more]
 
 
 def promotion_failed(r: Rollout, now: float, error: str) -> Rollout:

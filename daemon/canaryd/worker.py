@@ -28,6 +28,8 @@ from .notify import Event, Notifier
 from .notify_formats import transitions
 from .pacing import Pacer
 from .rollout import Phase, Rollout, Trigger
+from .rollout_types import METRIC_TRIGGER
+from .worker_delivery import CanaryDelivery, DeliveryMessage, rollout_for
 from .worker_pods import CanaryPods, CheckPods, NewVersion
 
 log = logging.getLogger("canaryd.worker")
@@ -76,15 +78,15 @@ class _Item:
     done: asyncio.Future[Any] | None = field(default=None)
 
 
-Message = Tick | SourceDown | Refresh | ObserveRoute | Command | CheckPods | NewVersion | Callable[[], None]
+Message = (Tick | SourceDown | Refresh | ObserveRoute | Command | CheckPods | NewVersion | DeliveryMessage
+           | Callable[[], None])
 
 
 def new_rollout(c: CanaryConfig) -> Rollout:
-    return Rollout(steps=c.settings.traffic_steps, settings=c.settings.judge_settings(),
-                   auto_promote=c.settings.auto_promote)
+    return rollout_for(c)  # match-only stages first, then traffic_steps; gates and windows
 
 
-class CanaryWorker(CanaryPods):
+class CanaryWorker(CanaryDelivery, CanaryPods):
     def __init__(self, config: CanaryConfig, actuator: Actuator, *, metrics: Metrics, notifier: Notifier | None,
                  clock: Callable[[], float] = time.time, dry_run: bool = False, health: Health | None = None,
                  pacer: Pacer | None = None) -> None:
@@ -174,7 +176,7 @@ class CanaryWorker(CanaryPods):
         limits restart the anytime tests with them (ro.retune): their limits are fixed when they start."""
         def apply() -> None:
             self.config = config
-            r = replace(self.rollout, steps=config.settings.traffic_steps, auto_promote=config.settings.auto_promote)
+            r = rollout_for(config, self.rollout)
             self.rollout = ro.retune(r, config.settings.judge_settings(), self.clock())
         self._queue.put_nowait(_Item(apply))
 
@@ -208,6 +210,7 @@ class CanaryWorker(CanaryPods):
             self.health.clear(f"canary {self.key}")  # stopped on purpose (shutdown, removed by a reload)
             if self._pods_poller is not None:
                 self._pods_poller.cancel()
+            self.stop_delivery()
             raise
         except Exception:  # _serve() guards each message; this is the last line
             log.exception("canary task died", extra={"canary": self.key})
@@ -249,6 +252,8 @@ class CanaryWorker(CanaryPods):
             await self._check_pods()
         elif isinstance(message, NewVersion):
             await self._new_version(message)
+        elif isinstance(message, DeliveryMessage):
+            await self._deliver(message)
         else:
             message()
         return self.status()
@@ -294,7 +299,7 @@ class CanaryWorker(CanaryPods):
             return
         self._set_error(None)  # the route reads fine again
         if weight > 0 and self.rollout.weight != weight:
-            step = ro.step_for_weight(self.config.settings.traffic_steps, weight)
+            step = ro.step_for_weight(self.rollout.steps, weight)
             reason = f"canary weight set to {weight} % by hand on the route; continuing from there"
             try:
                 await self._command(Command("start", Trigger.START, reason, step=step))
@@ -420,6 +425,9 @@ class CanaryWorker(CanaryPods):
                     await self._persist()
             elif isinstance(effect, ro.Notify):
                 self._notify(effect)
+            elif isinstance(effect, ro.RunGate):
+                self.run_gate_effect(effect)
+        self.follow_flags(old)
         for notice in transitions(old, self.rollout, effects):  # started, advanced, paused, ...
             self._notify(notice)
         self._report(judgement)
@@ -461,7 +469,8 @@ class CanaryWorker(CanaryPods):
 
     def _last_trigger(self) -> str:
         last = self.rollout.last_decision or {}
-        return str(last.get("trigger") or "manual")
+        trigger = str(last.get("trigger") or "manual")
+        return next((m.value for t, m in METRIC_TRIGGER.items() if t.value == trigger), trigger)
 
     def _notify(self, effect: ro.Notify) -> None:
         if self.notifier is None:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..analysis.durations import format_duration
+from .delivery import check_delivery
 from .kinds import _FAIL, _Ctx, _join
 from .model import Mesh, default_backend
 from .schema import _DEFAULTS
@@ -109,7 +110,9 @@ def _check_canaries(ctx: _Ctx, canaries: tuple[Any, ...], defaults: object) -> N
         if defaults is not None:
             _check_settings(ctx, _merge(defaults, c), path, own=c)
         _check_unique(ctx, c, i, seen)
-        _check_arms(ctx, c, path, c.get("mesh", defaults.get("mesh") if defaults is not None else None))
+        mesh = c.get("mesh", defaults.get("mesh") if defaults is not None else None)
+        _check_arms(ctx, c, path, mesh)
+        check_delivery(ctx, c, path, mesh)
 
 
 def _check_alerts(ctx: _Ctx, alerts: tuple[Any, ...]) -> None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..analysis.settings import JudgeBase, Thresholds
 from .compound import _Choices, _GrownChoice, _Headers
+from .delivery import _MatchHeaders, _Strings, _Windows
 from .kinds import (
     _HOSTNAME,
     _K8S_LABEL,
@@ -40,7 +41,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_ALERTS", "NOTIFY_EVENTS", "THRESHOLD_ACTIONS", "AlertAction", "AlertRule", "AnalysisSettings", "ArmConfig",
-    "CanaryConfig", "CanaryResourcesConfig", "Config", "HoldPolicy", "KubernetesConfig", "LeaderElectionConfig",
+    "CanaryConfig", "CanaryResourcesConfig", "Config", "CrashLoopConfig", "FeatureFlagsConfig", "GateConfig",
+    "GateJob", "GatesConfig", "HoldPolicy", "MatchRoute", "KubernetesConfig", "LeaderElectionConfig",
     "MetricsDetail", "Mesh", "NotifierConfig", "PrometheusConfig", "Queries", "ServerConfig", "Thresholds", "default_backend", "extend_alerts",
 ]
 
@@ -242,6 +244,67 @@ class ArmConfig:
                                      'else "<name>-stable"/"<name>-canary"', _K8S_NAME)
 
 
+@dataclass(frozen=True)
+class MatchRoute:
+    name: str = _required("Name of the route; on the route object it is canaryd-<name>", _K8S_LABEL)
+    headers: tuple[tuple[str, str], ...] = _required(
+        "Header name → exact value; a request with all of them goes to the canary", _MatchHeaders())
+
+
+DEFAULT_MATCH_ROUTES: tuple[MatchRoute, ...] = (MatchRoute("x-canary", (("x-canary", "true"),)),)
+
+
+@dataclass(frozen=True)
+class GateJob:
+    image: str | None = _key(None, "Image of the Job's one container; null: no Job",
+                             _Str("a container image", r"[^\s]+", 1024))
+    command: tuple[str, ...] = _key((), "Its command and arguments; []: the image's entrypoint", _Strings())
+    service_account: str | None = _key(None, "Service account of the Job's pod; null: the namespace's default",
+                                       _K8S_NAME)
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    url: str | None = _key(None, "Webhook POSTed the canary's state (JSON); 2xx passes; null: no webhook",
+                           _Url("https://ci.example.com/smoke"))
+    job: GateJob = _section(GateJob, "Kubernetes Job run in the canary's namespace; succeeded passes")
+    timeout: float = _key(30.0, "Time for one webhook request, or for the Job to finish", "duration")
+    retries: int = _key(2, "Further attempts after a failed request or Job before the gate fails", _Int(0, 10))
+
+    @property
+    def enabled(self) -> bool:
+        return self.url is not None or self.job.image is not None
+
+
+@dataclass(frozen=True)
+class GatesConfig:
+    pre_rollout: GateConfig = _section(GateConfig, "Before any weight (the match routes are in place); "
+                                                   "failing rolls back")
+    confirm_promotion: GateConfig = _section(GateConfig, "After the last step; the rollout holds there until "
+                                                         "it passes")
+    post_rollout: GateConfig = _section(GateConfig, "After the promotion; its outcome is recorded")
+    on_rollback: GateConfig = _section(GateConfig, "After a rollback; its outcome is recorded")
+
+
+GATE_NAMES: tuple[str, ...] = ("pre_rollout", "confirm_promotion", "post_rollout", "on_rollback")
+
+
+@dataclass(frozen=True)
+class FeatureFlagsConfig:
+    url: str | None = _key(None, "Webhook POSTed the canary's weight and phase at every step "
+                                 "(OpenFeature-style JSON); null: none", _Url("https://flags.example.com/hooks"))
+    flag: str | None = _key(None, "The flag key the body names; null: the canary's name",
+                            _Str("a flag key", r"[^\s]+", 253))
+    timeout: float = _key(5.0, "Timeout of one request", "duration")
+
+
+@dataclass(frozen=True)
+class CrashLoopConfig:
+    enabled: bool = _key(True, "Watch the canary's pods and roll back when they crash-loop", _Bool())
+    max_restarts: int = _key(3, "Container restarts of the canary's pods during a rollout above which it "
+                                "rolls back", _Int(0, 10000))
+
+
 def default_backend(mesh: Mesh, canary_name: str, role: Literal["stable", "canary"]) -> str:
     """The seed's naming: Istio subsets "stable"/"canary"; SMI and Gateway API services "<name>-<role>"."""
     if mesh is Mesh.ISTIO:
@@ -259,6 +322,16 @@ class CanaryConfig:
     # In YAML the canary's own settings sit beside its other keys and override `defaults` key by key.
     settings: AnalysisSettings = _section(AnalysisSettings, "Analysis settings", inherits="defaults")
     queries: Queries = _section(Queries, "Query templates, or a preset: " + ", ".join(PRESETS), presets=PRESETS)
+    match_routes: tuple[MatchRoute, ...] = field(default=DEFAULT_MATCH_ROUTES, metadata={
+        "doc": "Header routes to the canary added while a rollout runs (Istio, Gateway API); []: none",
+        "items": MatchRoute})
+    match_stages: tuple[str, ...] = _key((), "Match-only stages before the first weight: names of match_routes, "
+                                             "each added in its own stage, judged like a step", _Names(_K8S_LABEL))
+    gates: GatesConfig = _section(GatesConfig, "Webhooks or Jobs around the rollout")
+    windows: tuple[str, ...] = _key((), "When a rollout may advance ('Mon-Fri 02:00-05:00 UTC', or 'cron ...'); "
+                                        "[]: any time", _Windows())
+    feature_flags: FeatureFlagsConfig = _section(FeatureFlagsConfig, "A flag service following the rollout")
+    crash_loop: CrashLoopConfig = _section(CrashLoopConfig, "Rollback on the canary's pods crash-looping")
 
     def __post_init__(self) -> None:
         # Backends are resolved here so that configs built in code get the same defaults as loaded ones.

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from canaryd.kube import CustomResource, KubeClient, KubeConflict, KubeNotFound, read_modify_write
+from canaryd.routers.matches import MatchSpec
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,12 @@ class Router(Protocol):
     async def read(self) -> RouteState: ...
 
     async def write(self, canary_percent: int, state: Mapping[str, Any] | None = None, *,
-                    guard: StateGuard | None = None) -> RouteState:
+                    guard: StateGuard | None = None, matches: Sequence[MatchSpec] | None = None) -> RouteState:
         """Set the canary's percent (stable gets the rest) and, unless None, the state annotation,
         in one request. Returns what the object says after the write. `guard`, if given, sees the
-        state annotation the write is computed from and may raise to refuse the write."""
+        state annotation the write is computed from and may raise to refuse the write. `matches`,
+        unless None, are the match routes canaryd's own routes become (routers/matches.py) in the
+        same request; routers without match routes (SMI) ignore them."""
         ...
 
 
@@ -270,6 +273,21 @@ class KubeRouter:
     def locate(self, obj: Mapping[str, Any]) -> WeightPair:
         raise NotImplementedError
 
+    def match_ops(self, obj: Mapping[str, Any], pair: WeightPair, matches: Sequence[MatchSpec]) -> list[JSON]:
+        """The ops that make canaryd's match routes `matches` (after the weight ops); none by default."""
+        return []
+
+    def _patch(self, obj: Mapping[str, Any], canary_percent: int, state: Mapping[str, Any] | None,
+               matches: Sequence[MatchSpec] | None) -> list[JSON]:
+        pair = self._pair(obj)
+        ops = weight_patch(obj, pair, canary_percent, state, self.what)
+        extra = self.match_ops(obj, pair, matches) if matches is not None else []
+        if not extra:
+            return ops
+        rv = (obj.get("metadata") or {}).get("resourceVersion")
+        guard = [{"op": "test", "path": "/metadata/resourceVersion", "value": rv}] if rv else []
+        return (ops or guard) + extra
+
     def _pair(self, obj: Mapping[str, Any]) -> WeightPair:
         try:
             return self.locate(obj)
@@ -297,20 +315,21 @@ class KubeRouter:
         obj = await self._fetch()
         return route_state(obj, self._pair(obj), self.what)
 
-    async def plan(self, canary_percent: int, state: Mapping[str, Any] | None = None) -> list[JSON]:
+    async def plan(self, canary_percent: int, state: Mapping[str, Any] | None = None, *,
+                   matches: Sequence[MatchSpec] | None = None) -> list[JSON]:
         """The JSON patch `write` would send now, without sending it (for --dry-run against a cluster)."""
         check_percent(canary_percent, self.what)
         obj = await self._fetch()
-        return weight_patch(obj, self._pair(obj), canary_percent, state, self.what)
+        return self._patch(obj, canary_percent, state, matches)
 
     async def write(self, canary_percent: int, state: Mapping[str, Any] | None = None, *,
-                    guard: StateGuard | None = None) -> RouteState:
+                    guard: StateGuard | None = None, matches: Sequence[MatchSpec] | None = None) -> RouteState:
         check_percent(canary_percent, self.what)
 
         def compute(obj: JSON) -> tuple[JSON, list[JSON]]:
             if guard is not None:  # the patch's resourceVersion test makes this check and the write one step
                 guard(route_state(obj, self._pair(obj), self.what, strict_state=False).state)
-            return obj, weight_patch(obj, self._pair(obj), canary_percent, state, self.what)
+            return obj, self._patch(obj, canary_percent, state, matches)
 
         async def send(planned: tuple[JSON, list[JSON]]) -> JSON:
             obj, ops = planned

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,7 +68,8 @@ class DryRunRouter:
     async def read(self) -> RouteState:
         return self._current
 
-    async def plan(self, canary_percent: int, state: Mapping[str, Any] | None = None) -> list[JSON]:
+    async def plan(self, canary_percent: int, state: Mapping[str, Any] | None = None, *,
+                   matches: Sequence[Any] | None = None) -> list[JSON]:
         """What a write would change, in words a person reads (there is no object to patch)."""
         check_percent(canary_percent, self.what)
         changes: list[JSON] = []
@@ -80,7 +81,7 @@ class DryRunRouter:
         return changes
 
     async def write(self, canary_percent: int, state: Mapping[str, Any] | None = None, *,
-                    guard: StateGuard | None = None) -> RouteState:
+                    guard: StateGuard | None = None, matches: Sequence[Any] | None = None) -> RouteState:
         check_percent(canary_percent, self.what)
         if guard is not None:
             guard(self._current.state)

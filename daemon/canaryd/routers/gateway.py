@@ -3,16 +3,26 @@
 This is how Linkerd 2.13+ (and most meshes and gateways) split traffic now that SMI is archived.
 The rule changed is the one whose `backendRefs` hold both the stable and the canary Service. Weights
 are shares in 0..1,000,000; a missing weight is 1, as the spec says. A write keeps the rule's total
-(weights in the thousands stay in the thousands).
+(weights in the thousands stay in the thousands). During a rollout canaryd's own header-match rules
+(matches.py) come first in `spec.rules`; no other rule is changed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from canaryd.kube import HTTP_ROUTE
-from canaryd.routers.base import KubeRouter, UnusableRoute, WeightPair, choose, describe_missing, pair_in
+from canaryd.routers.base import (
+    JSON,
+    KubeRouter,
+    UnusableRoute,
+    WeightPair,
+    choose,
+    describe_missing,
+    pair_in,
+)
+from canaryd.routers.matches import MatchSpec, httproute_owned, httproute_rule, sync_ops
 
 MAX_WEIGHT = 1_000_000
 
@@ -80,3 +90,6 @@ class GatewayRouter(KubeRouter):
 
     def locate(self, obj: Mapping[str, Any]) -> WeightPair:
         return find_httproute_rule(obj, self.stable_backend, self.canary_backend)
+
+    def match_ops(self, obj: Mapping[str, Any], pair: WeightPair, matches: Sequence[MatchSpec]) -> list[JSON]:
+        return sync_ops(obj, pair.canary_path, matches, httproute_rule, httproute_owned)

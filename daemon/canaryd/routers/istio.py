@@ -3,16 +3,26 @@
 The route changed is the one whose `route[]` holds both the stable and the canary destination,
 matched by `destination.subset` (the seed's subsets "stable"/"canary") or, when no route matches by
 subset, by `destination.host` (short name or FQDN). Header-match, user and region routes that send
-everything to one side stay exactly as they were, wherever they sit in `spec.http`.
+everything to one side stay exactly as they were, wherever they sit in `spec.http`, except canaryd's
+own match routes (named canaryd-*, see matches.py), which it adds first in `spec.http` during a rollout.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from canaryd.kube import VIRTUAL_SERVICE
-from canaryd.routers.base import KubeRouter, UnusableRoute, WeightPair, choose, describe_missing, pair_in
+from canaryd.routers.base import (
+    JSON,
+    KubeRouter,
+    UnusableRoute,
+    WeightPair,
+    choose,
+    describe_missing,
+    pair_in,
+)
+from canaryd.routers.matches import MatchSpec, istio_owned, istio_route, sync_ops
 
 
 def _matches(dest: Any, backend: str, by: str) -> bool:
@@ -87,3 +97,6 @@ class IstioRouter(KubeRouter):
 
     def locate(self, obj: Mapping[str, Any]) -> WeightPair:
         return find_istio_route(obj, self.stable_backend, self.canary_backend)
+
+    def match_ops(self, obj: Mapping[str, Any], pair: WeightPair, matches: Sequence[MatchSpec]) -> list[JSON]:
+        return sync_ops(obj, pair.canary_path, matches, istio_route, istio_owned)

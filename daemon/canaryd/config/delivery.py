@@ -1,0 +1,123 @@
+"""Kinds of the delivery keys of a canary: match-route headers, rollout windows, a list of strings."""
+
+from __future__ import annotations
+
+import re
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..windows import FORM, parse_window
+from .compound import _HEADER_NAME
+from .kinds import _FAIL, _Ctx, _join, _Kind, _show
+
+
+@dataclass(frozen=True)
+class _MatchHeaders(_Kind):
+    """Header name → exact value a request must carry to reach the canary (a tuple of pairs in python)."""
+
+    def allowed(self) -> str:
+        return 'a non-empty mapping of HTTP header name to an exact string value, such as {x-canary: "true"}'
+
+    def parse(self, value: object, ctx: _Ctx, path: str) -> Any:
+        if not isinstance(value, Mapping) or not value:
+            ctx.add(path, f"must be {self.allowed()}, got {_show(value)}")
+            return _FAIL
+        out, ok = [], True
+        for name, text in value.items():
+            where = _join(path, name)
+            if not isinstance(name, str) or not re.fullmatch(_HEADER_NAME, name):
+                ctx.add(where, "is not an HTTP header name (letters, digits and !#$%&'*+.^_`|~-)")
+                ok = False
+            elif not isinstance(text, str) or "\n" in text or "\r" in text:
+                ctx.add(where, f"must be a one-line string (quote true and numbers), got {_show(text)}")
+                ok = False
+            else:
+                out.append((name.lower(), text))  # HTTP header names are case-insensitive; meshes match lowercase
+        return tuple(out) if ok else _FAIL
+
+    def dump(self, value: Any) -> Any:
+        return types.MappingProxyType(dict(value))
+
+    def json(self) -> dict[str, Any]:
+        return {"type": "object", "additionalProperties": {"type": "string", "pattern": r"^[^\r\n]*$"}}
+
+
+@dataclass(frozen=True)
+class _Strings(_Kind):
+    """A list of one-line strings (a command and its arguments); a tuple in python."""
+
+    what: str = "a list of strings"
+
+    def allowed(self) -> str:
+        return self.what
+
+    def parse(self, value: object, ctx: _Ctx, path: str) -> Any:
+        if value is None:
+            return ()
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            ctx.add(path, f"must be {self.allowed()}, got {_show(value)}")
+            return _FAIL
+        return tuple(value)
+
+    def dump(self, value: Any) -> Any:
+        return list(value)
+
+    def json(self) -> dict[str, Any]:
+        return {"type": ["array", "null"], "items": {"type": "string"}}
+
+
+@dataclass(frozen=True)
+class _Windows(_Kind):
+    """Rollout windows (windows.py); a tuple of their texts in python, [] for always."""
+
+    def allowed(self) -> str:
+        return f"a list of windows, each {FORM}"
+
+    def parse(self, value: object, ctx: _Ctx, path: str) -> Any:
+        if value is None:
+            return ()
+        if not isinstance(value, list | tuple):
+            ctx.add(path, f"must be {self.allowed()}, got {_show(value)}")
+            return _FAIL
+        ok = True
+        for i, text in enumerate(value):
+            try:
+                parse_window(text)
+            except ValueError as e:
+                ctx.add(f"{path}[{i}]", str(e))
+                ok = False
+        return tuple(v.strip() for v in value) if ok else _FAIL
+
+    def dump(self, value: Any) -> Any:
+        return list(value)
+
+    def json(self) -> dict[str, Any]:
+        return {"type": ["array", "null"], "items": {"type": "string", "minLength": 1}}
+
+
+def check_delivery(ctx: _Ctx, c: Mapping[str, Any], path: str, mesh: object) -> None:
+    """match_stages name match_routes, each once; SMI TrafficSplit (mesh linkerd) has no match routes."""
+    routes = c.get("match_routes")
+    names = [r.get("name") for r in routes if isinstance(r, Mapping)] if isinstance(routes, tuple) else None
+    for i, name in enumerate(names or ()):
+        if isinstance(name, str) and name in names[:i]:  # type: ignore[index]
+            ctx.add(f"{path}.match_routes[{i}].name", f"repeats {name!r}; name each match route once")
+    stages = c.get("match_stages")
+    if not isinstance(stages, tuple) or not stages:
+        return
+    if getattr(mesh, "value", mesh) == "linkerd":
+        ctx.add(f"{path}.match_stages", "an SMI TrafficSplit (mesh linkerd) has no match routes, so no "
+                                        "match-only stages; use mesh gateway-api (an HTTPRoute) for them")
+    elif names is not None:
+        _check_stages(ctx, stages, names, path)
+
+
+def _check_stages(ctx: _Ctx, stages: tuple[Any, ...], names: list[Any], path: str) -> None:
+    for i, stage in enumerate(stages):
+        if stage not in names:
+            ctx.add(f"{path}.match_stages[{i}]", f"names no match route; match_routes are: "
+                                                f"{', '.join(str(n) for n in names) or 'none'}")
+        elif stage in stages[:i]:
+            ctx.add(f"{path}.match_stages[{i}]", f"repeats {stage!r}; each stage adds one match route")
