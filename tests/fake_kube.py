@@ -27,7 +27,7 @@ It is faithful where canaryd depends on the API server's behaviour, and nowhere 
 Hooks for tests: every request is recorded (verb, path, bearer token, status, body) so a test can count
 requests per (verb, path) and writes per client (each client gets its own token in its kubeconfig);
 `inject_conflict_once` makes another writer change an object just before a client's next write;
-`inject_error`, `inject_delay`; `set_deployment_status`, `complete_rollout`, `auto_rollout`; `compact`,
+`inject_error`, `inject_delay`; `set_deployment_status`, `set_status` (any object's), `complete_rollout`, `auto_rollout`; `compact`,
 `close_watches`; `unserve` an API version.
 
 Use it from async tests (`async with FakeKube() as fake:`) or from sync code and scripts in a thread
@@ -569,6 +569,19 @@ class FakeKube:
         available_replicas, ready_replicas, conditions) into a deployment's status, as a write."""
         status = {_camel(k): v for k, v in fields.items()}
         return copy.deepcopy(self._on_loop(self._set_status, namespace, name, status))
+
+    def set_status(self, resource: str, namespace: str, name: str, status: JSON) -> JSON:
+        """Merge `status` (the API's camelCase) into any object's status, as its controller would (a Job's
+        succeeded/failed and conditions, a pod's containerStatuses)."""
+        def run() -> JSON:
+            res = self.resource(resource)
+            current = self._store(res).get((namespace, name))
+            if current is None:
+                raise _not_found(res, name)
+            new = copy.deepcopy(current)
+            new["status"] = apply_merge_patch(new.get("status") or {}, status)
+            return self._replace(res, current, new, main_resource=False)
+        return copy.deepcopy(self._on_loop(run))  # type: ignore[no-any-return]
 
     def complete_rollout(self, namespace: str, name: str) -> JSON:
         """What the deployment controller does once the new pods are available."""

@@ -313,3 +313,51 @@ async def test_a_canary_pod_in_crashloopbackoff_with_4_restarts_is_rolled_back_w
         assert last["trigger"] == "pods" and "CrashLoopBackOff after 4 restarts" in last["reasons"][0]
         vs = fake.get_object("virtualservices", NS, "crash")
         assert [d["weight"] for d in [r for r in vs["spec"]["http"] if "match" not in r][0]["route"]] == [100, 0]
+
+
+async def test_a_pre_rollout_job_that_succeeds_lets_the_first_weight_through(tmp_path: Path) -> None:
+    async with FakeKube() as fake:
+        add_objects(fake, "jobs", virtual_service("jobs", 100, 0))
+        job = {"image": "ghcr.io/orion/smoke:1", "command": ["./scripts/smoke-tests.sh", "--target", "canary"]}
+        config = canary_config("jobs", gates={"pre_rollout": {"job": job, "timeout": "20s", "retries": 0}})
+        async with worker_for(fake, tmp_path, config) as (worker, _clock):
+            await worker.submit(Command("start"))
+            created = await until(lambda: next((r for r in fake.requests if r.resource == "jobs"
+                                                and r.verb == "create" and r.status == 201), None),
+                                  what="the gate's Job")
+            name = created.body["metadata"]["name"]
+            spec = created.body["spec"]["template"]["spec"]
+            assert spec["containers"][0]["command"] == job["command"] and spec["restartPolicy"] == "Never"
+            env = {e["name"]: e["value"] for e in spec["containers"][0]["env"]}
+            assert env["CANARYD_GATE"] == "pre_rollout" and env["CANARYD_HEADERS"] == "x-canary: true"
+            await asyncio.sleep(0.3)
+            assert worker.rollout.weight == 0 and worker.rollout.gate == "pre_rollout"
+            fake.set_status("jobs", NS, name, {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]})
+            await until(lambda: worker.rollout.weight == 5, what="the first step's weight")
+            assert worker.rollout.gate is None
+
+
+def test_match_routes_copy_the_weighted_routes_matches_and_replace_stale_ones_only() -> None:
+    from canaryd.config.model import MatchRoute
+    from canaryd.routers.istio import find_istio_route
+    from canaryd.routers.matches import istio_owned, istio_route, sync_ops
+    from fake_kube import apply_json_patch
+
+    weighted = {"match": [{"uri": {"prefix": "/api"}}], "timeout": "3s", "route": [
+        {"destination": {"host": "a", "subset": "stable"}, "weight": 100},
+        {"destination": {"host": "a", "subset": "canary"}, "weight": 0}]}
+    mine_before = {"name": "canaryd-old", "route": [{"destination": {"host": "a", "subset": "canary"}}]}
+    theirs = {"name": "admin", "match": [{"uri": {"prefix": "/admin"}}], "route": [{"destination": {"host": "b"}}]}
+    vs = {"metadata": {"resourceVersion": "7"}, "spec": {"http": [theirs, mine_before, weighted]}}
+    matches = [MatchRoute("x-canary", (("x-canary", "true"),))]
+    pair = find_istio_route(vs, "stable", "canary")
+    ops = sync_ops(vs, pair.canary_path, matches, istio_route, istio_owned)
+    after = apply_json_patch(vs, ops)
+    http = after["spec"]["http"]
+    assert [r.get("name") for r in http] == ["canaryd-x-canary", "admin", None]
+    assert http[0] == {"name": "canaryd-x-canary", "timeout": "3s",
+                       "match": [{"uri": {"prefix": "/api"}, "headers": {"x-canary": {"exact": "true"}}}],
+                       "route": [{"destination": {"host": "a", "subset": "canary"}}]}
+    assert json.dumps(http[1]) == json.dumps(theirs) and json.dumps(http[2]) == json.dumps(weighted)
+    again = find_istio_route(after, "stable", "canary")
+    assert sync_ops(after, again.canary_path, matches, istio_route, istio_owned) == []  # nothing to do twice

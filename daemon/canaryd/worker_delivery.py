@@ -172,8 +172,9 @@ class CanaryDelivery:
                 await self._ask(GateDone(outcome))
             except (ActuationError, ro.TransitionError) as e:
                 log.warning("gate outcome not applied", extra={"canary": self.key, "gate": name, "error": str(e)})
-            if outcome.passed or name != "confirm_promotion" or self.rollout.gate != name:
-                return
+            if outcome.passed or name != "confirm_promotion" or self.rollout.gate != name \
+                    or self.rollout.phase is not Phase.PROGRESSING:
+                return  # a pause stops it; the resume runs it again (watch_delivery)
             await asyncio.sleep(self.config.settings.interval)
 
     # ------------------------------------------------------------------------------------- pollers
