@@ -185,7 +185,7 @@ def resume(r: Rollout, saved: Mapping[str, Any], now: float) -> Rollout:
         # Nothing finishes a promotion cut short by a restart: wait for POST .../promote to run it again.
         out = replace(out, phase=Phase.PAUSED, awaiting_promotion=True,
                       paused_reason="a promotion was interrupted by a restart; POST .../promote to finish it")
-    if phase is Phase.PROGRESSING:
+    if phase is Phase.PROGRESSING and st.gate != "pre_rollout":  # no analysis before the gate passes
         # The counters before the restart are gone; the step keeps its start time, the evidence restarts.
         out = replace(out, analysis=judge.start(r.settings, now, weight=weight),
                       counters=zero_snapshot(now, weight))

@@ -194,7 +194,7 @@ class CanaryDelivery:
 
     def _crash_watch_wanted(self) -> bool:
         return (self.config.crash_loop.enabled and self.rollout.phase in (Phase.PROGRESSING, Phase.PAUSED)
-                and _find(self.actuator, "canary_pods") is not None)
+                and _find(self.actuator, "canary_pods") is not None and _may_write(self.actuator))
 
     async def _crash_task(self) -> None:
         pods_of = _find(self.actuator, "canary_pods")
