@@ -39,9 +39,15 @@ def test_every_decision_is_a_tick_entry_and_the_log_is_bounded() -> None:
     assert {m.name for m in r.ticks[-1].metrics} >= {"error_ratio", "error_rate"}
     assert "ticks" not in r.to_json() and "ticks" not in r.persisted()  # neither in the API nor the annotation
 
-    long = _judged_rollout(timeline.TICKS + 30)
-    assert len(long.ticks) == timeline.TICKS
-    assert long.ticks[-1].at == timeline.TICKS + 30
+    long = _judged_rollout(timeline.TICKS * 4)
+    assert len(long.ticks) <= timeline.TICKS
+    assert long.ticks[-1].at == timeline.TICKS * 4
+    assert long.ticks[0].decision == "start"  # markers survive the thinning; plain holds make room
+    newest = [t.at for t in long.ticks[-timeline.TICKS // 4:]]
+    assert newest == [float(x) for x in range(int(newest[0]), timeline.TICKS * 4 + 1)]  # recent: every tick
+    older = [t.at for t in long.ticks[1:-timeline.TICKS // 4]]
+    gaps = {b - a for a, b in zip(older, older[1:], strict=False)}
+    assert older[0] <= 8 and max(gaps) <= 2 * min(gaps)  # the oldest ticks are still drawn, evenly thinner
 
 
 def _status(**extra: Any) -> dict[str, Any]:

@@ -195,7 +195,7 @@ def _history(report: Report, t0: float) -> str:
 def render_page(report: Report) -> str:
     entries = timeline_of(report)
     t0 = entries[0].at if entries else 0.0
-    footer = (f'<p class="muted">The charts hold the last {TICKS} ticks of the rollout, kept in memory '
+    footer = (f'<p class="muted">The charts hold at most {TICKS} ticks of the rollout (older ones thinned), kept in memory '
               f'(a restart starts them again; the decisions above are saved on the route). Reload for new ticks.</p>')
     body = (_header(report, t0) + _why(report, t0) + _charts(report, entries) + _verdicts(report)
             + _history(report, t0) + footer)

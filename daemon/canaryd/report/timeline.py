@@ -2,20 +2,20 @@
 
 A rollout keeps the last `TICKS` entries in memory (rollout.Rollout.ticks); `canaryd analyze --report`
 builds them from a replay's judgements. Only what the page draws is kept: per metric its verdict,
-values, limit, band and p-values, and a reason only where a metric fails or warns, so 720 ticks of
-eight metrics stay around a megabyte per canary. Entries are not saved on the route: after a restart
+values, limit, band and p-values, and a reason only where a metric fails or warns; an entry is about
+1.2 kB, and at most TICKS are kept (thinned, see `appended`), about 300 kB per rollout. Entries are not saved on the route: after a restart
 the page starts again from the restart (the decision history, which is saved, still lists every step).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..analysis.verdicts import Judgement, MetricResult, Verdict
 
-TICKS = 720  # entries kept per rollout: 6 hours of 30 s ticks
+TICKS = 240  # entries kept per rollout at most; older judged holds are thinned to make room (see `appended`)
 REASON_CHARS = 300  # a hold's reason is kept, shortened: it repeats every tick
 
 # The evidence keys of the error ratio check: the step window's counts, differenced into intervals.
@@ -56,6 +56,7 @@ class TickEntry:
     reasons: tuple[str, ...] = ()
     metrics: tuple[MetricPoint, ...] = ()
     judged: bool = False  # a judgement of the analysis (not a command, an alert or a source outage)
+    n: int = 0  # its number in the rollout's log (set by `appended`), for even thinning
 
     def to_json(self) -> dict[str, Any]:
         return {"at": self.at, "decision": self.decision, "trigger": self.trigger, "step": self.step,
@@ -96,7 +97,22 @@ def entry(*, at: float, decision: str, trigger: str, step: int, weight: float | 
 
 
 def appended(ticks: tuple[TickEntry, ...], new: TickEntry) -> tuple[TickEntry, ...]:
-    return (*ticks, new)[-TICKS:]
+    """Add `new`; past TICKS entries, the judged holds before the newest quarter are thinned evenly.
+
+    An entry costs about 1.2 kB (six metrics), so a rollout keeps at most about 300 kB, however long it
+    runs. The newest quarter keeps every tick. Before it only every `stride`-th hold stays (by its number
+    since the rollout began, so the spacing is even and the charts still reach back to the start), the
+    stride doubling as the rollout grows; every decision that is not a plain hold (the markers) is kept.
+    """
+    out = (*ticks, replace(new, n=ticks[-1].n + 1 if ticks else 0))
+    if len(out) <= TICKS:
+        return out
+    recent, older = out[-(TICKS // 4):], out[:-(TICKS // 4)]
+    stride, kept = 2, older
+    while len(kept) + len(recent) > TICKS and stride <= 1 << 30:
+        kept = tuple(e for e in older if not (e.judged and e.decision == "hold") or e.n % stride == 0)
+        stride *= 2
+    return (*kept, *recent)[-TICKS:]
 
 
 def from_history(history: Iterable[Mapping[str, Any]]) -> tuple[TickEntry, ...]:
