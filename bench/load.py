@@ -5,7 +5,8 @@ i < N (`--canaries`, default 1000); a real Prometheus scrapes them every 5 s. Th
 run`, dry-run, default `server.metrics_detail`) runs as a subprocess with the N load canaries and a pool
 of ALERT_POOL alert targets `svc-j`, all at a 5 s analysis interval. Then, in the same run:
 
-1. **idle**: no canary progressing, nothing scraped. For each alert, untimed, the target canary is
+1. **idle**: no canary progressing, nothing scraped. One alert every ALERT_EVERY seconds (20 ms; 1000
+   of them span four analysis intervals). For each alert, untimed, the target canary is
    started; timed, `GET /healthz`, then the webhook (`CanaryHighErrorRate` for that canary), which
    answers once the rollback is applied; untimed, the answer and the canary's state are checked.
 2. **load**: the N load canaries are started (progressing; at 5 rps the canary never reaches
@@ -60,6 +61,7 @@ INTERVAL = 5.0  # seconds: the canaries' analysis interval and the exporters' sc
 ALERT_POOL = 100  # alert targets, each started again before its next alert
 P99_TARGET_MS = 10.0
 SCRAPE_EVERY = 1.0  # seconds
+ALERT_EVERY = 0.02  # seconds between alerts: 1000 alerts span four intervals of ticks and 20 scrapes
 STABLE_RPS, CANARY_RPS = 95.0, 5.0
 
 
@@ -141,7 +143,10 @@ async def alerts(base_url: str, count: int, warmup: int, run: str) -> Phase:
     out = Phase()
     started = time.monotonic()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit_per_host=1)) as session:
+        next_at = time.monotonic()
         for i in range(warmup + count):
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            next_at = time.monotonic() + ALERT_EVERY
             name = f"svc-{i % ALERT_POOL}"
             await _start(session, base_url, name)
             payload = alert_payload(name, f"{run}{i:08x}", datetime.now(UTC))
@@ -260,7 +265,7 @@ def run_load(args: argparse.Namespace, workdir: Path) -> str:
     meta = (f"alert_latency --load: {args.alerts} alerts (+{args.warmup} warm-up) idle, then the same with {n} "
             f"canaries progressing (dry-run canaryd subprocess, real Prometheus {INTERVAL:g} s scrape of {2 * n} "
             f"jobs from 2 exporter processes, {INTERVAL:g} s analysis interval) and /metrics scraped every "
-            f"{SCRAPE_EVERY:g} s; each alert: start (untimed), GET /healthz and the webhook (timed), its rollback "
+            f"{SCRAPE_EVERY:g} s; an alert every {ALERT_EVERY * 1000:g} ms: start (untimed), GET /healthz and the webhook (timed), its rollback "
             f"checked (untimed); load average {load_before:.1f} → {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
             f"(a shared machine); {time.monotonic() - started:.0f} s")
     return report(n, idle, load, scrapes, still, meta)
