@@ -147,3 +147,24 @@ def test_repeated_holds_are_logged_at_debug(caplog: pytest.LogCaptureFixture) ->
     assert levels == [("INFO", "hold", 0), ("DEBUG", "hold", 0), ("DEBUG", "hold", 0), ("INFO", "advance", 0),
                       ("INFO", "hold", 1), ("DEBUG", "hold", 1), ("INFO", "hold", 1)]
     assert all(r.canary == "ns/a" and r.reasons == ["why"] for r in caplog.records)  # type: ignore[attr-defined]
+
+
+def test_pause_waits_while_a_command_is_in_flight() -> None:
+    pacer = Pacer(max_defer=5.0)
+    events: list[str] = []
+
+    async def long_work() -> None:
+        for i in range(3):
+            await pacer.pause()
+            events.append(f"step {i}")
+
+    async def main() -> None:
+        with pacer.urgent("ns/a"):
+            task = asyncio.create_task(long_work())
+            for _ in range(10):
+                await asyncio.sleep(0)
+            events.append("command done")
+        await asyncio.wait_for(task, 1.0)
+
+    asyncio.run(main())
+    assert events == ["command done", "step 0", "step 1", "step 2"]

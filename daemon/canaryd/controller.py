@@ -215,6 +215,8 @@ class Controller:
         window = max(60.0, 2 * self.tick_interval())
         queries = 0
         for i in range(parts):
+            if i:
+                await self.pacer.pause()  # a command in flight goes first
             part = active[i::parts]
             reading = await self.reader.read([w.key for w in part], gauge_window=window)
             self._post(now, part, reading)
@@ -290,6 +292,10 @@ class Controller:
             raise CommandQueued(namespace, name, verb) from None
 
     async def handle_alerts(self, message: WebhookMessage) -> AlertReport:
+        with self.pacer.urgent():  # judgements, scrapes and reads give way until the alerts are handled
+            return await self._handle_alerts(message)
+
+    async def _handle_alerts(self, message: WebhookMessage) -> AlertReport:
         rules = {r.alertname: r.action.value for r in self.config.alerts}
         outcomes = plan_alerts(message, self._index, rules, self.deduper)
         report = AlertReport()

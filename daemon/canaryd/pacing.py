@@ -6,8 +6,9 @@ all of them. So each judgement takes a turn (`async with pacer.turn():`). Turns 
 at most `budget` seconds; the others wait for a later pass of the loop, after it has polled its
 sockets. While a command is in flight (`with pacer.urgent(key):`, an alert's rollback, say) no new turn
 starts but that of the command's own canary (its command waits behind its tick), for MAX_DEFER seconds
-at most, so the command's few passes of the loop each wait for one judgement at most. Otherwise first
-come, first served; a judgement is never cut, only started later.
+at most, so the command's few passes of the loop each wait for one judgement at most. Other long work
+done in steps (a scrape of /metrics, a tick's reads) calls `pause()` between steps, which waits the same
+way. Otherwise first come, first served; a judgement is never cut, only started later.
 
 Only the event loop's thread uses a Pacer (no locks).
 """
@@ -23,7 +24,7 @@ from collections.abc import AsyncIterator, Iterator
 
 __all__ = ["BUDGET", "MAX_DEFER", "Pacer"]
 
-BUDGET = 0.002  # seconds of turns in one pass of the loop (at least one turn)
+BUDGET = 0.001  # seconds of turns in one pass of the loop (at least one turn)
 MAX_DEFER = 0.05  # seconds a command in flight may hold the turns back (then they go on regardless)
 _RETRY = 0.0005  # seconds between looks while a command holds the turns back
 
@@ -38,6 +39,7 @@ class Pacer:
         self._waiting: deque[tuple[str, asyncio.Future[None]]] = deque()  # (canary key, woken when its turn comes)
         self._release_pending = False
         self._urgent: Counter[str] = Counter()  # canary key -> commands in flight
+        self._calm: asyncio.Event | None = None  # set while no command is in flight (see pause)
         self._deferred_since: float | None = None
         self.turns = 0  # turns taken (for benchmarks and tests)
         self.deferred = 0  # of which waited for a later pass of the loop
@@ -61,11 +63,23 @@ class Pacer:
             took = end - started
             self._cost = took if self._cost == 0.0 else 0.8 * self._cost + 0.2 * took
 
+    async def pause(self) -> None:
+        """A point where other long work (a scrape, a tick's reads) lets the loop go round, and waits
+        while a command is in flight (max_defer at most)."""
+        await asyncio.sleep(0)
+        if self._urgent:
+            if self._calm is None:
+                self._calm = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._calm.wait(), self.max_defer)
+
     @contextlib.contextmanager
     def urgent(self, key: str = "") -> Iterator[None]:
         """While the block runs (a command to canary `key` being applied), no other canary's turn starts
         (for max_defer at most)."""
         self._urgent[key] += 1
+        if self._calm is not None:
+            self._calm.clear()
         if self._waiting:
             self._schedule()  # this canary's turn may be waiting: the next pass starts it
         try:
@@ -74,6 +88,8 @@ class Pacer:
             self._urgent[key] -= 1
             if not self._urgent[key]:
                 del self._urgent[key]
+            if not self._urgent and self._calm is not None:
+                self._calm.set()
             if self._waiting:
                 self._schedule()
 

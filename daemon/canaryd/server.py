@@ -190,9 +190,10 @@ async def canary_command(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     registry, accept = request.app[REGISTRY], request.headers.get("Accept")
-    m = request.app[CONTROLLER].metrics
-    if m.registry is registry:
-        body, content_type = await m.render(accept)  # in steps: a webhook never waits for a whole scrape
+    controller = request.app[CONTROLLER]
+    m = controller.metrics
+    if m.registry is registry:  # in steps, which give way to a command in flight: a webhook goes first
+        body, content_type = await m.render(accept, pause=controller.pacer.pause)
     else:  # an app built on a registry of its own
         body, content_type = await asyncio.to_thread(render, registry, accept)
     resp = web.Response(body=body)
