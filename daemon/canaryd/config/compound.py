@@ -19,40 +19,51 @@ _RESERVED_HEADERS = ("authorization", "host", "content-type", "content-length", 
 
 @dataclass(frozen=True)
 class _Headers(_Kind):
-    """HTTP headers sent with every request: a mapping in YAML, a tuple of (name, value) pairs in python."""
+    """HTTP header name → one-line string value: a mapping in YAML, a tuple of (name, value) pairs in python.
+
+    Two uses: headers canaryd sends to Prometheus (optional; a few names are canaryd's own or secrets
+    that belong in files) and the headers a request must carry to reach the canary (`match`: at least
+    one, names lowercased since meshes match them so).
+    """
+
+    match: bool = False
 
     def allowed(self) -> str:
+        if self.match:
+            return 'a non-empty mapping of HTTP header name to an exact string value, such as {x-canary: "true"}'
         return "a mapping of HTTP header name to a string value, such as {X-Scope-OrgID: tenant-1}"
 
     def parse(self, value: object, ctx: _Ctx, path: str) -> Any:
-        if value is None:
+        if value is None and not self.match:
             return ()
-        if not isinstance(value, Mapping):
+        if not isinstance(value, Mapping) or (self.match and not value):
             ctx.add(path, f"must be {self.allowed()}, got {_show(value)}")
             return _FAIL
-        out, ok = [], True
-        for name, text in value.items():
-            where = _join(path, name)
-            if not isinstance(name, str) or not re.fullmatch(_HEADER_NAME, name):
-                ctx.add(where, "is not an HTTP header name (letters, digits and !#$%&'*+.^_`|~-)")
-                ok = False
-            elif name.lower() in _RESERVED_HEADERS:
-                ctx.add(where, "is set by canaryd; give credentials with authorization or basic_auth, "
-                               "which read them from a file")
-                ok = False
-            elif not isinstance(text, str) or "\n" in text or "\r" in text:
-                ctx.add(where, f"must be a one-line string (quote numbers), got {_show(text)}")
-                ok = False
-            else:
-                out.append((name, text))
-        return tuple(out) if ok else _FAIL
+        pairs = [self._pair(name, text, ctx, _join(path, name)) for name, text in value.items()]
+        return _FAIL if any(p is None for p in pairs) else tuple(pairs)
+
+    def _pair(self, name: object, text: object, ctx: _Ctx, where: str) -> tuple[str, str] | None:
+        if not isinstance(name, str) or not re.fullmatch(_HEADER_NAME, name):
+            ctx.add(where, "is not an HTTP header name (letters, digits and !#$%&'*+.^_`|~-)")
+        elif not self.match and name.lower() in _RESERVED_HEADERS:
+            ctx.add(where, "is set by canaryd; give credentials with authorization or basic_auth, "
+                           "which read them from a file")
+        elif not isinstance(text, str) or "\n" in text or "\r" in text:
+            quote = "true and numbers" if self.match else "numbers"
+            ctx.add(where, f"must be a one-line string (quote {quote}), got {_show(text)}")
+        else:
+            return (name.lower(), text) if self.match else (name, text)
+        return None
 
     def dump(self, value: Any) -> Any:
         return types.MappingProxyType(dict(value))
 
     def json(self) -> dict[str, Any]:
+        values = {"type": "string", "pattern": r"^[^\r\n]*$"}
+        if self.match:
+            return {"type": "object", "additionalProperties": values}
         return {"type": ["object", "null"], "propertyNames": {"pattern": _anchored(_HEADER_NAME)},
-                "additionalProperties": {"type": "string", "pattern": r"^[^\r\n]*$"}}
+                "additionalProperties": values}
 
 
 @dataclass(frozen=True)

@@ -1,47 +1,13 @@
-"""Kinds of the delivery keys of a canary: match-route headers, rollout windows, a list of strings."""
+"""Kinds of the delivery keys of a canary: rollout windows, a list of strings (match headers: compound)."""
 
 from __future__ import annotations
 
-import re
-import types
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..windows import FORM, parse_window
-from .compound import _HEADER_NAME
-from .kinds import _FAIL, _Ctx, _join, _Kind, _show
-
-
-@dataclass(frozen=True)
-class _MatchHeaders(_Kind):
-    """Header name → exact value a request must carry to reach the canary (a tuple of pairs in python)."""
-
-    def allowed(self) -> str:
-        return 'a non-empty mapping of HTTP header name to an exact string value, such as {x-canary: "true"}'
-
-    def parse(self, value: object, ctx: _Ctx, path: str) -> Any:
-        if not isinstance(value, Mapping) or not value:
-            ctx.add(path, f"must be {self.allowed()}, got {_show(value)}")
-            return _FAIL
-        out, ok = [], True
-        for name, text in value.items():
-            where = _join(path, name)
-            if not isinstance(name, str) or not re.fullmatch(_HEADER_NAME, name):
-                ctx.add(where, "is not an HTTP header name (letters, digits and !#$%&'*+.^_`|~-)")
-                ok = False
-            elif not isinstance(text, str) or "\n" in text or "\r" in text:
-                ctx.add(where, f"must be a one-line string (quote true and numbers), got {_show(text)}")
-                ok = False
-            else:
-                out.append((name.lower(), text))  # HTTP header names are case-insensitive; meshes match lowercase
-        return tuple(out) if ok else _FAIL
-
-    def dump(self, value: Any) -> Any:
-        return types.MappingProxyType(dict(value))
-
-    def json(self) -> dict[str, Any]:
-        return {"type": "object", "additionalProperties": {"type": "string", "pattern": r"^[^\r\n]*$"}}
+from .kinds import _FAIL, _Ctx, _Kind, _show
 
 
 @dataclass(frozen=True)

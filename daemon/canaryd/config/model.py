@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..analysis.settings import JudgeBase, Thresholds
 from .compound import _Choices, _GrownChoice, _Headers
-from .delivery import _MatchHeaders, _Strings, _Windows
+from .delivery import _Strings, _Windows
 from .kinds import (
     _HOSTNAME,
     _K8S_LABEL,
@@ -248,7 +248,7 @@ class ArmConfig:
 class MatchRoute:
     name: str = _required("Name of the route; on the route object it is canaryd-<name>", _K8S_LABEL)
     headers: tuple[tuple[str, str], ...] = _required(
-        "Header name → exact value; a request with all of them goes to the canary", _MatchHeaders())
+        "Header name → exact value; a request with all of them goes to the canary", _Headers(match=True))
 
 
 DEFAULT_MATCH_ROUTES: tuple[MatchRoute, ...] = (MatchRoute("x-canary", (("x-canary", "true"),)),)
