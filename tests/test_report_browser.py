@@ -2,11 +2,12 @@
 
 The daemon's app runs in process on a loopback port (as in test_server.py), with a canary that the
 ticks roll back and one that an alert pauses; the page of the rolled-back one is the screenshot the
-README shows (docs/report-rolled-back.png). `analyze --report` is opened from its file.
+README shows (docs/report-rolled-back.png; CANARYD_UPDATE_SCREENSHOT=1 rewrites it). `analyze --report` is opened from its file.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -78,7 +79,8 @@ async def _roll_back_by_analysis(stack: Stack) -> dict[str, Any]:
     return status
 
 
-async def test_a_rolled_back_canary_shows_its_rollback_evidence_and_reason(stack: Stack, browser: Any) -> None:
+async def test_a_rolled_back_canary_shows_its_rollback_evidence_and_reason(stack: Stack, browser: Any,
+                                                                         tmp_path: Path) -> None:
     status = await _roll_back_by_analysis(stack)
     failed = [m for m in status["last_decision"]["metrics"] if m["verdict"] == "fail"]
     assert failed
@@ -91,8 +93,10 @@ async def test_a_rolled_back_canary_shows_its_rollback_evidence_and_reason(stack
     row = page.locator(f'#verdicts tr.fail[data-metric="{failed[0]["name"]}"]')
     assert await row.inner_text() != "" and failed[0]["reason"] in await row.inner_text()
     assert failed[0]["reason"] in await page.locator("#last-decision").inner_text()
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    await page.screenshot(path=str(SCREENSHOT), full_page=True)
+    # The README's picture is refreshed on request only, so that a test run leaves the tree as it was.
+    shot = SCREENSHOT if os.environ.get("CANARYD_UPDATE_SCREENSHOT") == "1" else tmp_path / SCREENSHOT.name
+    await page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
     dark, dark_problems = await _open(browser, url, scheme="dark")
     background = await dark.evaluate("getComputedStyle(document.body).backgroundColor")
     assert background == "rgb(18, 22, 29)"
