@@ -511,6 +511,7 @@ def test_conflict_between_read_and_write_is_retried(cluster: Cluster) -> None:
     assert obj is not None and obj["metadata"]["annotations"]["fake-kube/conflict"] == "1"  # theirs kept
     assert d.metric("canaryd_router_updates_total", namespace=NS, canary="conflict", outcome="ok") == ok + 1
     assert d.metric("canaryd_router_updates_total", namespace=NS, canary="conflict", outcome="error") == 0
+    assert d.metric("canaryd_router_updates_total", namespace=NS, canary="conflict", outcome="conflict_retry") == 1
 
 
 def test_unusable_routes_are_errors_that_name_the_object(cluster: Cluster) -> None:

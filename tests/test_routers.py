@@ -326,10 +326,12 @@ async def test_write_changes_only_the_two_weights_and_state_in_one_request(
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 async def test_conflict_between_read_and_write_is_retried(case: Case, fake: FakeKube, kube: KubeClient) -> None:
     fake.add(case.obj())
-    router = router_for(case, kube)
+    conflicts: list[int] = []
+    router = router_for(case, kube, on_conflict=lambda: conflicts.append(1))
     fake.inject_conflict_once(case.resource, NS, case.route)
     after = await router.write(50, {"step": 2})
     assert (after.canary_weight, after.state) == (50, {"step": 2})
+    assert conflicts == [1]  # counted as canaryd_router_updates_total{outcome="conflict_retry"} by the daemon
     assert [w.status for w in fake.writes("canaryd-0")] == [422, 200]
     stored = fake.get_object(case.resource, NS, case.route)
     assert stored is not None and stored["metadata"]["annotations"]["fake-kube/conflict"] == "1"  # theirs kept

@@ -193,9 +193,11 @@ def _replicas(deployment: Mapping[str, Any]) -> int:
     return replicas if isinstance(replicas, int) else 1
 
 
-def router_for(kube: KubeClient | None, c: CanaryConfig, *, mesh: str | None = None) -> Router:
+def router_for(kube: KubeClient | None, c: CanaryConfig, *, mesh: str | None = None,
+               on_conflict: Callable[[], None] | None = None) -> Router:
+    options = {} if on_conflict is None else {"on_conflict": on_conflict}
     return make_router(mesh or c.settings.mesh.value, kube=kube, namespace=c.namespace, route=c.route,
-                       stable_backend=c.stable.backend or "", canary_backend=c.canary.backend or "")
+                       stable_backend=c.stable.backend or "", canary_backend=c.canary.backend or "", **options)
 
 
 async def connect(config: Config) -> KubeClient:
@@ -205,14 +207,17 @@ async def connect(config: Config) -> KubeClient:
         raise ValueError(f"kubernetes: {e}") from e
 
 
-async def kube_actuators(config: Config, stack: contextlib.AsyncExitStack,
-                         kube: KubeClient | None = None) -> Callable[[CanaryConfig], Actuator]:
-    """One actuator per canary, sharing one client that `stack` closes."""
+async def kube_actuators(config: Config, stack: contextlib.AsyncExitStack, kube: KubeClient | None = None,
+                         on_conflict: Callable[[CanaryConfig], None] | None = None
+                         ) -> Callable[[CanaryConfig], Actuator]:
+    """One actuator per canary, sharing one client that `stack` closes. `on_conflict(c)` is called for each
+    route write of canary `c` that met another writer's change and was retried."""
     if kube is None:
         kube = await connect(config)
         stack.push_async_callback(kube.close)
     client = kube
 
     def make(c: CanaryConfig) -> Actuator:
-        return KubeActuator(client, router_for(client, c), c)
+        hook = None if on_conflict is None else (lambda: on_conflict(c))
+        return KubeActuator(client, router_for(client, c, on_conflict=hook), c)
     return make

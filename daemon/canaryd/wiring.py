@@ -106,7 +106,7 @@ async def assemble(config: Config, *, registry: CollectorRegistry | None = None,
                                       retries=config.prometheus.retries,
                                       on_error=lambda e: _count_error(metrics, e), http=http)
         notifier = _notifier(config, session, stack) if notify else None
-        kube, factory = await _actuators(config, stack, actuator_factory, kube)
+        kube, factory = await _actuators(config, stack, actuator_factory, kube, metrics)
         electing = elect and kube is not None and config.kubernetes.leader_election.enabled
         leadership = Leadership(leading=not electing)  # a candidate follows until it wins the lease
         leadership.subscribe(metrics.set_leader)
@@ -153,7 +153,7 @@ def _notifier(config: Config, session: aiohttp.ClientSession, stack: contextlib.
 
 
 async def _actuators(config: Config, stack: contextlib.AsyncExitStack, given: ActuatorFactory | None,
-                     kube: KubeClient | None) -> tuple[KubeClient | None, ActuatorFactory]:
+                     kube: KubeClient | None, metrics: Metrics) -> tuple[KubeClient | None, ActuatorFactory]:
     if given is not None:
         return kube, given
     if kube is None and not config.kubernetes.enabled:
@@ -162,7 +162,9 @@ async def _actuators(config: Config, stack: contextlib.AsyncExitStack, given: Ac
     if kube is None:
         kube = await connect(config)
         stack.push_async_callback(kube.close)
-    return kube, await kube_actuators(config, stack, kube)
+    # A conflict retried is another writer on the route (a GitOps tool, a person): worth seeing.
+    return kube, await kube_actuators(config, stack, kube,
+                                      on_conflict=lambda c: metrics.router_update(c.namespace, c.name, "conflict_retry"))
 
 
 def _guarded(factory: ActuatorFactory, leadership: Leadership) -> ActuatorFactory:

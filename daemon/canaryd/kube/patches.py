@@ -36,11 +36,13 @@ async def read_modify_write(
     *,
     attempts: int = 5,
     backoff: float = 0.02,
+    on_conflict: Callable[[], None] | None = None,
 ) -> R:
     """Read, compute a change, write it; on KubeConflict re-read and try again, `attempts` times in all.
 
     `compute_patch` may raise to give up (e.g. the route no longer holds both destinations). The last
     KubeConflict is raised, with the attempt count in its message, when every attempt conflicted.
+    `on_conflict` is called once per conflict (another writer changed the object between read and write).
     """
     last: KubeConflict | None = None
     for attempt in range(attempts):
@@ -51,6 +53,8 @@ async def read_modify_write(
         except KubeConflict as e:
             last = e
             log.info("conflict on attempt %d/%d, re-reading: %s", attempt + 1, attempts, e)
+            if on_conflict is not None:
+                on_conflict()
             await asyncio.sleep(backoff * attempt)  # the first retry is immediate
     assert last is not None, "attempts must be >= 1"
     raise KubeConflict(f"{last} (gave up after {attempts} attempts)", status=last.status, reason=last.reason)

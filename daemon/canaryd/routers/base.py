@@ -254,6 +254,7 @@ class KubeRouter:
         canary_backend: str,
         api_versions: Sequence[str] | None = None,
         attempts: int = WRITE_ATTEMPTS,
+        on_conflict: Callable[[], None] | None = None,  # counts writes that met another writer's change
     ) -> None:
         self.what = f"{self.KIND} {namespace}/{route}"
         if kube is None:
@@ -268,6 +269,7 @@ class KubeRouter:
         self.canary_backend = canary_backend
         self._versions = tuple(api_versions) if api_versions else self.VERSIONS
         self._attempts = attempts
+        self._on_conflict = on_conflict
         self._served: str | None = None  # the first version found served; asked first from then on
 
     def locate(self, obj: Mapping[str, Any]) -> WeightPair:
@@ -339,7 +341,8 @@ class KubeRouter:
             return await self._kube.patch_custom(self.RESOURCE.at(self._served), self.namespace, self.route, ops)
 
         try:
-            result = await read_modify_write(self._fetch, compute, send, attempts=self._attempts)
+            result = await read_modify_write(self._fetch, compute, send, attempts=self._attempts,
+                                             on_conflict=self._on_conflict)
         except KubeConflict as e:
             raise RouterError(f"{self.what}: every write conflicted with another writer; {e}", obj=self.what) from e
         except KubeNotFound as e:
