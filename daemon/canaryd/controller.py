@@ -27,7 +27,7 @@ from .leadership import Leadership
 from .metrics import Metrics
 from .notify import Notifier
 from .pacing import Pacer
-from .rollout import Phase, TransitionError, Trigger
+from .rollout import Phase, TransitionError, Trigger, judged
 from .sources.prometheus import PrometheusClient
 from .sources.reader import CounterReader, Reading
 from .worker import CanaryWorker, Command, Refresh, SourceDown, Tick
@@ -90,6 +90,7 @@ class Controller:
         self._tick_count = 0
         self._viewed_at: dict[str, float] = {}  # when the leader last re-read a canary's route for its view
         self._index = CanaryIndex([])
+        self._priming: set[asyncio.Task[None]] = set()  # the counters' reads at an analysis' start
         self.pacer = Pacer()  # the workers' judgements take turns, and a command goes first (pacing.py)
 
     # ------------------------------------------------------------------------------------------ life
@@ -102,11 +103,32 @@ class Controller:
     async def _add(self, canary: CanaryConfig) -> None:
         worker = CanaryWorker(canary, self.actuator_factory(canary), metrics=self.metrics, notifier=self.notifier,
                               clock=self.clock, dry_run=self.dry_run, health=self.health, pacer=self.pacer)
+        worker.on_analysis_start = self._prime
         self.workers[canary.key] = worker
         self._tasks[canary.key] = asyncio.create_task(worker.run(), name=f"canary {canary.key}")
         await worker.refresh(at_start=True)  # resume from the route's saved state, if any
 
+    def _prime(self, key: str) -> None:
+        """A canary's analysis starts now: read its counters' totals now, so that its first tick judges the
+        traffic since (not only sets a baseline). Not awaited: the canary's task goes on meanwhile."""
+        task = asyncio.create_task(self._prime_read(key), name=f"prime {key}")
+        self._priming.add(task)
+        task.add_done_callback(self._priming.discard)
+
+    async def primed(self) -> None:
+        """Wait until the starting canaries' counters are read (see _prime)."""
+        if self._priming:
+            await asyncio.gather(*self._priming, return_exceptions=True)
+
+    async def _prime_read(self, key: str) -> None:
+        try:
+            await self.reader.prime([key], gauge_window=max(60.0, 2 * self.tick_interval()))
+        except Exception as e:  # noqa: BLE001 - a failed prime only means the old behaviour: first read sets it
+            log.warning("could not read a starting canary's counters", extra={"canary": key, "error": str(e)})
+
     async def stop(self) -> None:
+        for p in list(self._priming):
+            p.cancel()
         tasks = list(self._tasks.values())
         for t in tasks:
             t.cancel()
@@ -153,7 +175,7 @@ class Controller:
         Slots are SLOT_SIZE canaries, but never so many that a round of them (a tick each, MIN_SLOT_TICK
         apart at least) outlasts the interval: 10,000 canaries at 30 s are 30 slots of 334."""
         if active is None:
-            active = sum(1 for w in self.workers.values() if w.rollout.phase is Phase.PROGRESSING)
+            active = sum(1 for w in self.workers.values() if judged(w.rollout))
         fit = max(1, math.floor(self._base_interval() / MIN_SLOT_TICK + 1e-9))
         return max(1, min(math.ceil(active / SLOT_SIZE), fit))
 
@@ -200,6 +222,7 @@ class Controller:
                     calm.append(w)
             self._refresh_views(now, calm)
             return 0
+        await self.primed()  # a starting canary's totals first: its first read is an increment since then
         progressing, active = self._select()
         # Another replica may have paused or rolled back: the leader's view of the canaries it does not
         # judge now follows the routes too (a judged one re-reads its route before each judgement).
@@ -224,8 +247,9 @@ class Controller:
         return queries
 
     def _select(self) -> tuple[list[CanaryWorker], list[CanaryWorker]]:
-        """The progressing canaries, and this tick's slot of them (see `slots`)."""
-        progressing = [w for w in self.workers.values() if w.rollout.phase is Phase.PROGRESSING]
+        """The judged canaries (progressing, or paused while still serving traffic: rollout.judged), and
+        this tick's slot of them (see `slots`)."""
+        progressing = [w for w in self.workers.values() if judged(w.rollout)]
         k = self.slots(len(progressing))
         slot = self._tick_count % k
         self._tick_count += 1

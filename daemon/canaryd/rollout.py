@@ -19,6 +19,7 @@ from .arm_totals import add_arm, zero_snapshot
 from .report import timeline
 from .rollout_types import (
     ACTIVE,
+    HISTORY,
     ROLLBACK_CAUSES,
     AlreadyDone,
     Effect,
@@ -27,6 +28,7 @@ from .rollout_types import (
     Promote,
     Rollback,
     RunGate,
+    SavedState,
     SetWeight,
     TransitionError,
     Trigger,
@@ -36,7 +38,6 @@ from .windows import Window, closed_reason
 __all__ = ["ACTIVE", "ROLLBACK_CAUSES", "AlreadyDone", "Effect", "Notify", "Phase", "Promote", "Rollback",
            "Rollout", "RunGate", "SavedState", "SetWeight", "TransitionError", "Trigger"]
 
-HISTORY = 50  # decisions kept per canary
 
 # ---------------------------------------------------------------------------------------------- state
 
@@ -107,70 +108,6 @@ class Rollout:
                           history=self.history, preparing=self.preparing, version=self.version, gate=self.gate)
 
 
-@dataclass(frozen=True)
-class SavedState:
-    """The route's `canaryd.io/state` annotation (JSON), the one type that reads and writes it.
-
-    It is written in the same request as the weights, so a restarted daemon, `canaryd status` and the
-    command-line promote and rollback all see where the rollout is. The history of decisions is part
-    of it: a restarted daemon resumes with it.
-    """
-
-    phase: Phase = Phase.IDLE
-    step: int = -1
-    weight: int = 0
-    step_started_at: float | None = None
-    started_at: float | None = None
-    paused_reason: str | None = None
-    awaiting_promotion: bool = False
-    last_decision: Mapping[str, Any] | None = None
-    history: tuple[Mapping[str, Any], ...] = ()
-    preparing: bool = False
-    version: str | None = None
-    gate: str | None = None  # the gate the rollout waits for (rollout_gates.py)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "phase": self.phase.value,
-            "step": self.step,
-            "weight": self.weight,
-            "step_started_at": self.step_started_at,
-            "started_at": self.started_at,
-            "paused_reason": self.paused_reason,
-            "awaiting_promotion": self.awaiting_promotion,
-            "last_decision": None if self.last_decision is None else dict(self.last_decision),
-            "trigger": (self.last_decision or {}).get("trigger"),
-            "history": list(self.history),
-            "preparing": self.preparing,
-            "version": self.version,
-            **({"gate": self.gate} if self.gate else {}),
-        }
-
-    @classmethod
-    def from_json(cls, saved: Mapping[str, Any]) -> SavedState:
-        """Raises ValueError when the annotation is not canaryd's."""
-        try:
-            phase = Phase(saved["phase"])
-            step = int(saved.get("step", -1))
-            weight = int(saved.get("weight", 0))
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"state annotation is not canaryd's: {e}") from None
-        last = saved.get("last_decision")
-        return cls(phase=phase, step=step, weight=weight, step_started_at=_float(saved.get("step_started_at")),
-                   started_at=_float(saved.get("started_at")), paused_reason=saved.get("paused_reason"),
-                   awaiting_promotion=bool(saved.get("awaiting_promotion", False)),
-                   last_decision=last if isinstance(last, Mapping) else None,
-                   history=tuple(h for h in saved.get("history") or () if isinstance(h, Mapping))[-HISTORY:],
-                   preparing=bool(saved.get("preparing", False)),
-                   version=saved["version"] if isinstance(saved.get("version"), str) else None,
-                   gate=saved["gate"] if isinstance(saved.get("gate"), str) else None)
-
-    def concluded(self, phase: Phase, *, decision: str, trigger: Trigger, reason: str, at: float) -> SavedState:
-        """The state after a promotion or rollback made outside a rollout's own decisions."""
-        return replace(self, phase=phase, weight=0, paused_reason=None, awaiting_promotion=False,
-                       last_decision={"decision": decision, "trigger": trigger.value, "at": at, "reasons": [reason]})
-
-
 def resume(r: Rollout, saved: Mapping[str, Any], now: float) -> Rollout:
     """Rebuild a rollout from its annotation. Analysis restarts within the same step, never at step 0."""
     st = SavedState.from_json(saved)
@@ -185,26 +122,55 @@ def resume(r: Rollout, saved: Mapping[str, Any], now: float) -> Rollout:
         # Nothing finishes a promotion cut short by a restart: wait for POST .../promote to run it again.
         out = replace(out, phase=Phase.PAUSED, awaiting_promotion=True,
                       paused_reason="a promotion was interrupted by a restart; POST .../promote to finish it")
-    if phase is Phase.PROGRESSING and st.gate != "pre_rollout":  # no analysis before the gate passes
+    if judged(out) and st.gate != "pre_rollout":  # no analysis before the gate passes
         # The counters before the restart are gone; the step keeps its start time, the evidence restarts.
-        out = replace(out, analysis=judge.start(r.settings, now, weight=weight),
-                      counters=zero_snapshot(now, weight))
+        out = replace(out, **_fresh_analysis(r.settings, now, weight))
         out = replace(out, analysis=replace(out.analysis, step_started_at=started if started is not None else now))
     return out
 
 
-def _float(x: object) -> float | None:
-    try:
-        return None if x is None else float(x)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
+def _fresh_analysis(settings: JudgeSettings, now: float, weight: int) -> dict[str, Any]:
+    """A new analysis from the counters at `now` (zero increments so far): the first tick judges what came
+    since, rather than only collecting a baseline (the reader is primed at that moment, see controller)."""
+    return {"analysis": judge.start(settings, now, weight=weight, baseline=zero_snapshot(now, weight)),
+            "counters": zero_snapshot(now, weight)}
+
+
+def _counted_from_start(analysis: AnalysisState, snap: Snapshot) -> AnalysisState:
+    """An analysis whose baseline is still the empty start (every counter unknown): its counters were 0 at
+    the start, since they are this rollout's sums of increments. Without it the judge would take the first
+    tick's counters as the baseline, and the first tick would see no traffic."""
+    base = analysis.baseline
+    if base is None or base.canary != ArmSnapshot() or base.stable != ArmSnapshot():
+        return analysis
+    zero = replace(base, canary=_zeros(snap.canary), stable=_zeros(snap.stable))
+    return replace(analysis, baseline=zero, last=zero)
+
+
+def _zeros(arm: ArmSnapshot) -> ArmSnapshot:
+    """0 for each counter the arm has (all at the same moment), unknown for the others."""
+    def z(x: float | None) -> float | None:
+        return None if x is None else 0.0
+
+    buckets = None if arm.buckets is None else tuple((le, 0.0) for le, _ in arm.buckets)
+    return ArmSnapshot(requests=z(arm.requests), errors=z(arm.errors), successes=z(arm.successes), buckets=buckets)
+
+
+def judged(r: Rollout) -> bool:
+    """Whether the canary's traffic is judged each interval: while progressing, and while paused (or timed
+    out, or awaiting promotion) with the canary still serving traffic, for failure only."""
+    if r.preparing:
+        return False
+    return r.phase is Phase.PROGRESSING or (r.phase is Phase.PAUSED and r.weight > 0)
 
 
 # ---------------------------------------------------------------------------------------------- records
 
 
 def _record(r: Rollout, *, at: float, decision: str, trigger: Trigger, reasons: tuple[str, ...] | list[str],
-            judgement: Judgement | None = None) -> Rollout:
+            judgement: Judgement | None = None, compact: bool = False) -> Rollout:
+    """`compact`: replace the previous entry if it was a compact one too (a paused canary's failure-only
+    holds, one each interval, would otherwise push every other decision out of the history)."""
     entry = {"at": at, "decision": decision, "trigger": trigger.value, "step": r.step, "weight": r.weight,
              "reasons": list(reasons)}
     last = dict(entry)
@@ -215,7 +181,10 @@ def _record(r: Rollout, *, at: float, decision: str, trigger: Trigger, reasons: 
         last["stable_requests"] = judgement.stable_requests
     tick = timeline.entry(at=at, decision=decision, trigger=trigger.value, step=r.step, weight=r.weight,
                           reasons=reasons, judgement=judgement)
-    return replace(r, last_decision=last, history=(*r.history, entry)[-HISTORY:],
+    history = r.history
+    if compact and history and (history[-1].get("reasons") or [None])[0] == judge.PAUSED_REASON:
+        history = history[:-1]
+    return replace(r, last_decision=last, history=(*history, entry)[-HISTORY:],
                    ticks=timeline.appended(r.ticks, tick))
 
 
@@ -234,8 +203,7 @@ def start(r: Rollout, now: float, *, step: int = 0, reason: str | None = None,
     weight = r.steps[step]
     out = replace(r, phase=Phase.PROGRESSING, step=step, weight=weight, step_started_at=now, started_at=now,
                   paused_reason=None, awaiting_promotion=False, history=(), last_decision=None, ticks=(),
-                  analysis=judge.start(r.settings, now, weight=weight), counters=zero_snapshot(now, weight),
-                  last_judged_at=None, preparing=False, preparing_since=None, version=version or r.version,
+                  **_fresh_analysis(r.settings, now, weight), last_judged_at=None, preparing=False, preparing_since=None, version=version or r.version,
                   source_down_since=None, gate=None)
     out = _record(out, at=now, decision="start", trigger=Trigger.START,
                   reasons=[reason or f"rollout started at step {step + 1} of {len(r.steps)}: {weight} %"])
@@ -267,8 +235,7 @@ def pods_ready(r: Rollout, now: float, why: str) -> tuple[Rollout, list[Effect]]
         return r, []
     weight = r.steps[r.step]
     out = replace(r, weight=weight, preparing=False, preparing_since=None, step_started_at=now,
-                  analysis=judge.start(r.settings, now, weight=weight), counters=zero_snapshot(now, weight),
-                  last_judged_at=None, source_down_since=None)
+                  **_fresh_analysis(r.settings, now, weight), last_judged_at=None, source_down_since=None)
     out = _record(out, at=now, decision="resume", trigger=Trigger.START,
                   reasons=[f"canary pods available ({why}); step {r.step + 1} of {len(r.steps)}: {weight} %"])
     return _first_weight(out, now, [SetWeight(weight)])
@@ -303,11 +270,13 @@ def accumulate(r: Rollout, now: float, canary: ArmSnapshot, stable: ArmSnapshot)
 
 def judge_tick(r: Rollout, now: float) -> tuple[Rollout, list[Effect], Judgement | None]:
     """Judge the counters accumulated so far, and act on the decision."""
+    if r.phase is Phase.PAUSED and judged(r):
+        return _judge_paused(r, now)
     if r.phase is not Phase.PROGRESSING or r.preparing or r.analysis is None or r.counters is None:
         return r, [], None
     r = data_back(r, now)
     snap = replace(r.counters, t=now, weight=r.weight)
-    judgement, analysis = judge.observe(r.analysis, snap, r.settings)
+    judgement, analysis = judge.observe(_counted_from_start(r.analysis, snap), snap, r.settings)
     r = replace(r, analysis=analysis, last_judged_at=now)
     d = judgement.decision
     if d is Decision.ROLLBACK:
@@ -340,6 +309,24 @@ def judge_tick(r: Rollout, now: float) -> tuple[Rollout, list[Effect], Judgement
         return r2, effects, judgement
     reason = "last step passed; waiting for POST .../promote (auto_promote is off)"
     return replace(r, phase=Phase.PAUSED, awaiting_promotion=True, paused_reason=reason), [], judgement
+
+
+def _judge_paused(r: Rollout, now: float) -> tuple[Rollout, list[Effect], Judgement | None]:
+    """A paused canary that still serves traffic: judged for failure only (judge.observe, paused), rolled
+    back on a failure, else it stays paused; its holds are recorded compactly and notify nobody."""
+    if r.analysis is None or r.counters is None:  # paused before any analysis: it starts from now
+        return replace(r, **_fresh_analysis(r.settings, now, r.weight), last_judged_at=now), [], None
+    snap = replace(r.counters, t=now, weight=r.weight)
+    judgement, analysis = judge.observe(_counted_from_start(r.analysis, snap), snap, r.settings, paused=True)
+    r = replace(r, analysis=analysis, last_judged_at=now, source_down_since=None)
+    if judgement.decision is Decision.ROLLBACK:
+        r = _record(r, at=now, decision="rollback", trigger=Trigger.ANALYSIS, reasons=judgement.reasons,
+                    judgement=judgement)
+        r2, effects = _rollback(r, Trigger.ANALYSIS, judgement.reasons)
+        return r2, effects, judgement
+    r = _record(r, at=now, decision="hold", trigger=Trigger.ANALYSIS, reasons=judgement.reasons,
+                judgement=judgement, compact=True)
+    return r, [], judgement
 
 
 def _confirm(r: Rollout, now: float) -> tuple[Rollout, list[Effect]]:
@@ -483,7 +470,7 @@ def _resume(r: Rollout, now: float, trigger: Trigger, why: str) -> tuple[Rollout
 
 def due(r: Rollout, now: float, interval: float) -> bool:
     """Whether this canary's analysis interval has elapsed since it was last judged."""
-    if r.phase is not Phase.PROGRESSING:
+    if not judged(r):
         return False
     last = r.last_judged_at if r.last_judged_at is not None else r.step_started_at
     # 10 % slack: ticks arrive on a schedule that jitters, and a canary read in slots gets one tick an

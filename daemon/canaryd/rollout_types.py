@@ -1,11 +1,15 @@
-"""The vocabulary of the rollout state machine (rollout.py): phases, triggers, effects and errors."""
+"""The vocabulary of the rollout state machine (rollout.py): phases, triggers, effects, errors, and the
+SavedState annotation type a rollout is saved in."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from types import MappingProxyType
+from typing import Any
+
+HISTORY = 50  # decisions kept per canary
 
 
 class Phase(str, Enum):
@@ -86,3 +90,74 @@ class AlreadyDone(TransitionError):
     rollback on a rolled-back one, pause on a paused one and resume on a progressing one are no-ops, so
     that a retried pipeline step or a redelivered alert is not an error.
     """
+
+
+@dataclass(frozen=True)
+class SavedState:
+    """The route's `canaryd.io/state` annotation (JSON), the one type that reads and writes it.
+
+    It is written in the same request as the weights, so a restarted daemon, `canaryd status` and the
+    command-line promote and rollback all see where the rollout is. The history of decisions is part
+    of it: a restarted daemon resumes with it.
+    """
+
+    phase: Phase = Phase.IDLE
+    step: int = -1
+    weight: int = 0
+    step_started_at: float | None = None
+    started_at: float | None = None
+    paused_reason: str | None = None
+    awaiting_promotion: bool = False
+    last_decision: Mapping[str, Any] | None = None
+    history: tuple[Mapping[str, Any], ...] = ()
+    preparing: bool = False
+    version: str | None = None
+    gate: str | None = None  # the gate the rollout waits for (rollout_gates.py)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "phase": self.phase.value,
+            "step": self.step,
+            "weight": self.weight,
+            "step_started_at": self.step_started_at,
+            "started_at": self.started_at,
+            "paused_reason": self.paused_reason,
+            "awaiting_promotion": self.awaiting_promotion,
+            "last_decision": None if self.last_decision is None else dict(self.last_decision),
+            "trigger": (self.last_decision or {}).get("trigger"),
+            "history": list(self.history),
+            "preparing": self.preparing,
+            "version": self.version,
+            **({"gate": self.gate} if self.gate else {}),
+        }
+
+    @classmethod
+    def from_json(cls, saved: Mapping[str, Any]) -> SavedState:
+        """Raises ValueError when the annotation is not canaryd's."""
+        try:
+            phase = Phase(saved["phase"])
+            step = int(saved.get("step", -1))
+            weight = int(saved.get("weight", 0))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"state annotation is not canaryd's: {e}") from None
+        last = saved.get("last_decision")
+        return cls(phase=phase, step=step, weight=weight, step_started_at=_float(saved.get("step_started_at")),
+                   started_at=_float(saved.get("started_at")), paused_reason=saved.get("paused_reason"),
+                   awaiting_promotion=bool(saved.get("awaiting_promotion", False)),
+                   last_decision=last if isinstance(last, Mapping) else None,
+                   history=tuple(h for h in saved.get("history") or () if isinstance(h, Mapping))[-HISTORY:],
+                   preparing=bool(saved.get("preparing", False)),
+                   version=saved["version"] if isinstance(saved.get("version"), str) else None,
+                   gate=saved["gate"] if isinstance(saved.get("gate"), str) else None)
+
+    def concluded(self, phase: Phase, *, decision: str, trigger: Trigger, reason: str, at: float) -> SavedState:
+        """The state after a promotion or rollback made outside a rollout's own decisions."""
+        return replace(self, phase=phase, weight=0, paused_reason=None, awaiting_promotion=False,
+                       last_decision={"decision": decision, "trigger": trigger.value, "at": at, "reasons": [reason]})
+
+
+def _float(x: object) -> float | None:
+    try:
+        return None if x is None else float(x)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None

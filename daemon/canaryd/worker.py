@@ -30,46 +30,12 @@ from .pacing import Pacer
 from .rollout import Phase, Rollout, Trigger
 from .rollout_types import METRIC_TRIGGER
 from .worker_delivery import CanaryDelivery, DeliveryMessage, rollout_for
+from .worker_messages import Command, ObserveRoute, Refresh, SourceDown, Tick
 from .worker_pods import CanaryPods, CheckPods, NewVersion
 
 log = logging.getLogger("canaryd.worker")
 
 COMMAND_ATTEMPTS = 3  # a command decided again on the route's new state when another replica moved it
-
-
-@dataclass(frozen=True)
-class Tick:
-    now: float
-    canary: ArmSnapshot
-    stable: ArmSnapshot
-
-
-@dataclass(frozen=True)
-class SourceDown:
-    now: float
-    reason: str
-
-
-@dataclass(frozen=True)
-class Refresh:
-    """Re-read the state saved on the route (at start, a follower's view, or a new leader taking over)."""
-
-    at_start: bool = False  # a failure then is logged: the canary starts without its saved state
-
-
-@dataclass(frozen=True)
-class ObserveRoute:
-    """The watcher's pass: a canary not in a rollout whose route has a canary weight > 0 was started by
-    hand (`kubectl patch`), so a rollout starts at that weight."""
-
-
-@dataclass(frozen=True)
-class Command:
-    verb: str  # start | promote | rollback | pause | resume
-    trigger: Trigger = Trigger.MANUAL
-    reason: str | None = None
-    emergency: bool = False
-    step: int = 0  # where a start begins
 
 
 @dataclass
@@ -108,6 +74,9 @@ class CanaryWorker(CanaryDelivery, CanaryPods):
         self._decisions = DecisionLog(log, config.key)  # a repeated hold at DEBUG
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._pods_poller: asyncio.Task[None] | None = None
+        # Called with the canary's key when a new analysis starts (the controller primes its counters then).
+        self.on_analysis_start: Callable[[str], None] | None = None
+        self._primed: object = None  # the analysis last reported to on_analysis_start
         self._report()
 
     @property
@@ -234,6 +203,18 @@ class CanaryWorker(CanaryDelivery, CanaryPods):
                 if item.done is not None and not item.done.done():
                     item.done.set_result(result)
             self._watch_pods()
+            self._prime_if_started()
+
+    def _prime_if_started(self) -> None:
+        """A new analysis (a start, pods available, a restart's resume) counts from its start: the counters
+        are read at that moment (on_analysis_start), so the first tick's increment covers the time since."""
+        r = self.rollout
+        if (r.analysis is None or r.analysis is self._primed or r.last_judged_at is not None
+                or r.counters is None or r.counters.canary != ArmSnapshot() or not ro.judged(r)):
+            return
+        self._primed = r.analysis
+        if self.on_analysis_start is not None:
+            self.on_analysis_start(self.key)
 
     # ------------------------------------------------------------------------------------------ handling
 
@@ -312,7 +293,7 @@ class CanaryWorker(CanaryDelivery, CanaryPods):
         if self.pending_rollback is not None:
             await self._retry_rollback()
         r = self.rollout
-        if r.phase is not Phase.PROGRESSING:
+        if not ro.judged(r):  # progressing, or paused with traffic (judged for failure only)
             return
         r = ro.accumulate(r, tick.now, tick.canary, tick.stable)
         if not ro.due(r, tick.now, self.config.settings.interval):
@@ -325,13 +306,15 @@ class CanaryWorker(CanaryDelivery, CanaryPods):
                 await self.restore()
             except ActuationError as e:
                 self._set_error(str(e))
-            if self.rollout.phase is not Phase.PROGRESSING:
+            if not ro.judged(self.rollout):
                 return
             r = self.rollout
         async with self.pacer.turn(self.key):  # nothing else changes the rollout meanwhile: this task owns it
             started = time.perf_counter()
             new, effects, judgement = ro.judge_tick(r, tick.now)
             self.metrics.observe_analysis(time.perf_counter() - started)
+            if not effects and _position(new.persisted()) != _position(r.persisted()):
+                effects = [ro.SetWeight(new.weight)]  # a pause (max_step_duration, last step) is saved on the route
             try:
                 await self._commit(r, new, effects, judgement)
             except RouteChanged:

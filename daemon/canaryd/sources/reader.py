@@ -69,6 +69,20 @@ class CounterReader:
                       for k in keys if k not in implausible}
         return Reading(increments, result.queries, errors=[str(e) for e in result.errors], implausible=implausible)
 
+    async def prime(self, keys: Sequence[str], *, gauge_window: float) -> None:
+        """Read the totals of `keys` now (a rollout's analysis starts): their next read's increments cover
+        the time since. A failed read leaves them as they were: the next read sets the baseline then."""
+        targets = [t for k in keys if k in self._targets for t in self._targets[k][0]]
+        result = await fetch_increments(self.prometheus, targets, self._default_queries, None,
+                                        gauge_window=gauge_window)
+        if result.all_failed:
+            return
+        for k in keys:
+            if k in self._targets and _implausible(k, result) is None:
+                for arm in ARMS:
+                    self._totals.pop((k, arm), None)  # a fresh baseline, not an increment since an older one
+                    self._advance(k, arm, result)
+
     def _advance(self, key: str, arm: str, result: FetchResult) -> ArmSnapshot:
         inc, self._totals[(key, arm)] = advance(self._totals.get((key, arm)),
                                                 result.increments.get((key, arm)) or ArmSnapshot())
