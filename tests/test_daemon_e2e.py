@@ -52,8 +52,9 @@ CANARIES = [
     canary("alerted", **SLOW),
     canary("outage", auto_promote=False),
     canary("steady", **SLOW),
-    # A 4 s step that may be held 6 s at most, then rolled back: an outage longer than both must not count.
-    canary("outage-timer", step_duration="4s", max_step_duration="6s", on_max_step_duration="rollback",
+    # A 4 s step that may be held 10 s at most, then rolled back: an outage longer than both must not count.
+    # (10 s, not less: after the outage Prometheus needs a few scrapes before the step sees its requests.)
+    canary("outage-timer", step_duration="4s", max_step_duration="10s", on_max_step_duration="rollback",
            auto_promote=False),
 ]
 
@@ -262,7 +263,7 @@ def test_an_outage_longer_than_the_step_is_neither_a_step_nor_a_rollback(env: En
     prom.kill()
     try:
         at_stop = d.canary("outage-timer")
-        deadline = time.monotonic() + 9.0  # > step_duration 4 s + max_step_duration 6 s after the start
+        deadline = time.monotonic() + 15.0  # > step_duration 4 s + max_step_duration 10 s after the start
         while time.monotonic() < deadline:
             s = d.canary("outage-timer")
             assert (s["phase"], s["step"], s["weight"]) == ("progressing", at_stop["step"], at_stop["weight"]), s
