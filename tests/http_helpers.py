@@ -1,7 +1,8 @@
-"""Polling and plain HTTP for the end-to-end tests, which drive subprocesses from synchronous code."""
+"""Polling and plain HTTP for the end-to-end tests: `wait_for` from synchronous code, `until` in a test's event loop."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import urllib.error
@@ -27,6 +28,17 @@ def wait_for(predicate: Callable[[], T], *, timeout: float, interval: float = 0.
             raise AssertionError(f"timed out after {timeout}s waiting for {what}"
                                  + (f" (last error: {last_error!r})" if last_error else ""))
         time.sleep(interval)
+
+
+async def until(predicate: Callable[[], Any], *, timeout: float = 10.0, what: str = "the condition") -> Any:
+    """`wait_for` for async tests: the event loop runs (the daemon's tasks with it) between polls."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def request(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,

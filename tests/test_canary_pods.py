@@ -30,6 +30,7 @@ from canaryd.metrics import Metrics
 from canaryd.sources.prometheus import PrometheusClient
 from canaryd.watcher import DeploymentWatcher
 from fake_kube import FakeKube, RequestRecord
+from http_helpers import until
 from servers import free_port
 from test_cli_cluster import deployment, virtual_service
 from test_cluster_e2e import NS, add_canary_objects, canary, route_writes, state_in, weights
@@ -54,15 +55,6 @@ async def controller_for(fake: FakeKube, tmp_path: Path, name: str, *, leader: b
         finally:
             await controller.stop()
 
-
-async def until(predicate: Callable[[], Any], *, timeout: float = 10.0, what: str = "the condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def set_template(fake: FakeKube, name: str, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:

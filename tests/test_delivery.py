@@ -28,6 +28,7 @@ from canaryd.kube_actuator import KubeActuator, router_for
 from canaryd.metrics import Metrics
 from canaryd.worker import CanaryWorker, Command, Tick
 from fake_kube import FakeKube
+from http_helpers import until
 from test_cli_cluster import deployment, http_route, virtual_service
 from test_cluster_e2e import NS, state_in
 from test_worker_timing import arm
@@ -80,15 +81,6 @@ async def tick(worker: CanaryWorker, clock: Clock, n: float = 500) -> None:
     worker.post(Tick(clock.now, arm(n), arm(n)))
     await worker.barrier()
 
-
-async def until(predicate: Callable[[], Any], *, timeout: float = 10.0, what: str = "the condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def ticks_until(worker: CanaryWorker, clock: Clock, predicate: Callable[[], Any], limit: int = 400) -> None:

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from canaryd.actuator import Actuator
 from canaryd.config import CanaryConfig, load_config
 from canaryd.daemon import Daemon
 from canaryd.wiring import dry_run_actuators
+from http_helpers import until
 from servers import free_port
 
 
@@ -40,15 +40,6 @@ def write(path: Path, data: dict[str, Any] | str) -> None:
     tmp.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
     tmp.replace(path)
 
-
-async def until(predicate: Callable[[], Any], *, timeout: float = 10.0, what: str = "the condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
