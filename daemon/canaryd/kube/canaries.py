@@ -7,7 +7,6 @@ status subresource, removes an applied action annotation, and creates and patche
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
@@ -18,7 +17,7 @@ from .errors import client_errors, map_error
 from .lazy import kubernetes
 from .patches import JSON_PATCH, MERGE_PATCH, has_test_op
 from .resources import JSON, CustomResource, WatchEvent
-from .watch import _next_event, _WatchState
+from .watch import _WatchState, stream_events
 
 log = logging.getLogger("canaryd.kube")
 
@@ -71,20 +70,8 @@ class CanaryApi:
         func, args = self._list_func(namespace)
         w = kubernetes().watch.Watch(return_type="object")
         stream = w.stream(func, *args, resource_version=state.rv, timeout_seconds=timeout_seconds)
-        started, events = asyncio.get_running_loop().time(), 0
-        try:
-            while True:
-                event = await _next_event(stream, state)
-                if event is None:
-                    if state.rv is not None and not events and asyncio.get_running_loop().time() - started < 1.0:
-                        await asyncio.sleep(0.5)  # an empty, quick end: do not spin
-                    return
-                events += 1
-                seen = _seen(state, event)
-                if seen is not None:
-                    yield seen
-        finally:
-            await w.close()
+        async for seen in stream_events(w, stream, state, lambda event: _seen(state, event)):
+            yield seen
 
     async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> JSON:
         r = CANARY

@@ -78,6 +78,13 @@ async def _one_request(state: _WatchState, list_func: Callable[..., Any], namesp
     """The events of one watch request, from `state.rv` until the server ends it or answers 410 Gone."""
     w = kubernetes().watch.Watch()
     stream = w.stream(list_func, namespace, resource_version=state.rv, **kwargs)
+    async for seen in stream_events(w, stream, state, state.seen):
+        yield seen
+
+
+async def stream_events(w: Any, stream: Any, state: _WatchState,
+                        seen: Callable[[Mapping[str, Any]], WatchEvent | None]) -> AsyncIterator[WatchEvent]:
+    """Every event `seen` keeps from one watch request's `stream`; closes the watch `w` at the end."""
     started, events = asyncio.get_running_loop().time(), 0
     try:
         while True:
@@ -89,9 +96,9 @@ async def _one_request(state: _WatchState, list_func: Callable[..., Any], namesp
                     await asyncio.sleep(0.5)
                 return
             events += 1
-            seen = state.seen(event)
-            if seen is not None:
-                yield seen
+            kept = seen(event)
+            if kept is not None:
+                yield kept
     finally:
         await w.close()
 
