@@ -1,7 +1,11 @@
-"""Write deploy/prometheusrule.yaml from rules/*.yml, so the PrometheusRule and rules/ never differ.
+"""Write the rules of rules/*.yml into the install, so what Prometheus loads and rules/ never differ.
 
-    python deploy/sync_rules.py           # rewrite the file
-    python deploy/sync_rules.py --check   # exit 1 if it is out of date (tests/test_deploy.py checks too)
+- deploy/prometheusrule.yaml: a PrometheusRule for prometheus-operator, all groups in one object;
+- overlays/no-operator/rules-configmap.yaml: a ConfigMap holding each rules/*.yml verbatim, one key
+  per file, to mount into a Prometheus without the operator (rule_files: [/etc/prometheus/canaryd/*.yml]).
+
+    python deploy/sync_rules.py           # rewrite both files
+    python deploy/sync_rules.py --check   # exit 1 if either is out of date (tests/test_deploy.py checks too)
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "rules"
 TARGET = ROOT / "deploy" / "prometheusrule.yaml"
+CONFIGMAP_TARGET = ROOT / "overlays" / "no-operator" / "rules-configmap.yaml"
 HEADER = """\
 # GENERATED from rules/*.yml by deploy/sync_rules.py: edit rules/, then run it.
 # prometheus-operator: the recording and alerting rules. Your Prometheus' ruleSelector must select
@@ -56,14 +61,43 @@ def render() -> str:
     return HEADER + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=4096, allow_unicode=True)
 
 
+CONFIGMAP_HEADER = """\
+# GENERATED from rules/*.yml by deploy/sync_rules.py: edit rules/, then run it.
+# The rules for a Prometheus without prometheus-operator: mount this ConfigMap into Prometheus
+# (for instance at /etc/prometheus/canaryd) and add /etc/prometheus/canaryd/*.yml to rule_files.
+"""
+
+
+def rule_files() -> dict[str, str]:
+    """Each rules/*.yml, verbatim, by file name."""
+    return {path.name: path.read_text() for path in sorted(RULES.glob("*.yml"))}
+
+
+def render_configmap() -> str:
+    doc = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "canaryd-prometheus-rules",
+            "labels": {"app.kubernetes.io/name": "canaryd", "app.kubernetes.io/component": "rules"},
+        },
+        "data": rule_files(),
+    }
+    return CONFIGMAP_HEADER + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=4096, allow_unicode=True)
+
+
+def targets() -> dict[Path, str]:
+    return {TARGET: render(), CONFIGMAP_TARGET: render_configmap()}
+
+
 def main(argv: list[str]) -> int:
-    text = render()
+    stale = [path for path, text in targets().items() if not path.is_file() or path.read_text() != text]
     if "--check" in argv:
-        if TARGET.read_text() != text:
-            print(f"{TARGET.relative_to(ROOT)} is out of date: run python deploy/sync_rules.py", file=sys.stderr)
-            return 1
-        return 0
-    TARGET.write_text(text)
+        for path in stale:
+            print(f"{path.relative_to(ROOT)} is out of date: run python deploy/sync_rules.py", file=sys.stderr)
+        return 1 if stale else 0
+    for path, text in targets().items():
+        path.write_text(text)
     return 0
 
 

@@ -40,7 +40,8 @@ import sync_rules  # noqa: E402 - deploy/sync_rules.py, the PrometheusRule gener
 # --------------------------------------------------------------------------------------------------
 # The tiny kustomize renderer
 
-_KUSTOMIZATION_KEYS = {"apiVersion", "kind", "namespace", "resources", "configMapGenerator", "generatorOptions"}
+_KUSTOMIZATION_KEYS = {"apiVersion", "kind", "namespace", "resources", "configMapGenerator", "generatorOptions",
+                       "images", "patches"}
 _CLUSTER_SCOPED = {
     "Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "PersistentVolume",
     "StorageClass", "PriorityClass", "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration",
@@ -53,26 +54,17 @@ class UnsupportedKustomization(AssertionError):
 
 def _unsupported(what: str) -> UnsupportedKustomization:
     return UnsupportedKustomization(
-        f"deploy/kustomization.yaml uses {what}, which tests/test_deploy.py's renderer does not reproduce; "
-        "keep the base plain or extend render_base (and check it against kubectl kustomize)"
+        f"a kustomization uses {what}, which tests/test_deploy.py's renderer does not reproduce; "
+        "keep deploy/ and overlays/ plain or extend render_base (and check it against kubectl kustomize)"
     )
 
 
-def render_base(root: Path) -> list[dict[str, Any]]:
-    """What `kubectl kustomize root` outputs, for the features the base uses (and nothing else)."""
-    k = yaml.safe_load((root / "kustomization.yaml").read_text())
-    if set(k) - _KUSTOMIZATION_KEYS:
-        raise _unsupported(f"the fields {sorted(set(k) - _KUSTOMIZATION_KEYS)}")
-    objects: list[dict[str, Any]] = []
-    for res in k.get("resources", []):
-        path = root / res
-        if not path.is_file():
-            raise _unsupported(f"the resource {res!r}, which is not a file of the base")
-        objects.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
+def _generate(root: Path, k: dict[str, Any]) -> list[dict[str, Any]]:
     options = k.get("generatorOptions", {})
     if set(options) - {"disableNameSuffixHash", "labels"} or (k.get("configMapGenerator") and
                                                              options.get("disableNameSuffixHash") is not True):
         raise _unsupported("generatorOptions other than disableNameSuffixHash: true and labels")
+    objects = []
     for gen in k.get("configMapGenerator", []):
         if set(gen) - {"name", "files"}:
             raise _unsupported(f"configMapGenerator fields {sorted(set(gen) - {'name', 'files'})}")
@@ -84,20 +76,103 @@ def render_base(root: Path) -> list[dict[str, Any]]:
         if options.get("labels"):
             meta["labels"] = dict(options["labels"])
         objects.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data})
-    namespace = k.get("namespace")
-    if namespace:
-        for obj in objects:
-            if obj["kind"] in _CLUSTER_SCOPED:
-                if "namespace" in obj["metadata"]:
-                    raise _unsupported(f"the cluster-scoped {obj['kind']} {obj['metadata']['name']} with a namespace")
-                continue  # kustomize leaves a cluster-scoped object without a namespace
-            obj["metadata"]["namespace"] = namespace
-            for subject in obj.get("subjects", []) if obj["kind"] == "RoleBinding" else []:
-                if subject.get("kind") == "ServiceAccount":
-                    if "namespace" in subject:
-                        # kustomize v2 overrides it, v5 keeps it: leave it out and let kustomize fill it
-                        raise _unsupported("a ServiceAccount subject with an explicit namespace")
-                    subject["namespace"] = namespace
+    return objects
+
+
+def _pointer(doc: Any, path: str) -> tuple[Any, str | int]:
+    parts = [p.replace("~1", "/").replace("~0", "~") for p in path.split("/")[1:]]
+    for part in parts[:-1]:
+        doc = doc[int(part)] if isinstance(doc, list) else doc[part]
+    last = parts[-1]
+    return doc, (len(doc) if last == "-" else int(last)) if isinstance(doc, list) else last
+
+
+def _json6902(obj: dict[str, Any], ops: list[dict[str, Any]]) -> None:
+    for op in ops:
+        parent, key = _pointer(obj, op["path"])
+        if op["op"] == "add" and isinstance(parent, list):
+            parent.insert(key, copy.deepcopy(op["value"]))
+        elif op["op"] in ("add", "replace"):
+            if op["op"] == "replace" and (key not in parent if isinstance(parent, dict) else key >= len(parent)):
+                raise AssertionError(f"replace of the missing {op['path']}")
+            parent[key] = copy.deepcopy(op["value"])
+        elif op["op"] == "remove":
+            del parent[key]
+        else:
+            raise _unsupported(f"the JSON patch op {op['op']!r}")
+
+
+def _patch(root: Path, objects: list[dict[str, Any]], entry: dict[str, Any]) -> list[dict[str, Any]]:
+    if set(entry) - {"target", "patch", "path"} or set(entry.get("target", {})) - {"kind", "name"}:
+        raise _unsupported(f"the patch {entry}")
+    body = yaml.safe_load(entry["patch"] if "patch" in entry else (root / entry["path"]).read_text())
+    if isinstance(body, dict):  # a strategic merge patch: only `$patch: delete` of a whole object
+        if body.get("$patch") != "delete":
+            raise _unsupported("strategic merge patches other than $patch: delete")
+        gone = (body["kind"], body["metadata"]["name"])
+        assert any(_key(o) == gone for o in objects), f"$patch: delete of the missing {gone}"
+        return [o for o in objects if _key(o) != gone]
+    target = entry["target"]
+    hits = [o for o in objects if o["kind"] == target["kind"] and o["metadata"]["name"] == target["name"]]
+    assert hits, f"the patch target {target} matches nothing"
+    for obj in hits:
+        _json6902(obj, body)
+    return objects
+
+
+def _set_namespace(objects: list[dict[str, Any]], namespace: str) -> None:
+    for obj in objects:
+        if obj["kind"] == "Namespace":
+            obj["metadata"]["name"] = namespace  # kustomize renames the Namespace it is given
+            continue
+        if obj["kind"] in _CLUSTER_SCOPED:
+            if "namespace" in obj["metadata"]:
+                raise _unsupported(f"the cluster-scoped {obj['kind']} {obj['metadata']['name']} with a namespace")
+            continue  # kustomize leaves a cluster-scoped object without a namespace
+        old = obj["metadata"].get("namespace")
+        obj["metadata"]["namespace"] = namespace
+        for subject in obj.get("subjects", []) if obj["kind"] == "RoleBinding" else []:
+            if subject.get("kind") == "ServiceAccount":
+                if subject.get("namespace", old) != old:
+                    # kustomize v2 overrides it, v5 keeps it: leave it out and let kustomize fill it
+                    raise _unsupported("a ServiceAccount subject with an explicit namespace")
+                subject["namespace"] = namespace
+
+
+def _set_images(objects: list[dict[str, Any]], images: list[dict[str, Any]]) -> None:
+    for image in images:
+        if set(image) - {"name", "newName", "newTag"}:
+            raise _unsupported(f"images fields {sorted(set(image) - {'name', 'newName', 'newTag'})}")
+    for obj in objects:
+        pod = obj.get("spec", {}).get("template", {}).get("spec", {}) if obj["kind"] == "Deployment" else {}
+        for container in pod.get("containers", []) + pod.get("initContainers", []):
+            name, _, tag = container["image"].partition(":")
+            for image in images:
+                if image["name"] == name:
+                    name, tag = image.get("newName", name), image.get("newTag", tag)
+            container["image"] = f"{name}:{tag}" if tag else name
+
+
+def render_base(root: Path) -> list[dict[str, Any]]:
+    """What `kubectl kustomize root` outputs, for the features deploy/ and overlays/ use (and nothing else)."""
+    k = yaml.safe_load((root / "kustomization.yaml").read_text())
+    if set(k) - _KUSTOMIZATION_KEYS:
+        raise _unsupported(f"the fields {sorted(set(k) - _KUSTOMIZATION_KEYS)}")
+    objects: list[dict[str, Any]] = []
+    for res in k.get("resources", []):
+        path = (root / res).resolve()
+        if path.is_dir():
+            objects.extend(render_base(path))
+        elif path.is_file():
+            objects.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
+        else:
+            raise _unsupported(f"the resource {res!r}, which is neither a file nor a kustomization")
+    objects.extend(_generate(root, k))
+    for entry in k.get("patches", []):
+        objects = _patch(root, objects, entry)
+    if k.get("namespace"):
+        _set_namespace(objects, k["namespace"])
+    _set_images(objects, k.get("images", []))
     return objects
 
 
@@ -142,9 +217,11 @@ def test_renderer_refuses_what_it_does_not_reproduce(tmp_path: Path) -> None:
 def test_base_contents(rendered: dict[tuple[str, str], dict[str, Any]]) -> None:
     kinds = sorted(k for k, _ in rendered)
     assert kinds == sorted([
-        "AlertmanagerConfig", "ConfigMap", "ConfigMap", "CustomResourceDefinition", "Deployment",
-        "PodDisruptionBudget", "PrometheusRule", "Role", "RoleBinding", "Service", "ServiceAccount", "ServiceMonitor",
+        "AlertmanagerConfig", "ConfigMap", "ConfigMap", "CustomResourceDefinition", "Deployment", "Namespace",
+        "NetworkPolicy", "PodDisruptionBudget", "PrometheusRule", "Role", "RoleBinding", "Service", "ServiceAccount",
+        "ServiceMonitor",
     ])
+    assert _one(rendered, "Namespace")["metadata"]["name"] == NAMESPACE
     for obj in rendered.values():
         if obj["kind"] in _CLUSTER_SCOPED:
             assert "namespace" not in obj["metadata"], _key(obj)
@@ -157,7 +234,7 @@ def test_base_contents(rendered: dict[tuple[str, str], dict[str, Any]]) -> None:
 # Built-in objects: the Kubernetes schemas, offline
 
 _BUILTIN_GROUPS = {"v1", "apps", "rbac.authorization.k8s.io", "policy", "coordination.k8s.io", "batch",
-                   "apiextensions.k8s.io"}  # the Canary CRD is checked against Kubernetes' own CRD schema
+                   "apiextensions.k8s.io", "networking.k8s.io"}  # the Canary CRD is checked against Kubernetes' own CRD schema
 
 
 def _is_builtin(obj: dict[str, Any]) -> bool:
@@ -169,7 +246,11 @@ def test_builtin_objects_validate_against_kubernetes_schemas(rendered: dict[tupl
     kv = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate (a test dependency)")
     versions = ["1.27", kv.utils.latest_version()]
     builtins = [o for o in rendered.values() if _is_builtin(o)]
-    assert len(builtins) == 9
+    assert len(builtins) == 11
+    _validate_builtins(kv, builtins, versions)
+
+
+def _validate_builtins(kv: Any, builtins: list[dict[str, Any]], versions: list[str]) -> None:
     for obj in builtins:
         for version in versions:
             try:
@@ -741,3 +822,93 @@ def test_plain_alertmanager_example() -> None:
         capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 0 and proc.stdout.split() == ["canaryd"], proc.stdout + proc.stderr
+
+
+# --------------------------------------------------------------------------------------------------
+# The base's image, NetworkPolicy, and the overlays in overlays/ (beside deploy/: kustomize refuses an
+# overlay inside its own base)
+
+OVERLAYS = ROOT / "overlays"
+
+
+def _render_overlay(name: str) -> dict[tuple[str, str], dict[str, Any]]:
+    objects = render_base(OVERLAYS / name)
+    keyed = {_key(o): o for o in objects}
+    assert len(keyed) == len(objects), "two objects share a kind and name"
+    return keyed
+
+
+def test_image_is_set_in_the_kustomization(rendered: dict[tuple[str, str], dict[str, Any]]) -> None:
+    (image,) = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())["images"]
+    assert _container(rendered)["image"] == f"{image['newName']}:{image['newTag']}"
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert image["newTag"] == version
+
+
+def test_network_policy_admits_the_port_and_lets_canaryd_out(rendered: dict[tuple[str, str], dict[str, Any]]) -> None:
+    spec = _one(rendered, "NetworkPolicy")["spec"]
+    pod_labels = _one(rendered, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert spec["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert set(spec["policyTypes"]) == {"Ingress", "Egress"}
+    (ingress,) = spec["ingress"]
+    assert ingress["from"] == [{"namespaceSelector": {}}], "webhooks, the API and scrapes come from anywhere in-cluster"
+    assert [p["port"] for p in ingress["ports"]] == [_one(rendered, "Service")["spec"]["ports"][0]["port"]]
+    egress = {(p["port"], p.get("protocol", "TCP")) for rule in spec["egress"] for p in rule["ports"]}
+    assert {(53, "UDP"), (53, "TCP"), (443, "TCP"), (6443, "TCP")} <= egress, "DNS and the API server"
+    prometheus = re.search(r":(\d+)", _config(rendered)["prometheus"]["url"].split("//")[1])
+    assert (int(prometheus.group(1)), "TCP") in egress, "the configured Prometheus"
+
+
+@pytest.mark.parametrize("overlay", ["other-namespace", "no-operator"])
+def test_overlay_renders_like_kubectl_and_validates(overlay: str) -> None:
+    objects = _render_overlay(overlay)
+    kv = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate (a test dependency)")
+    _validate_builtins(kv, [o for o in objects.values() if _is_builtin(o)], [kv.utils.latest_version()])
+    for obj in objects.values():
+        if not _is_builtin(obj):
+            _validate_crd(obj)
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed; the tiny renderer alone is used")
+    proc = subprocess.run([kubectl, "kustomize", str(OVERLAYS / overlay)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert {_key(o): o for o in yaml.safe_load_all(proc.stdout) if o} == objects
+
+
+def test_other_namespace_overlay_moves_everything() -> None:
+    base = render_base(DEPLOY)
+    objects = _render_overlay("other-namespace")
+    namespace = yaml.safe_load((OVERLAYS / "other-namespace" / "kustomization.yaml").read_text())["namespace"]
+    assert namespace != NAMESPACE
+    assert {_key(o) for o in base} == set(objects) - {("Namespace", namespace)} | {("Namespace", NAMESPACE)}
+    assert NAMESPACE not in json.dumps(
+        [o for k, o in objects.items() if k[0] != "CustomResourceDefinition"]), f"{NAMESPACE!r} left somewhere"
+    cfg = _config(objects)
+    assert cfg["kubernetes"]["leader_election"]["namespace"] == namespace
+    assert cfg["kubernetes"]["canary_resources"]["namespaces"] == [namespace]
+    url = _one(objects, "AlertmanagerConfig")["spec"]["receivers"][0]["webhookConfigs"][0]["url"]
+    assert url == f"http://canaryd.{namespace}.svc:8080/webhooks/alertmanager"
+    # the overlay's config is the base's with the namespace changed, nothing else
+    base_text = {_key(o): o for o in base}[("ConfigMap", "canaryd-config")]["data"]["config.yaml"]
+    assert objects[("ConfigMap", "canaryd-config")]["data"]["config.yaml"] == base_text.replace(NAMESPACE, namespace)
+    assert not _container(objects)["image"].startswith("ghcr.io/canaryd/"), "the overlay shows setting a registry"
+
+
+def test_no_operator_overlay_uses_annotations_and_a_rules_configmap() -> None:
+    objects = _render_overlay("no-operator")
+    kinds = {k for k, _ in objects}
+    assert not kinds & {"ServiceMonitor", "PrometheusRule", "AlertmanagerConfig"}
+    want = {"prometheus.io/scrape": "true", "prometheus.io/port": "8080", "prometheus.io/path": "/metrics"}
+    assert _one(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"] == want
+    assert _one(objects, "Service")["metadata"]["annotations"] == want
+    rules = objects[("ConfigMap", "canaryd-prometheus-rules")]
+    assert rules["metadata"]["namespace"] == NAMESPACE
+    assert rules["data"] == sync_rules.rule_files()
+    assert rules["data"] == {p.name: p.read_text() for p in sorted((ROOT / "rules").glob("*.yml"))}
+    assert sync_rules.CONFIGMAP_TARGET.read_text() == sync_rules.render_configmap(), (
+        "overlays/no-operator/rules-configmap.yaml is out of date: run python deploy/sync_rules.py"
+    )
+    groups = [g for text in rules["data"].values() for g in yaml.safe_load(text)["groups"]]
+    assert groups == sync_rules.rule_groups(), "the ConfigMap and the PrometheusRule carry the same rules"
+    assert sync_rules.main(["--check"]) == 0
