@@ -1,28 +1,31 @@
 # syntax=docker/dockerfile:1
-# canaryd: multi-stage image. The builder turns canaryd and its dependencies into wheels; the final
-# stage installs only those wheels (no compiler, no index access) and runs as a non-root user.
+# canaryd: multi-stage image. The builder downloads the dependencies' wheels and builds canaryd's;
+# the final stage installs only those wheels (no index access) and runs as a non-root user.
+# No compiler anywhere: every dependency ships binary wheels for glibc (slim is Debian, not Alpine),
+# and --only-binary makes a missing wheel a clear build error instead of a silent source build.
 #
-#   docker build -t ghcr.io/canaryd/canaryd:0.1.0 .
+#   make image                        (or: docker build -t ghcr.io/canaryd/canaryd:0.1.0 .)
 #   docker run --rm -p 8080:8080 -v "$PWD/canaryd.yaml:/etc/canaryd/config.yaml:ro" ghcr.io/canaryd/canaryd:0.1.0
 #
 # The config must listen on 0.0.0.0:8080 inside a container (server.listen) to be reachable.
 
 ARG PYTHON_VERSION=3.11
 
-# ---- builder: wheels for canaryd and every dependency -------------------------------------------
+# ---- builder: wheels for every dependency, then for canaryd ------------------------------------
 FROM python:${PYTHON_VERSION}-slim-bookworm AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-# numpy, scipy and aiohttp ship binary wheels for this platform; the compiler is only a fallback for
-# a dependency without one, and never reaches the final image.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential \
- && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-# pyproject first, so the dependency layer is rebuilt only when dependencies change
-COPY pyproject.toml README.md ./
+# The dependency layer depends on pyproject.toml alone: editing canaryd's source reuses it, and only a
+# change of pyproject.toml downloads the dependencies again.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > requirements.txt \
+ && pip wheel --only-binary=:all: --wheel-dir /wheels -r requirements.txt
+# canaryd itself (pure Python): --no-deps, its dependencies are already wheels above.
+COPY README.md ./
 COPY daemon/ ./daemon/
-RUN pip wheel --wheel-dir /wheels .
+RUN pip wheel --no-deps --wheel-dir /wheels .
 
 # ---- runtime -------------------------------------------------------------------------------------
 FROM python:${PYTHON_VERSION}-slim-bookworm

@@ -798,6 +798,31 @@ def test_dockerfile_final_stage_has_no_build_tools() -> None:
     assert install and all("--no-index" in a for a in install), "the runtime installs only the builder's wheels"
 
 
+def test_dockerfile_caches_dependencies_and_needs_no_compiler() -> None:
+    builder = _stages()[0]
+    text = "\n".join(f"{w} {a}" for w, a in builder)
+    for tool in ("build-essential", "gcc", "g++", "python3-dev", "apt-get install"):
+        assert tool not in text, f"the builder installs {tool}: every dependency has a wheel"
+    words = [(w, a) for w, a in builder if w in ("COPY", "RUN")]
+    dep_run = next(i for i, (w, a) in enumerate(words) if w == "RUN" and "-r requirements.txt" in a)
+    source_copy = next(i for i, (w, a) in enumerate(words) if w == "COPY" and "daemon/" in a)
+    assert dep_run < source_copy, "dependencies are installed before the source is copied (a cached layer)"
+    assert [a for w, a in words[:dep_run] if w == "COPY"] == ["pyproject.toml ./"], "only pyproject.toml before"
+    assert "--only-binary=:all:" in words[dep_run][1], "a dependency without a wheel fails the build, not compiles"
+    assert any(w == "RUN" and "--no-deps" in a for w, a in words[source_copy:])
+
+
+def test_make_image_needs_docker() -> None:
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    proc = subprocess.run([make, "-n", "image"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0 and "docker build" in proc.stdout, proc.stdout + proc.stderr
+    proc = subprocess.run([make, "image", "DOCKER=canaryd-no-such-docker"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode != 0 and "docker" in proc.stderr.lower(), proc.stdout + proc.stderr
+
+
 def test_plain_alertmanager_example() -> None:
     """deploy/examples/alertmanager.yml: the same receiver for Alertmanager without the operator."""
     path = EXAMPLES / "alertmanager.yml"
