@@ -661,11 +661,11 @@ def test_istio_examples() -> None:
     weighted = [h for h in http if {_istio_arm(r) for r in h["route"]} == {"stable", "canary"}]
     assert len(weighted) == 1 and "match" not in weighted[0]
     weights = {_istio_arm(r): r["weight"] for r in weighted[0]["route"]}
-    assert weights == {"stable": 95, "canary": 5}
+    assert weights == {"stable": 100, "canary": 0}, "applied idle: no traffic to the canary before a rollout"
     assert {s["name"] for s in dr["spec"]["subsets"]} == {"stable", "canary"}
     assert dr["spec"]["host"] == vs["spec"]["hosts"][0]
     outlier = dr["spec"]["trafficPolicy"]["outlierDetection"]
-    # the seed's circuit breaker (consecutiveErrors: 5 in the seed, consecutive5xxErrors in Istio today)
+    # the circuit breaker (consecutiveErrors: 5 in older manifests, consecutive5xxErrors in Istio today)
     assert outlier == {"consecutive5xxErrors": 5, "interval": "30s", "baseEjectionTime": "30s", "maxEjectionPercent": 50}
     # the deployed config's canary routes through this VirtualService
     (canary,) = _config({("ConfigMap", "canaryd-config"): yaml.safe_load(
@@ -677,7 +677,7 @@ def test_smi_example() -> None:
     split = _examples()["TrafficSplit"]["spec"]
     assert split["service"] == "auth-service"
     assert [(b["service"], b["weight"]) for b in split["backends"]] == [
-        ("auth-service-stable", 950), ("auth-service-canary", 50)]
+        ("auth-service-stable", 1000), ("auth-service-canary", 0)]
 
 
 def test_gateway_api_example() -> None:
@@ -686,7 +686,7 @@ def test_gateway_api_example() -> None:
     assert header["matches"] == [{"headers": [{"type": "Exact", "name": "x-canary", "value": "true"}]}]
     assert [b["name"] for b in header["backendRefs"]] == ["auth-service-canary"]
     weighted = {b["name"]: b["weight"] for b in rules[1]["backendRefs"]}
-    assert weighted == {"auth-service-stable": 950, "auth-service-canary": 50}
+    assert weighted == {"auth-service-stable": 1000, "auth-service-canary": 0}
 
 
 # --------------------------------------------------------------------------------------------------
