@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/decision_quality.py
 	$(BIN)/python bench/alert_latency.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/judge_speed.py
 
 # The container image (Dockerfile). IMAGE is what deploy/kustomization.yaml's images: points at.
 DOCKER ?= docker

@@ -1,0 +1,234 @@
+"""Judge speed: metric verdicts per second on one core, the current judge against a baseline revision.
+
+The corpus is rollouts of real-looking traffic (tests/simulation.py's TickSource: binomial, common and
+independent bursts, per-pod rates, latency swings; 1 to 1000 rps; healthy and failing canaries), each a
+run of cumulative snapshots with CPU and memory, 30 s apart, the weight stepping 5/25/50/100 % every
+ten ticks (`judge.next_step`). It is built once, written to JSON, and judged by two subprocesses pinned
+to one core: one importing this tree's daemon/canaryd, one importing the baseline revision's, exported
+with `git archive REV daemon/canaryd` into a temporary directory. A verdict is one metric judged by one
+`judge.observe` (8 per tick with the default settings). The two runs' decisions, verdicts and p-values
+are compared tick by tick.
+
+Run: python bench/judge_speed.py [--baseline REV] [--rollouts 48] [--ticks 40] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+# The judge before the speed work: the default baseline.
+DEFAULT_BASELINE = "2d6b2a8dfe0a15c3f67c04a62cd93d91f61ab08c"
+STEPS = (5.0, 25.0, 50.0, 100.0)
+INTERVAL = 30.0
+TICKS_PER_STEP = 10
+NUMBERS = ("p_value", "anytime_p_value", "adjusted_p_value", "ratio")
+
+
+# ---------------------------------------------------------------------------------------------- corpus
+
+
+def _arm_json(a: Any, cpu: float, memory: float) -> dict[str, Any]:
+    return {"requests": a.requests, "errors": a.errors, "successes": a.successes,
+            "buckets": [list(b) for b in a.buckets], "cpu": cpu, "memory": memory}
+
+
+def _plus(a: dict[str, Any], b: Any) -> dict[str, Any]:
+    return {"requests": a["requests"] + b.requests, "errors": a["errors"] + b.errors,
+            "successes": a["successes"] + b.successes,
+            "buckets": [[le, x + y] for (le, x), (_, y) in zip(a["buckets"], b.buckets, strict=True)]}
+
+
+def _rollout(rps: float, model: str, bad: bool, seed: int, ticks: int) -> list[dict[str, Any]]:
+    import numpy as np
+
+    from simulation import PROM_DEFAULT_BUCKETS, Arm, TickSource, Traffic
+
+    latency = model == "latency"
+    traffic = Traffic(errors="binomial" if latency else model, latency_swing=0.2 if latency else 0.0,
+                      bounds=PROM_DEFAULT_BUCKETS if latency else Traffic().bounds)
+    stable = Arm(error_rate=0.005, latency_median=0.05, latency_sigma=0.6)
+    canary = Arm(error_rate=0.02, latency_median=0.12, latency_sigma=0.6) if bad else stable
+    rng = np.random.default_rng(seed)
+    source = TickSource(rps, stable, canary, traffic, rng)
+    zero = {"requests": 0.0, "errors": 0.0, "successes": 0.0, "buckets": [[le, 0.0] for le in traffic.bounds]}
+    totals = {"canary": zero, "stable": zero}
+    out = []
+    for i in range(ticks):
+        weight = STEPS[min(i // TICKS_PER_STEP, len(STEPS) - 1)]
+        tick = source.tick(weight, INTERVAL)
+        totals = {"canary": _plus(totals["canary"], tick.canary), "stable": _plus(totals["stable"], tick.stable)}
+        cpu = [float(x) for x in rng.uniform(20, 70, 4)]
+        out.append({"t": INTERVAL * (i + 1), "weight": weight,
+                    "next_step": (i + 1) % TICKS_PER_STEP == 0 and weight < 100,
+                    "canary": {**totals["canary"], "cpu": cpu[0], "memory": cpu[1]},
+                    "stable": {**totals["stable"], "cpu": cpu[2], "memory": cpu[3]}})
+    return out
+
+
+def build_corpus(rollouts: int, ticks: int) -> list[list[dict[str, Any]]]:
+    sys.path.insert(0, os.path.join(ROOT, "daemon"))
+    sys.path.insert(0, os.path.join(ROOT, "tests"))  # simulation.py, shared with the tests
+    kinds = [(rps, model, bad) for model in ("binomial", "common", "independent", "pods", "latency")
+             for rps in (1, 10, 100, 1000) for bad in (False, True)]
+    return [_rollout(*kinds[i % len(kinds)], seed=1000 + i, ticks=ticks) for i in range(rollouts)]
+
+
+# ---------------------------------------------------------------------------------------------- worker
+
+
+def _snapshots(corpus: list[list[dict[str, Any]]]) -> list[list[tuple[Any, dict[str, Any]]]]:
+    from canaryd.analysis.snapshot import ArmSnapshot, Snapshot
+
+    def arm(a: dict[str, Any]) -> Any:
+        return ArmSnapshot(requests=a["requests"], errors=a["errors"], successes=a["successes"],
+                           buckets=tuple((float(le), float(c)) for le, c in a["buckets"]),
+                           cpu=a["cpu"], memory=a["memory"])
+
+    return [[(Snapshot(t=s["t"], canary=arm(s["canary"]), stable=arm(s["stable"]), weight=s["weight"]), s)
+             for s in run] for run in corpus]
+
+
+def _judge_all(runs: list[list[tuple[Any, dict[str, Any]]]], keep: bool) -> tuple[int, list[Any]]:
+    from canaryd.analysis import judge
+    from canaryd.analysis.settings import JudgeSettings
+
+    settings = JudgeSettings()
+    verdicts, kept = 0, []
+    for run in runs:
+        first = run[0][1]
+        state = judge.start(settings, 0.0, weight=first["weight"], baseline=None)
+        for snap, raw in run:
+            j, state = judge.observe(state, snap, settings)
+            verdicts += len(j.metrics)
+            if keep:
+                kept.append([j.decision.value, [[m.name, m.verdict.value, *(getattr(m, k) for k in NUMBERS)]
+                                                for m in j.metrics]])
+            if raw["next_step"]:
+                state = judge.next_step(state, snap.t, weight=STEPS[STEPS.index(raw["weight"]) + 1])
+    return verdicts, kept
+
+
+def worker(corpus_path: str, rounds: int, expect: str) -> None:
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[-1]})
+    import canaryd
+
+    where = os.path.realpath(canaryd.__file__)
+    if not where.startswith(os.path.realpath(expect)):
+        raise SystemExit(f"imported canaryd from {where}, expected under {expect}")
+    with open(corpus_path) as f:
+        runs = _snapshots(json.load(f))
+    verdicts, kept = _judge_all(runs, keep=True)  # also warms up imports and caches
+    best = math.inf
+    for _ in range(rounds):
+        started = time.perf_counter()
+        _judge_all(runs, keep=False)
+        best = min(best, time.perf_counter() - started)
+    observes = sum(len(r) for r in runs)
+    json.dump({"verdicts": verdicts, "observes": observes, "seconds": best, "results": kept}, sys.stdout)
+
+
+# ---------------------------------------------------------------------------------------------- compare
+
+
+def export(rev: str, into: str) -> str:
+    """The revision's daemon/canaryd as a package directory; returns the directory to put on sys.path."""
+    archive = os.path.join(into, "judge.tar")
+    subprocess.run(["git", "-C", ROOT, "archive", "--format=tar", "-o", archive, rev, "daemon/canaryd"],
+                   check=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(into, filter="data")
+    return os.path.join(into, "daemon")
+
+
+def run_worker(path: str, corpus: str, rounds: int) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": path, "PYTHONDONTWRITEBYTECODE": "1"}
+    out = subprocess.run([sys.executable, __file__, "--worker", corpus, "--rounds", str(rounds),
+                          "--expect", path], env=env, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+@dataclass
+class Diff:
+    decisions: int = 0
+    verdicts: int = 0
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    shape: int = 0
+
+
+def _num(d: Diff, a: Any, b: Any) -> None:
+    if a is None or b is None:
+        d.shape += a is not b
+        return
+    if math.isnan(a) or math.isnan(b) or math.isinf(a) or math.isinf(b):
+        d.shape += not (a == b or (math.isnan(a) and math.isnan(b)))
+        return
+    d.max_abs = max(d.max_abs, abs(a - b))
+    if a != b:
+        d.max_rel = max(d.max_rel, abs(a - b) / max(abs(a), abs(b)))
+
+
+def compare(base: list[Any], cur: list[Any]) -> Diff:
+    d = Diff(shape=int(len(base) != len(cur)))
+    for (dec_b, ms_b), (dec_c, ms_c) in zip(base, cur, strict=False):
+        d.decisions += dec_b != dec_c
+        if len(ms_b) != len(ms_c):
+            d.shape += 1
+            continue
+        for mb, mc in zip(ms_b, ms_c, strict=True):
+            d.shape += mb[0] != mc[0]
+            d.verdicts += mb[1] != mc[1]
+            for a, b in zip(mb[2:], mc[2:], strict=True):
+                _num(d, a, b)
+    return d
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--baseline", default=DEFAULT_BASELINE, help="git revision of the judge to compare with")
+    ap.add_argument("--rollouts", type=int, default=48)
+    ap.add_argument("--ticks", type=int, default=40, help="judgements per rollout (30 s apart)")
+    ap.add_argument("--rounds", type=int, default=3, help="timed passes per judge; the best counts")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--expect", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        worker(args.worker, args.rounds, args.expect)
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = os.path.join(tmp, "corpus.json")
+        with open(corpus, "w") as f:
+            json.dump(build_corpus(args.rollouts, args.ticks), f)
+        base = run_worker(export(args.baseline, tmp), corpus, args.rounds)
+        cur = run_worker(os.path.join(ROOT, "daemon"), corpus, args.rounds)
+    rate = {k: r["verdicts"] / r["seconds"] for k, r in (("base", base), ("cur", cur))}
+    print(f"judge speed: {args.rollouts} rollouts × {args.ticks} ticks = {cur['observes']} observes, "
+          f"{cur['verdicts']} metric verdicts, best of {args.rounds}, one core each")
+    for label, key, r in ((f"baseline {args.baseline[:12]}", "base", base), ("current", "cur", cur)):
+        print(f"  {label:<22} {rate[key]:>10,.0f} verdicts/s  {1e3 * r['seconds'] / r['observes']:.3f} ms "
+              f"per observe")
+    print(f"  speed-up               {rate['cur'] / rate['base']:.2f}x")
+    d = compare(base["results"], cur["results"])
+    same = not (d.decisions or d.verdicts or d.shape) and d.max_abs <= 1e-9
+    print(f"  identical results      {'yes' if same else 'NO'}: {d.decisions} decisions and {d.verdicts} verdicts "
+          f"differ, {d.shape} structural differences, p-values/ratios max abs diff {d.max_abs:.3g}, "
+          f"max rel diff {d.max_rel:.3g}")
+    ok = rate["cur"] >= 50_000
+    print(f"- [{'met' if ok else 'MISSED'}] >= 50,000 metric verdicts/s on one core: {rate['cur']:,.0f}")
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
