@@ -79,8 +79,9 @@ def _rollout(rps: float, model: str, bad: bool, seed: int, ticks: int) -> list[d
 def build_corpus(rollouts: int, ticks: int) -> list[list[dict[str, Any]]]:
     sys.path.insert(0, os.path.join(ROOT, "daemon"))
     sys.path.insert(0, os.path.join(ROOT, "tests"))  # simulation.py, shared with the tests
-    kinds = [(rps, model, bad) for model in ("binomial", "common", "independent", "pods", "latency")
-             for rps in (1, 10, 100, 1000) for bad in (False, True)]
+    # Every traffic model within the first five rollouts, so that a short corpus still has them all.
+    kinds = [(rps, model, bad) for rps in (1000, 100, 10, 1) for bad in (False, True)
+             for model in ("binomial", "common", "independent", "pods", "latency")]
     return [_rollout(*kinds[i % len(kinds)], seed=1000 + i, ticks=ticks) for i in range(rollouts)]
 
 

@@ -13,7 +13,9 @@ its continuous extension in between.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy import special
@@ -188,6 +190,12 @@ class MixturePrior:
     log_effects: tuple[float, ...]
     log_weights: tuple[float, ...]
 
+    @cached_property
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(u, expm1(u), log weights) as arrays: the same every tick, so made once per prior."""
+        u = np.asarray(self.log_effects)
+        return u, np.expm1(u), np.asarray(self.log_weights)
+
 
 def log_normal_prior(
     center: float, sd: float, *, lo: float = 1.1, hi: float = 50.0, points: int = 32
@@ -219,9 +227,9 @@ DEFAULT_LIMIT_PRIOR = log_normal_prior(1.5, 0.8, lo=1.05)
 def _mixture_step(
     log_lr: tuple[float, ...], prior: MixturePrior, hits: float, trials: float, q0: float
 ) -> tuple[tuple[float, ...], float]:
-    u = np.asarray(prior.log_effects)
-    new = np.asarray(log_lr) + hits * u - trials * np.log1p(q0 * np.expm1(u))
-    weighted = new + np.asarray(prior.log_weights)
+    u, expm1_u, log_weights = prior.arrays
+    new = np.asarray(log_lr) + hits * u - trials * np.log1p(q0 * expm1_u)
+    weighted = new + log_weights
     top = float(weighted.max())  # log-sum-exp by hand: scipy's is slow for 32 points
     log_e = top + math.log(float(np.exp(weighted - top).sum())) if math.isfinite(top) else top
     return tuple(new.tolist()), log_e
@@ -309,6 +317,64 @@ def ratio_sequential_update(
         n_s=state.n_s + dn_s,
         ticks=state.ticks + 1,
     )
+
+
+def _mixture_rows(log_lr: np.ndarray, prior: MixturePrior, hits: np.ndarray, trials: np.ndarray,
+                  q0: float) -> tuple[np.ndarray, list[float]]:
+    """`_mixture_step` for many states at once (one row each), sharing the prior and q0."""
+    u, expm1_u, log_weights = prior.arrays
+    new = log_lr + hits[:, None] * u - trials[:, None] * np.log1p(q0 * expm1_u)
+    weighted = new + log_weights
+    tops = weighted.max(axis=1)
+    sums = np.exp(weighted - tops[:, None]).sum(axis=1)
+    log_e = [top + math.log(float(total)) if math.isfinite(top) else top
+             for top, total in zip(tops.tolist(), sums.tolist(), strict=True)]
+    return new, log_e
+
+
+def _one_grid(states: Sequence[RatioSequential], dn_c: float, dn_s: float) -> bool:
+    """Whether the states can share one grid pass: the same r0 and prior, and usable request counts."""
+    first = states[0] if states else None
+    return (first is not None and all(st.prior is first.prior and st.r0 == first.r0 for st in states)
+            and _increments(dn_c, dn_s) is not None and bool(dn_c) and bool(dn_s))
+
+
+def _grid_steps(states: Sequence[RatioSequential], xs: list[tuple[float, float]], dn_c: float,
+                dn_s: float) -> dict[int, tuple[tuple[float, ...], float]]:
+    """(log_lr, log_e) of each state that has errors this tick, by index."""
+    stepped = [i for i, (a, b) in enumerate(xs) if a + b > 0 and _increments(a, b) is not None]
+    if not stepped:
+        return {}
+    first = states[0]
+    q0 = first.r0 * dn_c / (first.r0 * dn_c + dn_s)
+    hits = np.array([xs[i][0] for i in stepped])
+    new, log_e = _mixture_rows(np.array([states[i].log_lr for i in stepped]), first.prior, hits,
+                               hits + np.array([xs[i][1] for i in stepped]), q0)
+    return {i: (tuple(new[k].tolist()), log_e[k]) for k, i in enumerate(stepped)}
+
+
+def ratio_sequential_update_many(states: Sequence[RatioSequential], dx_c: Sequence[float], dn_c: float,
+                                 dx_s: Sequence[float], dn_s: float) -> tuple[RatioSequential, ...]:
+    """`ratio_sequential_update` of each state with its own errors and shared request counts, in one pass.
+
+    The same results as one update per state; the grid arithmetic runs once for all of them.
+    """
+    if not _one_grid(states, dn_c, dn_s):
+        return tuple(ratio_sequential_update(st, a, dn_c, b, dn_s)
+                     for st, a, b in zip(states, dx_c, dx_s, strict=True))
+    dn_c, dn_s = float(dn_c), float(dn_s)
+    xs = [(float(a), float(b)) for a, b in zip(dx_c, dx_s, strict=True)]
+    grid = _grid_steps(states, xs, dn_c, dn_s)
+    out = []
+    for i, (st, (a, b)) in enumerate(zip(states, xs, strict=True)):
+        if _increments(a, b) is None:
+            out.append(st)
+            continue
+        log_lr, e = grid.get(i, (st.log_lr, st.log_e))
+        out.append(RatioSequential(r0=st.r0, prior=st.prior, log_lr=log_lr, log_e=e,
+                                   max_log_e=max(st.max_log_e, e), x_c=st.x_c + a, n_c=st.n_c + dn_c,
+                                   x_s=st.x_s + b, n_s=st.n_s + dn_s, ticks=st.ticks + 1))
+    return tuple(out)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .counts import RatioSequential, ratio_sequential_start, ratio_sequential_update
+from .counts import RatioSequential, ratio_sequential_start, ratio_sequential_update_many
 from .distribution import bucket_counts
 from .snapshot import Buckets
 
@@ -62,8 +62,9 @@ def scale_sequential_start(limit: float) -> ScaleSequential:
     return ScaleSequential(limit=float(limit))
 
 
-def _above(per_bucket: np.ndarray, index: int) -> float:
-    return float(per_bucket[index + 1:].sum())
+def _tails(per_bucket: np.ndarray) -> list[float]:
+    """[i]: the requests in buckets i and above (the last entry 0): above edge e is [e + 1]."""
+    return [*np.cumsum(per_bucket[::-1])[::-1].tolist(), 0.0]
 
 
 def scale_sequential_update(state: ScaleSequential, canary: Buckets, stable: Buckets) -> ScaleSequential:
@@ -81,8 +82,9 @@ def scale_sequential_update(state: ScaleSequential, canary: Buckets, stable: Buc
             return state
     c, s = np.asarray(bucket_counts(canary)), np.asarray(bucket_counts(stable))
     n_c, n_s = float(c.sum()), float(s.sum())
-    tests = tuple(ratio_sequential_update(t, _above(c, e), n_c, _above(s, b), n_s)
-                  for t, (b, e) in zip(state.tests, state.pairs, strict=True))
+    above_c, above_s = _tails(c), _tails(s)
+    tests = ratio_sequential_update_many(state.tests, [above_c[e + 1] for _, e in state.pairs], n_c,
+                                         [above_s[b + 1] for b, _ in state.pairs], n_s)
     logs = np.array([t.log_e for t in tests])
     top = float(logs.max())
     log_e = top + math.log(float(np.exp(logs - top).mean()))
