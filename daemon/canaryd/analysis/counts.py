@@ -237,9 +237,10 @@ def _mixture_step(
 
 def _increments(*values: float) -> tuple[float, ...] | None:
     """Non-finite or negative increments (missing data, counter resets) carry no usable information."""
-    vals = tuple(float(v) for v in values)
-    if any(not math.isfinite(v) or v < 0 for v in vals):
-        return None
+    vals = tuple(map(float, values))
+    for v in vals:
+        if not 0.0 <= v < math.inf:  # also false for NaN
+            return None
     return vals
 
 
