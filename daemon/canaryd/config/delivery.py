@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..windows import FORM, parse_window
-from .kinds import _FAIL, _Ctx, _Kind, _show
+from .kinds import _FAIL, _Ctx, _Invalid, _Kind, _show
 
 
 @dataclass(frozen=True)
@@ -35,32 +35,21 @@ class _Strings(_Kind):
 
 
 @dataclass(frozen=True)
-class _Windows(_Kind):
-    """Rollout windows (windows.py); a tuple of their texts in python, [] for always."""
+class _Window(_Kind):
+    """One rollout window (windows.py), kept as its text; a list of them is `_Names(_Window())`."""
 
     def allowed(self) -> str:
-        return f"a list of windows, each {FORM}"
+        return FORM
 
-    def parse(self, value: object, ctx: _Ctx, path: str) -> Any:
-        if value is None:
-            return ()
-        if not isinstance(value, list | tuple):
-            ctx.add(path, f"must be {self.allowed()}, got {_show(value)}")
-            return _FAIL
-        ok = True
-        for i, text in enumerate(value):
-            try:
-                parse_window(text)
-            except ValueError as e:
-                ctx.add(f"{path}[{i}]", str(e))
-                ok = False
-        return tuple(v.strip() for v in value) if ok else _FAIL
-
-    def dump(self, value: Any) -> Any:
-        return list(value)
+    def convert(self, value: Any) -> Any:
+        try:
+            parse_window(value)
+        except ValueError as e:
+            raise _Invalid(str(e)) from None
+        return value.strip()
 
     def json(self) -> dict[str, Any]:
-        return {"type": ["array", "null"], "items": {"type": "string", "minLength": 1}}
+        return {"type": "string", "minLength": 1}
 
 
 def check_delivery(ctx: _Ctx, c: Mapping[str, Any], path: str, mesh: object) -> None:

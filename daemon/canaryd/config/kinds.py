@@ -414,12 +414,13 @@ class _Steps(_Kind):
 
 @dataclass(frozen=True)
 class _Names(_Kind):
-    """A list of names, each checked by `item`; a tuple in python, [] in YAML for none."""
+    """A list of names (or other one-line texts), each checked by `item`; a tuple in python, [] in YAML for none."""
 
-    item: _Str
+    item: _Kind
+    what: str | None = None  # how the reference says it; default: "a list, each item <item>"
 
     def allowed(self) -> str:
-        return f"a list, each item {self.item.allowed()}"
+        return self.what or f"a list, each item {self.item.allowed()}"
 
     def parse(self, value: object, ctx: _Ctx, path: str) -> Any:
         if value is None:

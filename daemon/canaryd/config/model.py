@@ -17,8 +17,9 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..analysis.settings import JudgeBase, Thresholds
+from ..windows import FORM
 from .compound import _Choices, _GrownChoice, _Headers
-from .delivery import _Strings, _Windows
+from .delivery import _Strings, _Window
 from .kinds import (
     _HOSTNAME,
     _K8S_LABEL,
@@ -329,7 +330,7 @@ class CanaryConfig:
                                              "each added in its own stage, judged like a step", _Names(_K8S_LABEL))
     gates: GatesConfig = _section(GatesConfig, "Webhooks or Jobs around the rollout")
     windows: tuple[str, ...] = _key((), "When a rollout may advance ('Mon-Fri 02:00-05:00 UTC', or 'cron ...'); "
-                                        "[]: any time", _Windows())
+                                        "[]: any time", _Names(_Window(), f"a list of windows, each {FORM}"))
     feature_flags: FeatureFlagsConfig = _section(FeatureFlagsConfig, "A flag service following the rollout")
     crash_loop: CrashLoopConfig = _section(CrashLoopConfig, "Rollback on the canary's pods crash-looping")
 
