@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from canaryd.kube import KubeClient
+from daemon_process import DaemonProcess
 from fake_kube import FakeKube
 from servers import (
     AlertmanagerServer,
@@ -93,3 +94,14 @@ async def fake() -> AsyncIterator[FakeKube]:
 async def kube(fake: FakeKube, tmp_path: Path) -> AsyncIterator[KubeClient]:
     async with await KubeClient.from_kubeconfig(str(fake.kubeconfig(tmp_path, "canaryd-0"))) as k:
         yield k
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[DaemonProcess]]:
+    """Daemon processes a test starts; each is stopped at teardown, whatever happened."""
+    started: list[DaemonProcess] = []
+    try:
+        yield started
+    finally:
+        for d in started:
+            d.stop()

@@ -100,17 +100,6 @@ class Daemon(DaemonProcess):
         return [json.loads(line) for line in self.logs().splitlines() if line.startswith("{")]
 
 
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    """Daemons a test starts; each is stopped at teardown, whatever happened."""
-    started: list[Daemon] = []
-    try:
-        yield started
-    finally:
-        for d in started:
-            d.stop()
-
-
 def route_writes(fake: FakeKube, token: str, route: str) -> list[RequestRecord]:
     return [r for r in fake.writes(token, resource="virtualservices") if r.name == route]
 

@@ -9,7 +9,6 @@ promotion is not a success, and a canary Deployment that is gone needs no scalin
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,17 +31,6 @@ from test_cluster_e2e import (
 )
 
 HA_ALERTS = 50
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    """Daemons a test starts; each is stopped at teardown, whatever happened."""
-    started: list[Daemon] = []
-    try:
-        yield started
-    finally:
-        for d in started:
-            d.stop()
 
 
 def test_alerts_alternating_between_two_replicas_all_roll_back_with_200(tmp_path: Path,
