@@ -41,7 +41,7 @@ def header_route(header: str, value: str, service: str = SERVICE) -> dict[str, A
 
 def virtual_service(service: str = SERVICE, stable: int = 95, canary: int = 5, *,
                     headers_first: bool = True) -> dict[str, Any]:
-    """The seed's VirtualService; with `headers_first`, its x-canary and x-user-tier routes come first."""
+    """The platform strategy's VirtualService; with `headers_first`, its x-canary and x-user-tier routes come first."""
     weighted = {"route": [
         {"destination": {"host": service, "subset": "stable"}, "weight": stable},
         {"destination": {"host": service, "subset": "canary"}, "weight": canary},
@@ -54,7 +54,7 @@ def virtual_service(service: str = SERVICE, stable: int = 95, canary: int = 5, *
 
 
 def traffic_split(service: str = SERVICE, stable: Any = 950, canary: Any = 50) -> dict[str, Any]:
-    """The seed's Linkerd TrafficSplit: shares, 950/50 is 95 %/5 %."""
+    """The platform strategy's Linkerd TrafficSplit: shares, 950/50 is 95 %/5 %."""
     return {"apiVersion": "split.smi-spec.io/v1alpha2", "kind": "TrafficSplit",
             "metadata": {"name": f"{service}-split", "namespace": NS},
             "spec": {"service": service, "backends": [
@@ -521,7 +521,7 @@ def test_deploy_walks_the_steps_then_promotes_or_rolls_back(metrics_env: Metrics
 
 
 def _canary_weight(r: RequestRecord) -> int | None:
-    """The canary weight a VirtualService JSON patch sets (the seed's layout: route[1] is the canary)."""
+    """The canary weight a VirtualService JSON patch sets (the platform strategy's layout: route[1] is the canary)."""
     if r.resource != "virtualservices":
         return None
     return next((op["value"] for op in r.body if op["op"] == "replace" and op["path"].endswith("/route/1/weight")),

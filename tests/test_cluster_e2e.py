@@ -421,7 +421,7 @@ def cluster(metrics_env: MetricsEnv, tmp_path_factory: pytest.TempPathFactory) -
     wd = tmp_path_factory.mktemp("cluster-shared")
     with FakeKube().in_thread() as fake:
         add_canary_objects(fake, "passive-image")
-        add_canary_objects(fake, "passive-manual", headers_first=False)  # the seed's layout: http[0] weighted
+        add_canary_objects(fake, "passive-manual", headers_first=False)  # the platform strategy's layout: http[0] weighted
         add_canary_objects(fake, "conflict")
         fake.add(broken_route("broken"))
         daemon = Daemon(wd, fake, "daemon", metrics_env.prometheus.url, [canary(n) for n in SHARED])
@@ -469,7 +469,7 @@ def test_passive_start_on_a_new_available_pod_template(cluster: Cluster) -> None
 def test_passive_start_from_a_weight_set_by_hand(cluster: Cluster) -> None:
     fake, d = cluster.fake, cluster.daemon
     assert d.canary("passive-manual")["phase"] == "idle"
-    # The seed's kubectl command, verbatim: the weighted route is http[0].
+    # The platform strategy's kubectl command, verbatim: the weighted route is http[0].
     kubectl_patch(fake, f"/apis/networking.istio.io/v1beta1/namespaces/{NS}/virtualservices/passive-manual",
                   [{"op": "replace", "path": "/spec/http/0/route/0/weight", "value": 75},
                    {"op": "replace", "path": "/spec/http/0/route/1/weight", "value": 25}],

@@ -1,6 +1,6 @@
 """Routers: pure weight arithmetic and route finding, then each mesh against the fake API server.
 
-Every object carries the seed's other routes (header `x-canary: true` FIRST, then `x-user-tier: beta`
+Every object carries the platform strategy's other routes (header `x-canary: true` FIRST, then `x-user-tier: beta`
 and `x-region`), and every write must leave them byte-for-byte as they were.
 """
 
@@ -40,7 +40,7 @@ def header_route(subset: str, header: str, value: str) -> dict[str, Any]:
 
 
 def virtual_service(stable: int = 95, canary: int = 5, *, api: str = "v1beta1") -> dict[str, Any]:
-    """The seed's VirtualService with header, user and region routes around the weighted one."""
+    """The platform strategy's VirtualService with header, user and region routes around the weighted one."""
     return {
         "apiVersion": f"networking.istio.io/{api}",
         "kind": "VirtualService",
@@ -340,7 +340,7 @@ async def test_conflict_between_read_and_write_is_retried(case: Case, fake: Fake
 async def test_conflict_that_moves_the_weights_is_recomputed(fake: FakeKube, kube: KubeClient) -> None:
     fake.add(virtual_service())
 
-    def operator_patch(o: dict[str, Any]) -> None:  # someone runs the seed's kubectl patch meanwhile
+    def operator_patch(o: dict[str, Any]) -> None:  # someone runs the platform strategy's kubectl patch meanwhile
         o["spec"]["http"][3]["route"][0]["weight"] = 50
         o["spec"]["http"][3]["route"][1]["weight"] = 50
 

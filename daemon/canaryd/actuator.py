@@ -2,7 +2,7 @@
 
 The controller never talks to a router or to Deployments directly; it asks an Actuator. The dry-run
 actuator only moves weights on an in-memory router. The Kubernetes one (kube_actuator.py) also runs
-the seed's promotion and rollback procedures on the Deployments.
+the platform strategy's promotion and rollback procedures on the Deployments.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The seed's procedures on a real cluster: weights through the mesh's router, promotion and rollback
+"""The platform strategy's procedures on a real cluster: weights through the mesh's router, promotion and rollback
 on the Deployments.
 
 - before the first weight: the canary is scaled to the replicas it needs (`prepare_canary`), and gets

@@ -5,7 +5,7 @@
   first step with the new version (CanaryWorker.new_version). At start-up (the first list), a canary
   Deployment still rolling out, or whose template is not the version its rollout state names, counts
   as changed: a restarted daemon does not miss a release made while it was down.
-- An operator sets the canary's weight above 0 by hand (`kubectl patch`, as in the seed): seen when
+- An operator sets the canary's weight above 0 by hand (`kubectl patch`, as in the platform strategy): seen when
   the route is read, once per analysis interval, for canaries that are not already in a rollout.
 """
 

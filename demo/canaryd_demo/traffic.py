@@ -1,9 +1,9 @@
 """The demo's traffic: real HTTP requests at a bounded rate, split the way the mesh would split them.
 
-It plays the seed's VirtualService: a request with `x-canary: true` always goes to the canary (the
+It plays the platform strategy's VirtualService: a request with `x-canary: true` always goes to the canary (the
 header route), the others go to the canary with the probability of canaryd's current weight, read
 from canaryd's API. Once a rollout is over (promoted or rolled back) the canary is scaled to 0 in
-the seed's procedures, so the header route has nowhere to go and falls back to stable.
+the platform strategy's procedures, so the header route has nowhere to go and falls back to stable.
 """
 
 from __future__ import annotations

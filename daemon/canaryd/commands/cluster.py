@@ -1,6 +1,6 @@
-"""What the cluster-facing commands share: naming the canary's objects the seed's way, and a client.
+"""What the cluster-facing commands share: naming the canary's objects the platform strategy's way, and a client.
 
-`SERVICE` alone is enough on a platform that follows the seed: Deployments `<service>-stable` and
+`SERVICE` alone is enough on a platform that follows the platform strategy: Deployments `<service>-stable` and
 `<service>-canary`, a VirtualService or HTTPRoute named `<service>` (a TrafficSplit `<service>-split`),
 Istio subsets `stable`/`canary`, SMI and Gateway API services `<service>-stable`/`<service>-canary`.
 Every name can be overridden, or taken from a config file's canary with `--config`.

@@ -1,4 +1,4 @@
-"""`canaryd deploy SERVICE IMAGE`: what the seed's canary-deploy.sh does, with the daemon's judge.
+"""`canaryd deploy SERVICE IMAGE`: what the platform strategy's canary-deploy.sh does, with the daemon's judge.
 
 1. set the canary Deployment's image and wait for its rollout;
 2. walk the traffic steps, judging each step exactly as the daemon does (same controller, same judge);
@@ -28,7 +28,7 @@ from .common import EXIT_ADVANCE, EXIT_HOLD, EXIT_ROLLBACK, config_problems, fai
 
 
 def _minutes(text: str) -> float:
-    """The seed's --step-duration is in minutes; a duration such as 90s or 2m30s also works."""
+    """The platform strategy's --step-duration is in minutes; a duration such as 90s or 2m30s also works."""
     try:
         return 60.0 * float(text)
     except ValueError:

@@ -1,4 +1,4 @@
-"""`canaryd monitor SERVICE`: a live table of canary against stable, like the seed's canary-monitor.sh.
+"""`canaryd monitor SERVICE`: a live table of canary against stable, like the platform strategy's canary-monitor.sh.
 
 Every --interval seconds for --duration minutes: request rate, error rate, success rate, P50/P95/P99,
 CPU and memory of both arms, and each metric's verdict from the daemon's judge. Failed queries are

@@ -1,4 +1,4 @@
-"""`canaryd status|promote|rollback SERVICE`: act on the cluster directly, as the seed's manual steps do.
+"""`canaryd status|promote|rollback SERVICE`: act on the cluster directly, as the platform strategy's manual steps do.
 
 `status` also shows the Canary object of that name when the cluster has one (its phase and conditions),
 and without --config reads the route and arms its spec names.

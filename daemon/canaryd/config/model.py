@@ -77,7 +77,7 @@ class HoldPolicy(str, Enum):
 
 THRESHOLD_ACTIONS: Mapping[str, str] = types.MappingProxyType(
     {f.name: f.metadata["action"] for f in fields(Thresholds)})
-"""The seed's action for each threshold when it is exceeded; fixed, not configurable."""
+"""The platform strategy's action for each threshold when it is exceeded; fixed, not configurable."""
 
 
 def _key(default: Any, doc: str, kind: object, **more: Any) -> Any:
@@ -307,7 +307,7 @@ class CrashLoopConfig:
 
 
 def default_backend(mesh: Mesh, canary_name: str, role: Literal["stable", "canary"]) -> str:
-    """The seed's naming: Istio subsets "stable"/"canary"; SMI and Gateway API services "<name>-<role>"."""
+    """The platform strategy's naming: Istio subsets "stable"/"canary"; SMI and Gateway API services "<name>-<role>"."""
     if mesh is Mesh.ISTIO:
         return role
     return f"{canary_name}-{role}"

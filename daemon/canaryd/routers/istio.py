@@ -1,7 +1,7 @@
 """Istio: the weights of one http route of a VirtualService (networking.istio.io v1, else v1beta1).
 
 The route changed is the one whose `route[]` holds both the stable and the canary destination,
-matched by `destination.subset` (the seed's subsets "stable"/"canary") or, when no route matches by
+matched by `destination.subset` (the platform strategy's subsets "stable"/"canary") or, when no route matches by
 subset, by `destination.host` (short name or FQDN). Header-match, user and region routes that send
 everything to one side stay exactly as they were, wherever they sit in `spec.http`, except canaryd's
 own match routes (named canaryd-*, see matches.py), which it adds first in `spec.http` during a rollout.
