@@ -8,56 +8,39 @@
 
 Each server runs in its own directory on a free 127.0.0.1 port. `stop()` terminates, then kills;
 `restart()` keeps the port and the data directory, so a test can take Prometheus away mid-rollout
-and bring it back with its history. Only the standard library is used here (plus PyYAML), so a
-script can import this without the test dependencies.
+and bring it back with its history. The process launcher itself is the demo's (`canaryd_demo.servers`);
+besides it only the standard library and PyYAML are used, so a script can import this without pytest.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
-# The Debian packages' paths; CANARYD_PROMETHEUS / CANARYD_ALERTMANAGER (or the older CANARYD_TEST_*)
-# point elsewhere.
-PROMETHEUS_BIN = (os.environ.get("CANARYD_PROMETHEUS") or os.environ.get("CANARYD_TEST_PROMETHEUS")
-                  or "/usr/bin/prometheus")
-ALERTMANAGER_BIN = (os.environ.get("CANARYD_ALERTMANAGER") or os.environ.get("CANARYD_TEST_ALERTMANAGER")
-                    or "/usr/bin/prometheus-alertmanager")
-HOST = "127.0.0.1"
+# The process launcher is the demo's (canaryd_demo.servers, installed with the test dependencies): one
+# implementation of start/ready/stop for the demo, the tests and the benchmarks.
+from canaryd_demo.servers import (  # noqa: F401 - re-exported for the tests and bench/
+    ALERTMANAGER_BIN,
+    HOST,
+    PROMETHEUS_BIN,
+    ServerError,
+    ServerProcess,
+    free_port,
+    missing_binaries,
+)
 
 T = TypeVar("T")
-
-
-class ServerError(RuntimeError):
-    """A server did not start or answer; the message includes the tail of its log."""
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def missing_binaries() -> list[str]:
-    """The Prometheus/Alertmanager binaries that are not installed (empty when all are)."""
-    return [b for b in (PROMETHEUS_BIN, ALERTMANAGER_BIN) if not os.access(b, os.X_OK)]
 
 
 def wait_until(
@@ -92,148 +75,6 @@ def http_json(
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         raw = resp.read()
     return json.loads(raw) if raw.strip() else None
-
-
-def _terminate(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL after `timeout`; reaps the process."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=timeout)
-
-
-class ServerProcess:
-    """One subprocess listening on 127.0.0.1:port, logging to <workdir>/<name>.log."""
-
-    name = "server"
-    ready_path = "/-/ready"
-
-    def __init__(self, *, workdir: Path | None = None, port: int | None = None, start_timeout: float = 30.0):
-        self._own_workdir = workdir is None
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"canaryd-{self.name}-")) if workdir is None else workdir
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = port if port is not None else free_port()
-        self.start_timeout = start_timeout
-        self.log_path = self.workdir / f"{self.name}.log"
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._finalizer = weakref.finalize(self, lambda: None)
-
-    # --- to override -------------------------------------------------------------------------------
-    def command(self) -> list[str]:
-        raise NotImplementedError
-
-    def prepare(self) -> None:
-        """Write config files before (re)starting."""
-
-    # --- lifecycle ---------------------------------------------------------------------------------
-    @property
-    def address(self) -> str:
-        return f"{HOST}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.address}"
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    def start(self) -> None:
-        if self.running:
-            return
-        self.prepare()
-        log = self.log_path.open("ab")
-        try:
-            self._proc = subprocess.Popen(
-                self.command(),
-                cwd=self.workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a Ctrl-C in the terminal reaches us, not the children
-            )
-        finally:
-            log.close()  # the child holds its own descriptor
-        # A script that dies without stop() must not leave servers behind: stop them at interpreter exit.
-        self._finalizer = weakref.finalize(self, _terminate, self._proc)
-        try:
-            self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + self.start_timeout
-        while True:
-            assert self._proc is not None
-            if self._proc.poll() is not None:
-                raise ServerError(
-                    f"{self.name} exited with code {self._proc.returncode} during start\n{self.log_tail()}"
-                )
-            try:
-                with self.urlopen(self.url + self.ready_path, timeout=1.0) as resp:
-                    if resp.status == 200:
-                        return
-            except (OSError, urllib.error.URLError):
-                pass
-            if time.monotonic() >= deadline:
-                raise ServerError(f"{self.name} not ready after {self.start_timeout}s\n{self.log_tail()}")
-            time.sleep(0.05)
-
-    def urlopen(self, url: str | urllib.request.Request, timeout: float) -> Any:
-        """Open a URL of this server; a server behind TLS or auth overrides it."""
-        return urllib.request.urlopen(url, timeout=timeout)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Terminate, then kill after `timeout`. Safe to call twice, or on a process that never started."""
-        proc, self._proc = self._proc, None
-        self._finalizer.detach()
-        if proc is not None:
-            _terminate(proc, timeout)
-
-    def kill(self) -> None:
-        """Stop abruptly (SIGKILL), like a crashed server."""
-        proc, self._proc = self._proc, None
-        self._finalizer.detach()
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-
-    def restart(self) -> None:
-        """Stop and start again on the same port with the same data directory."""
-        self.stop()
-        self.start()
-
-    def cleanup(self) -> None:
-        """Stop, and remove the work directory when this object created it."""
-        self.stop()
-        if self._own_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-    def __enter__(self: Any) -> Any:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.cleanup()
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.url} running={self.running}>"
 
 
 class PrometheusServer(ServerProcess):

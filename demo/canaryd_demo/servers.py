@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -22,9 +23,12 @@ from typing import Any
 
 import yaml
 
-# The Debian packages' paths; CANARYD_PROMETHEUS / CANARYD_ALERTMANAGER point elsewhere.
-PROMETHEUS_BIN = os.environ.get("CANARYD_PROMETHEUS") or "/usr/bin/prometheus"
-ALERTMANAGER_BIN = os.environ.get("CANARYD_ALERTMANAGER") or "/usr/bin/prometheus-alertmanager"
+# The Debian packages' paths; CANARYD_PROMETHEUS / CANARYD_ALERTMANAGER (or the older CANARYD_TEST_*)
+# point elsewhere.
+PROMETHEUS_BIN = (os.environ.get("CANARYD_PROMETHEUS") or os.environ.get("CANARYD_TEST_PROMETHEUS")
+                  or "/usr/bin/prometheus")
+ALERTMANAGER_BIN = (os.environ.get("CANARYD_ALERTMANAGER") or os.environ.get("CANARYD_TEST_ALERTMANAGER")
+                    or "/usr/bin/prometheus-alertmanager")
 HOST = "127.0.0.1"
 
 
@@ -66,13 +70,18 @@ def _terminate(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
 
 
 class ServerProcess:
-    """One subprocess listening on 127.0.0.1:port, logging to <workdir>/<name>.log."""
+    """One subprocess listening on 127.0.0.1:port, logging to <workdir>/<name>.log.
+
+    Without a `workdir` it makes a temporary one, which `cleanup()` removes. The tests and benchmarks
+    build their servers on this class too.
+    """
 
     name = "server"
     ready_path = "/-/ready"
 
-    def __init__(self, *, workdir: Path, port: int | None = None, start_timeout: float = 30.0) -> None:
-        self.workdir = workdir
+    def __init__(self, *, workdir: Path | None = None, port: int | None = None, start_timeout: float = 30.0) -> None:
+        self._own_workdir = workdir is None
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"canaryd-{self.name}-")) if workdir is None else workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port if port is not None else free_port()
         self.start_timeout = start_timeout
@@ -95,6 +104,10 @@ class ServerProcess:
         return f"http://{self.address}"
 
     @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
@@ -103,20 +116,22 @@ class ServerProcess:
         return self._proc.poll() if self._proc is not None else None
 
     def start(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
+        if self.running:
             return
         self.prepare()
         with self.log_path.open("ab") as log:  # the child keeps its own descriptor
+            # Its own session: a Ctrl-C in the terminal reaches this process, which stops the children in order.
             self._proc = subprocess.Popen(self.command(), cwd=self.workdir, stdin=subprocess.DEVNULL,
                                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        # A script that dies without stop() must not leave servers behind: stop them at interpreter exit.
         self._finalizer = weakref.finalize(self, _terminate, self._proc)
         try:
-            self._wait_ready()
+            self.wait_ready()
         except BaseException:
             self.stop()
             raise
 
-    def _wait_ready(self) -> None:
+    def wait_ready(self) -> None:
         deadline = time.monotonic() + self.start_timeout
         while True:
             assert self._proc is not None
@@ -124,7 +139,7 @@ class ServerProcess:
                 raise ServerError(f"{self.name} exited with code {self._proc.returncode} during start\n"
                                   f"{self.log_tail()}")
             try:
-                with urllib.request.urlopen(self.url + self.ready_path, timeout=1.0) as resp:
+                with self.urlopen(self.url + self.ready_path, timeout=1.0) as resp:
                     if resp.status == 200:
                         return
             except (OSError, urllib.error.URLError):
@@ -133,6 +148,10 @@ class ServerProcess:
                 raise ServerError(f"{self.name} not ready after {self.start_timeout:g}s\n{self.log_tail()}")
             time.sleep(0.05)
 
+    def urlopen(self, url: str | urllib.request.Request, timeout: float) -> Any:
+        """Open a URL of this server; a server behind TLS or auth overrides it."""
+        return urllib.request.urlopen(url, timeout=timeout)
+
     def stop(self, timeout: float = 10.0) -> None:
         """Terminate, then kill after `timeout`. Safe to call twice, or on a process that never started."""
         proc, self._proc = self._proc, None
@@ -140,12 +159,41 @@ class ServerProcess:
         if proc is not None:
             _terminate(proc, timeout)
 
+    def kill(self) -> None:
+        """Stop abruptly (SIGKILL), like a crashed server."""
+        proc, self._proc = self._proc, None
+        self._finalizer.detach()
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+    def restart(self) -> None:
+        """Stop and start again on the same port with the same data directory."""
+        self.stop()
+        self.start()
+
+    def cleanup(self) -> None:
+        """Stop, and remove the work directory when this object created it."""
+        self.stop()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
     def log_tail(self, lines: int = 30) -> str:
         try:
             text = self.log_path.read_text(errors="replace")
         except OSError:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
+
+    def __enter__(self: Any) -> Any:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url} running={self.running}>"
 
 
 class PrometheusServer(ServerProcess):
