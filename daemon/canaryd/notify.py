@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import functools
 import json
 import logging
 import math
@@ -171,18 +172,17 @@ class Notifier:
         )
         self._last[key] = task
         self._tasks.add(task)
-        task.add_done_callback(self._done)
+        task.add_done_callback(functools.partial(self._done, key))
 
     async def _after(self, previous: asyncio.Task[list[DeliveryResult]] | None, event: Event) -> list[DeliveryResult]:
         if previous is not None:
             await asyncio.wait([previous])
         return await self.send(event)
 
-    def _done(self, task: asyncio.Task[list[DeliveryResult]]) -> None:
+    def _done(self, key: tuple[str, str], task: asyncio.Task[list[DeliveryResult]]) -> None:
         self._tasks.discard(task)
-        for key, last in list(self._last.items()):
-            if last is task:
-                del self._last[key]
+        if self._last.get(key) is task:  # a newer event of the canary may have replaced it meanwhile
+            del self._last[key]
         if task.cancelled():
             log.warning("notify: delivery cancelled (%s)", task.get_name())
             return
