@@ -544,6 +544,10 @@ class FakeKube:
         """How many watch streams are open now."""
         return len(self._watchers)
 
+    def open_watches(self, plural: str) -> list[str | None]:
+        """The namespaces (None: all) of the watch streams on `plural` open now."""
+        return [w.namespace for w in list(self._watchers) if w.res.plural == plural]
+
     def resource(self, name: str) -> Resource:
         """A served resource by plural or kind, case-insensitive ("virtualservices", "VirtualService")."""
         for r in RESOURCES:
