@@ -12,6 +12,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -21,10 +22,10 @@ from canaryd.analysis.counts import (
     ratio_sequential_start,
     ratio_sequential_update,
     ratio_sequential_update_many,
+    unpack,
 )
 from canaryd.analysis.distribution import bucket_counts
 from canaryd.analysis.latency import (
-    ScaleSequential,
     edge_pairs,
     scale_sequential_start,
     scale_sequential_update,
@@ -43,8 +44,8 @@ def _close(a: float, b: float) -> bool:
 
 def _same(a: RatioSequential, b: RatioSequential) -> None:
     assert (a.r0, a.prior, a.ticks) == (b.r0, b.prior, b.ticks)
-    for x, y in zip((a.log_e, a.max_log_e, a.x_c, a.n_c, a.x_s, a.n_s, *a.log_lr),
-                    (b.log_e, b.max_log_e, b.x_c, b.n_c, b.x_s, b.n_s, *b.log_lr), strict=True):
+    for x, y in zip((a.log_e, a.max_log_e, a.x_c, a.n_c, a.x_s, a.n_s, *unpack(a.log_lr).tolist()),
+                    (b.log_e, b.max_log_e, b.x_c, b.n_c, b.x_s, b.n_s, *unpack(b.log_lr).tolist()), strict=True):
         assert _close(x, y), (x, y)
 
 
@@ -81,13 +82,26 @@ def test_many_updates_with_mixed_states_fall_back() -> None:
     assert ratio_sequential_update_many([], [], 1.0, [], 1.0) == ()
 
 
-def _plain_scale_update(state: ScaleSequential, canary, stable) -> ScaleSequential:  # type: ignore[no-untyped-def]
+@dataclass(frozen=True)
+class _PlainScale:
+    """ScaleSequential as it was: a RatioSequential per edge pair."""
+
+    limit: float
+    les: tuple[float, ...] = ()
+    pairs: tuple[tuple[int, int], ...] = ()
+    tests: tuple[RatioSequential, ...] = ()
+    log_e: float = 0.0
+    max_log_e: float = 0.0
+    best: int = -1
+
+
+def _plain_scale_update(state: _PlainScale, canary, stable) -> _PlainScale:  # type: ignore[no-untyped-def]
     """scale_sequential_update as it was: one ratio update per pair, tails summed per pair."""
     les = tuple(float(le) for le, _ in canary)
     if not state.pairs:
         pairs = edge_pairs(les, state.limit)
-        state = ScaleSequential(limit=state.limit, les=les, pairs=pairs,
-                                tests=tuple(ratio_sequential_start(1.0) for _ in pairs))
+        state = _PlainScale(limit=state.limit, les=les, pairs=pairs,
+                            tests=tuple(ratio_sequential_start(1.0) for _ in pairs))
     c, s = np.asarray(bucket_counts(canary)), np.asarray(bucket_counts(stable))
     n_c, n_s = float(c.sum()), float(s.sum())
     tests = tuple(ratio_sequential_update(t, float(c[e + 1:].sum()), n_c, float(s[b + 1:].sum()), n_s)
@@ -95,8 +109,8 @@ def _plain_scale_update(state: ScaleSequential, canary, stable) -> ScaleSequenti
     logs = np.array([t.log_e for t in tests])
     top = float(logs.max())
     log_e = top + math.log(float(np.exp(logs - top).mean()))
-    return ScaleSequential(limit=state.limit, les=les, pairs=state.pairs, tests=tests, log_e=log_e,
-                           max_log_e=max(state.max_log_e, log_e), best=int(np.argmax(logs)))
+    return _PlainScale(limit=state.limit, les=les, pairs=state.pairs, tests=tests, log_e=log_e,
+                       max_log_e=max(state.max_log_e, log_e), best=int(np.argmax(logs)))
 
 
 @pytest.mark.parametrize(("seed", "slow", "fractional"), [(1, 1.0, False), (2, 2.5, False), (3, 1.0, True),
@@ -107,7 +121,7 @@ def test_scale_update_matches_the_per_pair_loop(seed: int, slow: float, fraction
     traffic = Traffic(bounds=PROM_DEFAULT_BUCKETS, latency_swing=0.2)
     rng = np.random.default_rng(seed)
     source = TickSource(200.0, stable, canary, traffic, rng)
-    fast = plain = scale_sequential_start(1.5)
+    fast, plain = scale_sequential_start(1.5), _PlainScale(limit=1.5)
     for _ in range(80):
         tick = source.tick(25.0, 30.0)
         k = float(rng.uniform(0.5, 1.5)) if fractional else 1.0

@@ -196,6 +196,41 @@ class MixturePrior:
         u = np.asarray(self.log_effects)
         return u, np.expm1(u), np.asarray(self.log_weights)
 
+    @cached_property
+    def _costs(self) -> dict[float, np.ndarray]:
+        return {}
+
+    def log_cost(self, q0: float) -> np.ndarray:
+        """log(1 + q0·(e^u − 1)) per grid point: what one trial costs each component under the null.
+
+        The limit tests' q0 is their fixed limit, so theirs are kept (a handful per prior, read-only).
+        """
+        cost = self._costs.get(q0)
+        if cost is None:
+            cost = np.log1p(q0 * self.arrays[1])
+            cost.flags.writeable = False
+            if len(self._costs) < 64:
+                self._costs[q0] = cost
+        return cost
+
+
+def pack(values: np.ndarray) -> bytes:
+    """A grid of log likelihood ratios as the states keep it: float64 bytes, immutable and compact."""
+    return np.ascontiguousarray(values, dtype=np.float64).tobytes()
+
+
+def unpack(packed: bytes) -> np.ndarray:
+    """The packed grid as a read-only float64 array (no copy)."""
+    return np.frombuffer(packed, dtype=np.float64)
+
+
+def log_sum_exp_rows(weighted: np.ndarray) -> list[float]:
+    """log(sum(exp(row))) of each row, by hand: scipy's logsumexp is slow for a few dozen points."""
+    tops = weighted.max(axis=1)
+    sums = np.exp(weighted - tops[:, None]).sum(axis=1)
+    return [top + math.log(total) if math.isfinite(top) else top
+            for top, total in zip(tops.tolist(), sums.tolist(), strict=True)]
+
 
 def log_normal_prior(
     center: float, sd: float, *, lo: float = 1.1, hi: float = 50.0, points: int = 32
@@ -224,15 +259,17 @@ DEFAULT_RATIO_PRIOR = log_normal_prior(2.0, 1.0, hi=30.0, points=28)
 DEFAULT_LIMIT_PRIOR = log_normal_prior(1.5, 0.8, lo=1.05)
 
 
-def _mixture_step(
-    log_lr: tuple[float, ...], prior: MixturePrior, hits: float, trials: float, q0: float
-) -> tuple[tuple[float, ...], float]:
-    u, expm1_u, log_weights = prior.arrays
-    new = np.asarray(log_lr) + hits * u - trials * np.log1p(q0 * expm1_u)
-    weighted = new + log_weights
+def _log_sum_exp(weighted: np.ndarray) -> float:
     top = float(weighted.max())  # log-sum-exp by hand: scipy's is slow for 32 points
-    log_e = top + math.log(float(np.exp(weighted - top).sum())) if math.isfinite(top) else top
-    return tuple(new.tolist()), log_e
+    return top + math.log(float(np.exp(weighted - top).sum())) if math.isfinite(top) else top
+
+
+def _mixture_step(
+    log_lr: bytes, prior: MixturePrior, hits: float, trials: float, q0: float
+) -> tuple[bytes, float]:
+    u, expm1_u, log_weights = prior.arrays
+    new = unpack(log_lr) + hits * u - trials * np.log1p(q0 * expm1_u)
+    return new.tobytes(), _log_sum_exp(new + log_weights)
 
 
 def _increments(*values: float) -> tuple[float, ...] | None:
@@ -270,7 +307,7 @@ class RatioSequential(_EValues):
 
     r0: float
     prior: MixturePrior
-    log_lr: tuple[float, ...]  # per grid point: log L(rho) / L(r0), accumulated over ticks
+    log_lr: bytes  # per grid point: log L(rho) / L(r0), accumulated over ticks (packed float64, see unpack)
     log_e: float = 0.0
     max_log_e: float = 0.0
     x_c: float = 0.0  # totals over the ticks that were used
@@ -285,7 +322,7 @@ def ratio_sequential_start(r0: float = 2.0, *, prior: MixturePrior | None = None
     if not (math.isfinite(r0) and r0 > 0):
         raise ValueError(f"r0: must be a finite ratio > 0, got {r0!r}")
     prior = prior or DEFAULT_RATIO_PRIOR
-    return RatioSequential(r0=r0, prior=prior, log_lr=(0.0,) * len(prior.log_effects))
+    return RatioSequential(r0=r0, prior=prior, log_lr=bytes(8 * len(prior.log_effects)))
 
 
 def ratio_sequential_update(
@@ -325,12 +362,7 @@ def _mixture_rows(log_lr: np.ndarray, prior: MixturePrior, hits: np.ndarray, tri
     """`_mixture_step` for many states at once (one row each), sharing the prior and q0."""
     u, expm1_u, log_weights = prior.arrays
     new = log_lr + hits[:, None] * u - trials[:, None] * np.log1p(q0 * expm1_u)
-    weighted = new + log_weights
-    tops = weighted.max(axis=1)
-    sums = np.exp(weighted - tops[:, None]).sum(axis=1)
-    log_e = [top + math.log(float(total)) if math.isfinite(top) else top
-             for top, total in zip(tops.tolist(), sums.tolist(), strict=True)]
-    return new, log_e
+    return new, log_sum_exp_rows(new + log_weights)
 
 
 def _one_grid(states: Sequence[RatioSequential], dn_c: float, dn_s: float) -> bool:
@@ -341,7 +373,7 @@ def _one_grid(states: Sequence[RatioSequential], dn_c: float, dn_s: float) -> bo
 
 
 def _grid_steps(states: Sequence[RatioSequential], xs: list[tuple[float, float]], dn_c: float,
-                dn_s: float) -> dict[int, tuple[tuple[float, ...], float]]:
+                dn_s: float) -> dict[int, tuple[bytes, float]]:
     """(log_lr, log_e) of each state that has errors this tick, by index."""
     stepped = [i for i, (a, b) in enumerate(xs) if a + b > 0 and _increments(a, b) is not None]
     if not stepped:
@@ -349,9 +381,9 @@ def _grid_steps(states: Sequence[RatioSequential], xs: list[tuple[float, float]]
     first = states[0]
     q0 = first.r0 * dn_c / (first.r0 * dn_c + dn_s)
     hits = np.array([xs[i][0] for i in stepped])
-    new, log_e = _mixture_rows(np.array([states[i].log_lr for i in stepped]), first.prior, hits,
+    new, log_e = _mixture_rows(np.array([unpack(states[i].log_lr) for i in stepped]), first.prior, hits,
                                hits + np.array([xs[i][1] for i in stepped]), q0)
-    return {i: (tuple(new[k].tolist()), log_e[k]) for k, i in enumerate(stepped)}
+    return {i: (new[k].tobytes(), log_e[k]) for k, i in enumerate(stepped)}
 
 
 def ratio_sequential_update_many(states: Sequence[RatioSequential], dx_c: Sequence[float], dn_c: float,
@@ -380,21 +412,32 @@ def ratio_sequential_update_many(states: Sequence[RatioSequential], dx_c: Sequen
 
 @dataclass(frozen=True)
 class LimitSequential(_EValues):
-    """State of the anytime-valid test of H0: rate <= limit. Update with limit_sequential_update."""
+    """State of the anytime-valid test of H0: rate <= limit. Update with limit_sequential_update.
+
+    The null's q0 is the fixed limit, so each component's log LR is x·u − n·log(1 + limit·(e^u − 1)) over
+    the totals: the state keeps the totals, not the grid.
+    """
 
     limit: float
     prior: MixturePrior
-    log_lr: tuple[float, ...]
     log_e: float = 0.0
     max_log_e: float = 0.0
     x: float = 0.0
     n: float = 0.0
     ticks: int = 0
 
+    @property
+    def log_lr(self) -> tuple[float, ...]:
+        """Per grid point: log L(odds ratio) / L(limit) over the ticks so far."""
+        return tuple(self._grid().tolist())
+
+    def _grid(self) -> np.ndarray:
+        return self.x * self.prior.arrays[0] - self.n * self.prior.log_cost(self.limit)
+
 
 def limit_sequential_start(limit: float, *, prior: MixturePrior | None = None) -> LimitSequential:
     prior = prior or DEFAULT_LIMIT_PRIOR
-    return LimitSequential(limit=_limit(limit), prior=prior, log_lr=(0.0,) * len(prior.log_effects))
+    return LimitSequential(limit=_limit(limit), prior=prior)
 
 
 def limit_sequential_update(state: LimitSequential, dx: float, dn: float) -> LimitSequential:
@@ -407,14 +450,8 @@ def limit_sequential_update(state: LimitSequential, dx: float, dn: float) -> Lim
         return state
     dn = inc[1]
     dx = min(inc[0], dn)
-    log_lr, log_e = _mixture_step(state.log_lr, state.prior, dx, dn, state.limit)
-    return LimitSequential(
-        limit=state.limit,
-        prior=state.prior,
-        log_lr=log_lr,
-        log_e=log_e,
-        max_log_e=max(state.max_log_e, log_e),
-        x=state.x + dx,
-        n=state.n + dn,
-        ticks=state.ticks + 1,
-    )
+    x, n, prior = state.x + dx, state.n + dn, state.prior
+    u, _, log_weights = prior.arrays
+    log_e = _log_sum_exp(x * u - n * prior.log_cost(state.limit) + log_weights)
+    return LimitSequential(limit=state.limit, prior=prior, log_e=log_e, max_log_e=max(state.max_log_e, log_e),
+                           x=x, n=n, ticks=state.ticks + 1)

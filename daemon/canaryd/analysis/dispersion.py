@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special
 
-from .counts import RatioSequential, ratio_sequential_start, ratio_sequential_update
+from .counts import RatioSequential, ratio_sequential_start, ratio_sequential_update, unpack
 
 HISTORY = 40  # ticks kept for the estimate: enough to be stable, small enough to keep the state light
 MIN_TICKS = 2  # below this no estimate from the data, only the prior
@@ -157,7 +157,7 @@ def robust_ratio_update(state: RobustRatio, dx_c: float, dn_c: float, dx_s: floa
     est = estimate(ticks, binomial.r0)
     phi = max(1.0, est.phi)
     prior = binomial.prior
-    weighted = np.asarray(binomial.log_lr) / phi + np.asarray(prior.log_weights)
+    weighted = unpack(binomial.log_lr) / phi + np.asarray(prior.log_weights)
     top = float(weighted.max())
     log_e = top + math.log(float(np.exp(weighted - top).sum()))
     return RobustRatio(binomial=binomial, ticks=ticks, log_e=log_e, max_log_e=max(state.max_log_e, log_e),

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special
 
 from .snapshot import Buckets
 
@@ -35,26 +34,40 @@ class MannWhitney:
     effect: float | None
 
 
-def _counts(name: str, values: Sequence[float]) -> np.ndarray:
-    arr = np.asarray(values, dtype=float)
-    if arr.ndim != 1:
-        raise ValueError(f"{name}: must be a flat sequence of per-bucket counts")
-    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
-        raise ValueError(f"{name}: per-bucket counts must be finite and >= 0, got {values!r}")
+def _counts(name: str, values: Sequence[float]) -> list[float]:
+    if isinstance(values, np.ndarray):
+        if values.ndim != 1:
+            raise ValueError(f"{name}: must be a flat sequence of per-bucket counts")
+        values = values.tolist()
+    try:
+        arr = [float(v) for v in values]
+    except TypeError:
+        raise ValueError(f"{name}: must be a flat sequence of per-bucket counts") from None
+    for v in arr:
+        if not 0.0 <= v < math.inf:  # also false for NaN
+            raise ValueError(f"{name}: per-bucket counts must be finite and >= 0, got {values!r}")
     return arr
 
 
-def _mwu(a: np.ndarray, b: np.ndarray) -> MannWhitney:
-    n1, n2 = float(a.sum()), float(b.sum())
+def _mwu(a: list[float], b: list[float]) -> MannWhitney:
+    """On plain floats: a dozen buckets are faster in Python than in numpy's per-call overhead."""
+    n1, n2 = sum(a), sum(b)
     if n1 == 0 or n2 == 0:
         return MannWhitney(0.0, n1, n2, None, 1.0, None)
-    below = np.cumsum(b) - b  # stable requests in strictly lower buckets
-    u = float(np.sum(a * (below + b / 2)))
+    u = 0.0
+    below = 0.0  # stable requests in strictly lower buckets
+    ties = 0.0
+    classes = 0
+    for x, y in zip(a, b, strict=True):
+        u += x * (below + y / 2)
+        below += y
+        t = x + y
+        ties += t**3 - t
+        classes += t != 0
     n = n1 + n2
-    t = a + b
-    var = n1 * n2 / 12 * ((n + 1) - float(np.sum(t**3 - t)) / (n * (n - 1)))
+    var = n1 * n2 / 12 * ((n + 1) - ties / (n * (n - 1)))
     effect = u / (n1 * n2)
-    if n <= 1 or np.count_nonzero(t) <= 1:
+    if n <= 1 or classes <= 1:
         # One tie class (or fractional counts totalling <= 1): nothing to rank. scipy divides -0.5 by a
         # zero deviation, z = -inf, p = 1.0; we report p 1.0 and no z.
         return MannWhitney(u, n1, n2, None, 1.0, effect)
@@ -63,7 +76,19 @@ def _mwu(a: np.ndarray, b: np.ndarray) -> MannWhitney:
     if not var > 0:  # only reachable with fractional counts
         return MannWhitney(u, n1, n2, None, 1.0, effect)
     z = numerator / math.sqrt(var)
-    return MannWhitney(u, n1, n2, z, float(special.ndtr(-z)), effect)
+    return MannWhitney(u, n1, n2, z, ndtr(-z), effect)
+
+
+def ndtr(x: float) -> float:
+    """The standard normal CDF, as scipy.special.ndtr computes it (Cephes), with the math module's erf."""
+    y = x * _SQRT1_2
+    if abs(y) < _SQRT1_2:
+        return 0.5 + 0.5 * math.erf(y)
+    half = 0.5 * math.erfc(abs(y))
+    return 1.0 - half if y > 0 else half
+
+
+_SQRT1_2 = math.sqrt(0.5)
 
 
 def mann_whitney_buckets(canary_counts: Sequence[float], stable_counts: Sequence[float]) -> MannWhitney:
@@ -74,9 +99,9 @@ def mann_whitney_buckets(canary_counts: Sequence[float], stable_counts: Sequence
     """
     a = _counts("canary_counts", canary_counts)
     b = _counts("stable_counts", stable_counts)
-    if a.shape != b.shape:
+    if len(a) != len(b):
         raise ValueError(
-            f"canary_counts and stable_counts: must cover the same buckets, got {a.size} and {b.size}"
+            f"canary_counts and stable_counts: must cover the same buckets, got {len(a)} and {len(b)}"
         )
     return _mwu(a, b)
 
@@ -91,7 +116,7 @@ def mann_whitney_samples(canary: Sequence[float], stable: Sequence[float]) -> Ma
     values, inverse = np.unique(np.concatenate([c, s]), return_inverse=True)
     a = np.bincount(inverse[: c.size], minlength=values.size).astype(float)
     b = np.bincount(inverse[c.size :], minlength=values.size).astype(float)
-    return _mwu(a, b)
+    return _mwu(a.tolist(), b.tolist())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -113,8 +138,16 @@ def _almost_equal(a: float, b: float, eps: float) -> bool:
     return diff / min(abs_sum, sys.float_info.max) < eps
 
 
+class WellFormed(tuple):  # type: ignore[type-arg]
+    """Buckets already known to be well formed (see _well_formed): made by delta_buckets, read unchecked."""
+
+    __slots__ = ()
+
+
 def _well_formed(buckets: Buckets) -> bool:
     """Sorted by strictly increasing le, ending at +Inf, with counts that never decrease."""
+    if type(buckets) is WellFormed:
+        return True
     if not buckets or buckets[-1][0] != math.inf:
         return False
     prev_le, prev_c = -math.inf, -math.inf
@@ -176,7 +209,11 @@ def histogram_quantile(q: float, buckets: Buckets) -> float | None:
         return None
     rank = q * total
     # sort.Search over all but the +Inf bucket: first index with count >= rank.
-    b = next((i for i in range(len(bs) - 1) if bs[i][1] >= rank), len(bs) - 1)
+    b = len(bs) - 1
+    for i in range(b):
+        if bs[i][1] >= rank:
+            b = i
+            break
     if b == len(bs) - 1:
         return bs[-2][0]
     if b == 0 and bs[0][0] <= 0:
@@ -227,31 +264,42 @@ def bucket_counts(buckets: Buckets) -> tuple[float, ...]:
     The le values must be strictly increasing. A decrease in the cumulative counts (float noise or a
     partial scrape) yields 0 for that bucket, matching Prometheus' forced monotonicity.
     """
-    les = [float(le) for le, _ in buckets]
-    if any(not b > a for a, b in zip(les, les[1:], strict=False)):
-        raise ValueError(f"buckets: le values must be strictly increasing, got {les!r}")
     out: list[float] = []
     prev = 0.0
-    for _, c in buckets:
-        c = float(c)
-        if math.isnan(c):
-            raise ValueError("buckets: counts must be numbers, got NaN")
-        out.append(max(c - prev, 0.0))
-        prev = max(prev, c)
+    prev_le = -math.inf
+    nan = False
+    for le, c in buckets:
+        le, c = float(le), float(c)
+        if not le > prev_le and out:
+            raise ValueError(f"buckets: le values must be strictly increasing, got {[float(b[0]) for b in buckets]!r}")
+        nan = nan or c != c
+        out.append(c - prev if c > prev else max(c - prev, 0.0))
+        prev_le = le
+        if c > prev:
+            prev = c
+    if nan:
+        raise ValueError("buckets: counts must be numbers, got NaN")
     return tuple(out)
 
 
 def delta_buckets(later: Buckets, earlier: Buckets) -> Buckets:
     """Cumulative buckets of what was observed between two snapshots of the same histogram.
 
-    The le sets must match. A negative difference (a counter reset) is clamped to 0.
+    The le sets must match. A negative difference (a counter reset) is clamped to 0. Buckets that come
+    out well formed are marked so (WellFormed), and the readers that follow do not check them again.
     """
-    les_later = [float(le) for le, _ in later]
-    les_earlier = [float(le) for le, _ in earlier]
-    if les_later != les_earlier:
+    out = []
+    same = len(later) == len(earlier)
+    if same:
+        for (le, c1), (le0, c0) in zip(later, earlier, strict=True):
+            if le is not le0 and float(le) != float(le0):
+                same = False
+                break
+            d = float(c1) - float(c0)
+            out.append((le, d if d > 0.0 else max(d, 0.0)))
+    if not same:
         raise ValueError(
-            f"buckets: later and earlier snapshots have different le sets: {les_later!r} vs {les_earlier!r}"
+            f"buckets: later and earlier snapshots have different le sets: {[float(b[0]) for b in later]!r} vs "
+            f"{[float(b[0]) for b in earlier]!r}"
         )
-    return tuple(
-        (le, max(float(c1) - float(c0), 0.0)) for (le, c1), (_, c0) in zip(later, earlier, strict=True)
-    )
+    return WellFormed(out) if _well_formed(out) else tuple(out)  # type: ignore[arg-type]

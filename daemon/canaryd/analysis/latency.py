@@ -17,11 +17,12 @@ still means: at the quantile level of stable's edge b, the canary is more than l
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from itertools import accumulate
 
 import numpy as np
 
-from .counts import RatioSequential, ratio_sequential_start, ratio_sequential_update_many
+from .counts import DEFAULT_RATIO_PRIOR, MixturePrior, RatioSequential, log_sum_exp_rows, pack, unpack
 from .distribution import bucket_counts
 from .snapshot import Buckets
 
@@ -41,12 +42,21 @@ def edge_pairs(les: tuple[float, ...], limit: float) -> tuple[tuple[int, int], .
 
 @dataclass(frozen=True)
 class ScaleSequential:
-    """State of the anytime-valid test of H0: canary latency <= limit × stable's (see the module doc)."""
+    """State of the anytime-valid test of H0: canary latency <= limit × stable's (see the module doc).
+
+    Each edge pair is a rate-ratio test with r0 = 1 on one prior; the pairs share the tick's request counts,
+    so all of them are one grid, updated in one pass and kept packed (see counts.pack): a row per pair.
+    """
 
     limit: float
     les: tuple[float, ...] = ()
     pairs: tuple[tuple[int, int], ...] = ()
-    tests: tuple[RatioSequential, ...] = ()
+    prior: MixturePrior = DEFAULT_RATIO_PRIOR
+    log_lr: bytes = b""  # pairs × grid points: each pair's log L(rho) / L(1), packed float64
+    pair_stats: bytes = b""  # pairs × (log E, max log E, canary above e, stable above b), packed float64
+    n_c: float = 0.0  # requests over the ticks that were used, shared by the pairs
+    n_s: float = 0.0
+    ticks: int = 0
     log_e: float = 0.0
     max_log_e: float = 0.0
     best: int = -1  # the pair with the most evidence, for the verdict's words
@@ -55,6 +65,20 @@ class ScaleSequential:
     def p_value(self) -> float:
         return min(1.0, math.exp(-self.max_log_e))
 
+    @property
+    def tests(self) -> tuple[RatioSequential, ...]:
+        """Each pair's test as the RatioSequential that one `ratio_sequential_update` per tick would give."""
+        if not self.pairs:
+            return ()
+        grid = unpack(self.log_lr).reshape(len(self.pairs), -1)
+        stats = unpack(self.pair_stats).reshape(len(self.pairs), _STATS).tolist()
+        return tuple(RatioSequential(r0=1.0, prior=self.prior, log_lr=row.tobytes(), log_e=e, max_log_e=top,
+                                     x_c=x_c, n_c=self.n_c, x_s=x_s, n_s=self.n_s, ticks=self.ticks)
+                     for row, (e, top, x_c, x_s) in zip(grid, stats, strict=True))
+
+
+_STATS = 4  # columns of ScaleSequential.pair_stats
+
 
 def scale_sequential_start(limit: float) -> ScaleSequential:
     if not (math.isfinite(limit) and limit > 0):
@@ -62,9 +86,25 @@ def scale_sequential_start(limit: float) -> ScaleSequential:
     return ScaleSequential(limit=float(limit))
 
 
-def _tails(per_bucket: np.ndarray) -> list[float]:
+def _tails(per_bucket: tuple[float, ...]) -> list[float]:
     """[i]: the requests in buckets i and above (the last entry 0): above edge e is [e + 1]."""
-    return [*np.cumsum(per_bucket[::-1])[::-1].tolist(), 0.0]
+    return [*accumulate(reversed(per_bucket)), 0.0][-2::-1] + [0.0]
+
+
+def _with_pairs(state: ScaleSequential, les: tuple[float, ...]) -> ScaleSequential:
+    pairs = edge_pairs(les, state.limit)
+    points = len(state.prior.log_effects)
+    return ScaleSequential(limit=state.limit, les=les, pairs=pairs, prior=state.prior,
+                           log_lr=bytes(8 * points * len(pairs)), pair_stats=bytes(8 * _STATS * len(pairs)))
+
+
+def _summary(state: ScaleSequential, stats: np.ndarray, **fields: object) -> ScaleSequential:
+    """The pairs' e-values averaged with equal weights, and the pair with the most evidence."""
+    logs = stats[:, 0]
+    top = float(logs.max())
+    log_e = top + math.log(float(np.exp(logs - top).mean()))
+    return replace(state, **fields, log_e=log_e, max_log_e=max(state.max_log_e, log_e),
+                   best=int(np.argmax(logs)))
 
 
 def scale_sequential_update(state: ScaleSequential, canary: Buckets, stable: Buckets) -> ScaleSequential:
@@ -75,21 +115,26 @@ def scale_sequential_update(state: ScaleSequential, canary: Buckets, stable: Buc
     if not state.pairs or les != state.les:
         if state.pairs:
             return state  # the layout changed mid-rollout: these counts are not comparable with the past
-        pairs = edge_pairs(les, state.limit)
-        state = ScaleSequential(limit=state.limit, les=les, pairs=pairs,
-                                tests=tuple(ratio_sequential_start(1.0) for _ in pairs))
-        if not pairs:
+        state = _with_pairs(state, les)
+        if not state.pairs:
             return state
-    c, s = np.asarray(bucket_counts(canary)), np.asarray(bucket_counts(stable))
-    n_c, n_s = float(c.sum()), float(s.sum())
-    above_c, above_s = _tails(c), _tails(s)
-    tests = ratio_sequential_update_many(state.tests, [above_c[e + 1] for _, e in state.pairs], n_c,
-                                         [above_s[b + 1] for b, _ in state.pairs], n_s)
-    logs = np.array([t.log_e for t in tests])
-    top = float(logs.max())
-    log_e = top + math.log(float(np.exp(logs - top).mean()))
-    return ScaleSequential(limit=state.limit, les=les, pairs=state.pairs, tests=tests, log_e=log_e,
-                           max_log_e=max(state.max_log_e, log_e), best=int(np.argmax(logs)))
+    above_c, above_s = _tails(bucket_counts(canary)), _tails(bucket_counts(stable))
+    n_c, n_s = above_c[0], above_s[0]
+    stats = unpack(state.pair_stats).reshape(len(state.pairs), _STATS)
+    if not (0.0 < n_c < math.inf and 0.0 < n_s < math.inf):
+        return _summary(state, stats)  # a tick without requests in an arm (or unusable) carries nothing
+    hits = np.array([above_c[e + 1] for _, e in state.pairs])
+    others = np.array([above_s[b + 1] for b, _ in state.pairs])
+    u, expm1_u, log_weights = state.prior.arrays
+    q0 = 1.0 * n_c / (1.0 * n_c + n_s)
+    # A pair without errors this tick adds exactly zero (0·u, 0·cost), and keeps its previous log E.
+    grid = unpack(state.log_lr).reshape(len(state.pairs), -1)
+    grid = grid + hits[:, None] * u - (hits + others)[:, None] * np.log1p(q0 * expm1_u)
+    stepped = hits + others > 0
+    log_e = np.where(stepped, log_sum_exp_rows(grid + log_weights), stats[:, 0])
+    stats = np.column_stack((log_e, np.maximum(stats[:, 1], log_e), stats[:, 2] + hits, stats[:, 3] + others))
+    return _summary(state, stats, log_lr=pack(grid), pair_stats=pack(stats), n_c=state.n_c + n_c,
+                    n_s=state.n_s + n_s, ticks=state.ticks + 1)
 
 
 def best_pair(state: ScaleSequential) -> tuple[float, float] | None:
