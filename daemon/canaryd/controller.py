@@ -305,14 +305,15 @@ class Controller:
         if verb not in SAFE_VERBS and not self.leadership.is_leader:
             raise NotLeader(f"this replica is not the leader; {verb} is done by the leader (rollback and pause "
                             "are taken by any replica)")
-        # Shielded: a command that outlives the wait is still applied, so it must not be cancelled half-way
-        # nor answered "retry" (the retry would then meet a state that already moved).
-        pending = asyncio.ensure_future(w.submit(Command(verb, trigger, reason, emergency, step)))
+        # Awaited in this task, with no task, shield or wait_for in between: the answer is ready the pass
+        # of the loop after the canary's task applied it (each of those added a pass, under load a few ms).
+        # A command that outlives the wait stays queued and is still applied (the canary's task handles
+        # it whether or not anyone waits), so it is answered "queued", never "retry".
         try:
             with self.pacer.urgent(w.key):  # judgements of other canaries wait until it is applied
-                return await asyncio.wait_for(asyncio.shield(pending), COMMAND_TIMEOUT)
+                async with asyncio.timeout(COMMAND_TIMEOUT):
+                    return await w.submit(Command(verb, trigger, reason, emergency, step))
         except TimeoutError:
-            pending.add_done_callback(_consume)
             raise CommandQueued(namespace, name, verb) from None
 
     async def handle_alerts(self, message: WebhookMessage) -> AlertReport:
@@ -357,8 +358,3 @@ class Controller:
     def canaries(self) -> list[dict[str, Any]]:
         return [w.status() for w in self.workers.values()]
 
-
-def _consume(task: asyncio.Future[Any]) -> None:
-    """The outcome of a command nobody waits for any more: logged, never "exception was never retrieved"."""
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("a queued command failed", extra={"error": str(task.exception())})
