@@ -7,7 +7,10 @@ ten ticks (`judge.next_step`). It is built once, written to JSON, and judged by 
 to one core: one importing this tree's daemon/canaryd, one importing the baseline revision's, exported
 with `git archive REV daemon/canaryd` into a temporary directory. A verdict is one metric judged by one
 `judge.observe` (8 per tick with the default settings). The two runs' decisions, verdicts and p-values
-are compared tick by tick.
+are compared tick by tick. Where the tree has `judge.observe_many`, it is timed too, with every rollout's
+tick i judged in one call, and its results compared the same way. The memory figure is the mean size of an
+`AnalysisState` after the last tick (objects followed through fields and containers; the shared priors not
+counted): a daemon keeps one per canary.
 
 Run: python bench/judge_speed.py [--baseline REV] [--rollouts 48] [--ticks 40] [--rounds 3]
 """
@@ -100,6 +103,10 @@ def _snapshots(corpus: list[list[dict[str, Any]]]) -> list[list[tuple[Any, dict[
              for s in run] for run in corpus]
 
 
+def _kept(j: Any) -> list[Any]:
+    return [j.decision.value, [[m.name, m.verdict.value, *(getattr(m, k) for k in NUMBERS)] for m in j.metrics]]
+
+
 def _judge_all(runs: list[list[tuple[Any, dict[str, Any]]]], keep: bool) -> tuple[int, list[Any]]:
     from canaryd.analysis import judge
     from canaryd.analysis.settings import JudgeSettings
@@ -113,17 +120,96 @@ def _judge_all(runs: list[list[tuple[Any, dict[str, Any]]]], keep: bool) -> tupl
             j, state = judge.observe(state, snap, settings)
             verdicts += len(j.metrics)
             if keep:
-                kept.append([j.decision.value, [[m.name, m.verdict.value, *(getattr(m, k) for k in NUMBERS)]
-                                                for m in j.metrics]])
+                kept.append(_kept(j))
             if raw["next_step"]:
                 state = judge.next_step(state, snap.t, weight=STEPS[STEPS.index(raw["weight"]) + 1])
     return verdicts, kept
+
+
+def _judge_batched(runs: list[list[tuple[Any, dict[str, Any]]]], keep: bool) -> tuple[int, list[Any], list[Any]]:
+    """Every rollout's tick i in one `judge.observe_many` call (the rollouts run side by side, as canaries
+    judged in one pass would); results in the order of `_judge_all`. Also returns the final states."""
+    from canaryd.analysis import judge
+    from canaryd.analysis.settings import JudgeSettings
+
+    settings = JudgeSettings()
+    states = [judge.start(settings, 0.0, weight=run[0][1]["weight"], baseline=None) for run in runs]
+    verdicts, kept = 0, [[] for _ in runs]  # type: list[list[Any]]
+    for i in range(max(len(r) for r in runs)):
+        live = [k for k, r in enumerate(runs) if i < len(r)]
+        judged = judge.observe_many([states[k] for k in live], [runs[k][i][0] for k in live], settings)
+        for k, (j, state) in zip(live, judged, strict=True):
+            verdicts += len(j.metrics)
+            if keep:
+                kept[k].append(_kept(j))
+            snap, raw = runs[k][i]
+            if raw["next_step"]:
+                state = judge.next_step(state, snap.t, weight=STEPS[STEPS.index(raw["weight"]) + 1])
+            states[k] = state
+    return verdicts, [x for run in kept for x in run], states
+
+
+def state_bytes(obj: Any, seen: set[int] | None = None) -> int:
+    """Bytes an object holds, following dataclass fields and containers (each object once); the priors,
+    shared by every canary, and enums are not counted."""
+    import dataclasses
+    import enum
+
+    from canaryd.analysis.counts import MixturePrior
+
+    seen = set() if seen is None else seen
+    if id(obj) in seen or obj is None or isinstance(obj, bool | enum.Enum | MixturePrior | type):
+        return 0
+    seen.add(id(obj))
+    size = sys.getsizeof(obj)
+    if isinstance(obj, tuple | list | set | frozenset):
+        size += sum(state_bytes(x, seen) for x in obj)
+    elif isinstance(obj, dict):
+        size += sum(state_bytes(k, seen) + state_bytes(v, seen) for k, v in obj.items())
+    elif dataclasses.is_dataclass(obj):
+        size += sum(state_bytes(getattr(obj, f.name), seen) for f in dataclasses.fields(obj))
+        if hasattr(obj, "__dict__"):  # cached properties
+            size += sys.getsizeof(obj.__dict__) + sum(state_bytes(v, seen) for v in vars(obj).values())
+    return size
+
+
+def _final_states(runs: list[list[tuple[Any, dict[str, Any]]]]) -> list[Any]:
+    from canaryd.analysis import judge
+    from canaryd.analysis.settings import JudgeSettings
+
+    settings = JudgeSettings()
+    states = []
+    for run in runs:
+        state = judge.start(settings, 0.0, weight=run[0][1]["weight"], baseline=None)
+        for snap, raw in run:
+            _, state = judge.observe(state, snap, settings)
+            if raw["next_step"]:
+                state = judge.next_step(state, snap.t, weight=STEPS[STEPS.index(raw["weight"]) + 1])
+        states.append(state)
+    return states
+
+
+def _memory(states: list[Any]) -> dict[str, float]:
+    """Mean bytes per AnalysisState, and of its anytime tests (the rest is the two snapshots it keeps)."""
+    total = [state_bytes(st) for st in states]
+    tests = [state_bytes(st.sequentials) for st in states]
+    return {"state": sum(total) / len(total), "tests": sum(tests) / len(tests)}
+
+
+def _best(fn: Any, rounds: int) -> float:
+    best = math.inf
+    for _ in range(rounds):
+        started = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - started)
+    return best
 
 
 def worker(corpus_path: str, rounds: int, expect: str) -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[-1]})
     import canaryd
+    from canaryd.analysis import judge
 
     where = os.path.realpath(canaryd.__file__)
     if not where.startswith(os.path.realpath(expect)):
@@ -131,13 +217,13 @@ def worker(corpus_path: str, rounds: int, expect: str) -> None:
     with open(corpus_path) as f:
         runs = _snapshots(json.load(f))
     verdicts, kept = _judge_all(runs, keep=True)  # also warms up imports and caches
-    best = math.inf
-    for _ in range(rounds):
-        started = time.perf_counter()
-        _judge_all(runs, keep=False)
-        best = min(best, time.perf_counter() - started)
-    observes = sum(len(r) for r in runs)
-    json.dump({"verdicts": verdicts, "observes": observes, "seconds": best, "results": kept}, sys.stdout)
+    out: dict[str, Any] = {"verdicts": verdicts, "observes": sum(len(r) for r in runs), "results": kept,
+                           "seconds": _best(lambda: _judge_all(runs, keep=False), rounds),
+                           "memory": _memory(_final_states(runs))}
+    if hasattr(judge, "observe_many"):
+        _, out["batch_results"], _ = _judge_batched(runs, keep=True)
+        out["batch_seconds"] = _best(lambda: _judge_batched(runs, keep=False), rounds)
+    json.dump(out, sys.stdout)
 
 
 # ---------------------------------------------------------------------------------------------- compare
@@ -214,22 +300,40 @@ def main() -> int:
             json.dump(build_corpus(args.rollouts, args.ticks), f)
         base = run_worker(export(args.baseline, tmp), corpus, args.rounds)
         cur = run_worker(os.path.join(ROOT, "daemon"), corpus, args.rounds)
-    rate = {k: r["verdicts"] / r["seconds"] for k, r in (("base", base), ("cur", cur))}
+    return report(args, base, cur)
+
+
+def _identical(label: str, base: list[Any], cur: list[Any]) -> bool:
+    d = compare(base, cur)
+    same = not (d.decisions or d.verdicts or d.shape) and d.max_abs <= 1e-9
+    print(f"  identical results, {label:<13} {'yes' if same else 'NO'}: {d.decisions} decisions and {d.verdicts} "
+          f"verdicts differ, {d.shape} structural differences, p-values/ratios max abs diff {d.max_abs:.3g}, "
+          f"max rel diff {d.max_rel:.3g}")
+    return same
+
+
+def report(args: argparse.Namespace, base: dict[str, Any], cur: dict[str, Any]) -> int:
+    rows = [(f"baseline {args.baseline[:12]}, observe", base["seconds"]), ("current, observe", cur["seconds"])]
+    if "batch_seconds" in cur:
+        rows.append((f"current, observe_many ({args.rollouts} canaries a call)", cur["batch_seconds"]))
     print(f"judge speed: {args.rollouts} rollouts × {args.ticks} ticks = {cur['observes']} observes, "
           f"{cur['verdicts']} metric verdicts, best of {args.rounds}, one core each")
-    for label, key, r in ((f"baseline {args.baseline[:12]}", "base", base), ("current", "cur", cur)):
-        print(f"  {label:<22} {rate[key]:>10,.0f} verdicts/s  {1e3 * r['seconds'] / r['observes']:.3f} ms "
-              f"per observe")
-    print(f"  speed-up               {rate['cur'] / rate['base']:.2f}x")
-    d = compare(base["results"], cur["results"])
-    same = not (d.decisions or d.verdicts or d.shape) and d.max_abs <= 1e-9
-    print(f"  identical results      {'yes' if same else 'NO'}: {d.decisions} decisions and {d.verdicts} verdicts "
-          f"differ, {d.shape} structural differences, p-values/ratios max abs diff {d.max_abs:.3g}, "
-          f"max rel diff {d.max_rel:.3g}")
-    ok = rate["cur"] >= 50_000
-    print(f"- [{'met' if ok else 'MISSED'}] >= 50,000 metric verdicts/s on one core: {rate['cur']:,.0f}")
+    rates = []
+    for label, seconds in rows:
+        rates.append(cur["verdicts"] / seconds)
+        print(f"  {label:<46} {rates[-1]:>10,.0f} verdicts/s  {1e3 * seconds / cur['observes']:.3f} ms per canary "
+              f"tick  {rates[-1] / rates[0]:.2f}x")
+    same = _identical("observe", base["results"], cur["results"])
+    if "batch_results" in cur:
+        same = _identical("observe_many", base["results"], cur["batch_results"]) and same
+    mb, mc = base["memory"], cur["memory"]
+    print(f"  memory per AnalysisState after {args.ticks} ticks: baseline {mb['state']:,.0f} bytes (anytime tests "
+          f"{mb['tests']:,.0f}), current {mc['state']:,.0f} bytes (anytime tests {mc['tests']:,.0f}); "
+          f"10,000 canaries: {mb['state'] * 1e4 / 2**20:,.0f} MiB -> {mc['state'] * 1e4 / 2**20:,.0f} MiB")
+    for label, rate in zip(("observe", "observe_many"), rates[1:], strict=False):
+        print(f"- [{'met' if rate >= 50_000 else 'MISSED'}] >= 50,000 metric verdicts/s on one core, {label}: "
+              f"{rate:,.0f}")
     return 0 if same else 1
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,8 +2,9 @@
 
 `ratio_sequential_update_many` against one `ratio_sequential_update` per state, `scale_sequential_update`
 against the per-pair loop it replaced, on whole and fractional counts (the daemon's `increase()` values)
-and on the awkward increments (zero, negative, NaN, infinite); and the whole judge against the revision
-before the speed work, exported with git archive, when the repository has it.
+and on the awkward increments (zero, negative, NaN, infinite); `judge.observe_many` against one `observe`
+per canary; and the whole judge (both entry points) against the revision before the speed work, exported
+with git archive, when the repository has it.
 """
 
 from __future__ import annotations
@@ -134,18 +135,75 @@ def test_scale_update_matches_the_per_pair_loop(seed: int, slow: float, fraction
             _same(f, p)
 
 
+def _bench():  # type: ignore[no-untyped-def]
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import judge_speed
+
+    return judge_speed
+
+
 def _has_revision(rev: str) -> bool:
     probe = subprocess.run(["git", "-C", ROOT, "cat-file", "-e", f"{rev}^{{commit}}"], capture_output=True)
     return probe.returncode == 0
 
 
 def test_whole_judge_matches_the_revision_before_the_speed_work() -> None:
-    sys.path.insert(0, os.path.join(ROOT, "bench"))
-    import judge_speed
-
-    if not _has_revision(judge_speed.DEFAULT_BASELINE):
+    """observe and observe_many, each against the judge before the speed work."""
+    if not _has_revision(_bench().DEFAULT_BASELINE):
         pytest.skip("the repository has no history back to the baseline revision")
     out = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "judge_speed.py"), "--rollouts", "12",
                           "--ticks", "40", "--rounds", "1"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "identical results      yes" in out.stdout, out.stdout
+    for label in ("observe", "observe_many"):
+        assert f"identical results, {label:<13} yes" in out.stdout, out.stdout
+
+
+def test_observe_many_matches_observe_one_at_a_time() -> None:
+    """Every rollout's tick judged in one observe_many call: the judgements and states of observe."""
+    js = _bench()
+    runs = js._snapshots(js.build_corpus(12, 24))
+    _, one = js._judge_all(runs, keep=True)
+    _, many, states = js._judge_batched(runs, keep=True)
+    d = js.compare(one, many)
+    assert (d.decisions, d.verdicts, d.shape) == (0, 0, 0) and d.max_abs <= TOL, d
+    for plain, batched in zip(js._final_states(runs), states, strict=True):
+        for name in ("error_ratio", "latency_ratio", "error_rate", "success_rate", "latency_p95", "latency_p99"):
+            a, b = getattr(plain.sequentials, name), getattr(batched.sequentials, name)
+            assert _close(a.max_log_e, b.max_log_e) and _close(a.log_e, b.log_e), name
+        assert plain.seen == batched.seen and plain.last is batched.last
+
+
+def test_observe_many_with_mixed_canaries() -> None:
+    """First samples, canaries without histograms or 2xx counts, and other bucket layouts in one call."""
+    from canaryd.analysis import judge
+    from canaryd.analysis.settings import JudgeSettings
+    from canaryd.analysis.snapshot import ArmSnapshot, Snapshot
+
+    s = JudgeSettings()
+    rng = np.random.default_rng(7)
+
+    def arm(t: float, kind: int) -> ArmSnapshot:
+        n = 200.0 * t
+        buckets = None if kind == 1 else tuple((le, n * min(1.0, le / (0.3 + 0.1 * kind)))
+                                               for le in ((0.1, 0.25, 0.5, 1.0, math.inf) if kind == 2 else
+                                                          (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, math.inf)))
+        return ArmSnapshot(requests=n, errors=float(rng.binomial(int(n), 0.01 * (1 + kind))),
+                           successes=None if kind == 3 else n * 0.97, buckets=buckets, cpu=50.0)
+
+    plain = [judge.start(s, 0.0, weight=25.0) for _ in range(5)]
+    batched = list(plain)
+    for t in range(1, 12):
+        snaps = [Snapshot(t=30.0 * t, canary=arm(t, k % 4), stable=arm(t, 0 if k % 4 == 2 else k % 4), weight=25.0)
+                 for k in range(5)]
+        if t == 3:  # a canary that starts late: its first sample among others' ticks
+            plain[4] = batched[4] = judge.start(s, 90.0, weight=25.0)
+        results = judge.observe_many(batched, snaps, s)
+        for k, (j, state) in enumerate(results):
+            jp, plain[k] = judge.observe(plain[k], snaps[k], s)
+            assert j.decision == jp.decision and j.reasons == jp.reasons
+            for a, b in zip(j.metrics, jp.metrics, strict=True):
+                assert (a.name, a.verdict, a.reason) == (b.name, b.verdict, b.reason)
+                for x, y in ((a.p_value, b.p_value), (a.anytime_p_value, b.anytime_p_value)):
+                    assert (x is None) == (y is None) and (x is None or _close(x, y)), (a.name, x, y)
+            batched[k] = state
+    assert judge.observe_many([], [], s) == []

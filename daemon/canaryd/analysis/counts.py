@@ -197,21 +197,23 @@ class MixturePrior:
         return u, np.expm1(u), np.asarray(self.log_weights)
 
     @cached_property
-    def _costs(self) -> dict[float, np.ndarray]:
+    def _limit_rows(self) -> dict[float, np.ndarray]:
         return {}
 
-    def log_cost(self, q0: float) -> np.ndarray:
-        """log(1 + q0·(e^u − 1)) per grid point: what one trial costs each component under the null.
+    def limit_rows(self, q0: float) -> np.ndarray:
+        """(u, −log(1 + q0·(e^u − 1)), log weights) as rows: with (x, n, 1) it gives each component's
+        weighted log LR, x·u − n·cost + log w, in one product.
 
-        The limit tests' q0 is their fixed limit, so theirs are kept (a handful per prior, read-only).
+        A limit test's q0 is its fixed limit, so these are kept per limit (a handful per prior, read-only).
         """
-        cost = self._costs.get(q0)
-        if cost is None:
-            cost = np.log1p(q0 * self.arrays[1])
-            cost.flags.writeable = False
-            if len(self._costs) < 64:
-                self._costs[q0] = cost
-        return cost
+        rows = self._limit_rows.get(q0)
+        if rows is None:
+            u, expm1_u, log_weights = self.arrays
+            rows = np.vstack((u, -np.log1p(q0 * expm1_u), log_weights))
+            rows.flags.writeable = False
+            if len(self._limit_rows) < 64:
+                self._limit_rows[q0] = rows
+        return rows
 
 
 def pack(values: np.ndarray) -> bytes:
@@ -357,57 +359,45 @@ def ratio_sequential_update(
     )
 
 
-def _mixture_rows(log_lr: np.ndarray, prior: MixturePrior, hits: np.ndarray, trials: np.ndarray,
-                  q0: float) -> tuple[np.ndarray, list[float]]:
-    """`_mixture_step` for many states at once (one row each), sharing the prior and q0."""
-    u, expm1_u, log_weights = prior.arrays
-    new = log_lr + hits[:, None] * u - trials[:, None] * np.log1p(q0 * expm1_u)
-    return new, log_sum_exp_rows(new + log_weights)
-
-
-def _one_grid(states: Sequence[RatioSequential], dn_c: float, dn_s: float) -> bool:
-    """Whether the states can share one grid pass: the same r0 and prior, and usable request counts."""
-    first = states[0] if states else None
-    return (first is not None and all(st.prior is first.prior and st.r0 == first.r0 for st in states)
-            and _increments(dn_c, dn_s) is not None and bool(dn_c) and bool(dn_s))
-
-
-def _grid_steps(states: Sequence[RatioSequential], xs: list[tuple[float, float]], dn_c: float,
-                dn_s: float) -> dict[int, tuple[bytes, float]]:
-    """(log_lr, log_e) of each state that has errors this tick, by index."""
-    stepped = [i for i, (a, b) in enumerate(xs) if a + b > 0 and _increments(a, b) is not None]
-    if not stepped:
-        return {}
-    first = states[0]
-    q0 = first.r0 * dn_c / (first.r0 * dn_c + dn_s)
-    hits = np.array([xs[i][0] for i in stepped])
-    new, log_e = _mixture_rows(np.array([unpack(states[i].log_lr) for i in stepped]), first.prior, hits,
-                               hits + np.array([xs[i][1] for i in stepped]), q0)
-    return {i: (new[k].tobytes(), log_e[k]) for k, i in enumerate(stepped)}
-
-
 def ratio_sequential_update_many(states: Sequence[RatioSequential], dx_c: Sequence[float], dn_c: float,
                                  dx_s: Sequence[float], dn_s: float) -> tuple[RatioSequential, ...]:
     """`ratio_sequential_update` of each state with its own errors and shared request counts, in one pass.
 
     The same results as one update per state; the grid arithmetic runs once for all of them.
     """
-    if not _one_grid(states, dn_c, dn_s):
-        return tuple(ratio_sequential_update(st, a, dn_c, b, dn_s)
-                     for st, a, b in zip(states, dx_c, dx_s, strict=True))
-    dn_c, dn_s = float(dn_c), float(dn_s)
-    xs = [(float(a), float(b)) for a, b in zip(dx_c, dx_s, strict=True)]
-    grid = _grid_steps(states, xs, dn_c, dn_s)
-    out = []
-    for i, (st, (a, b)) in enumerate(zip(states, xs, strict=True)):
-        if _increments(a, b) is None:
-            out.append(st)
-            continue
-        log_lr, e = grid.get(i, (st.log_lr, st.log_e))
-        out.append(RatioSequential(r0=st.r0, prior=st.prior, log_lr=log_lr, log_e=e,
-                                   max_log_e=max(st.max_log_e, e), x_c=st.x_c + a, n_c=st.n_c + dn_c,
-                                   x_s=st.x_s + b, n_s=st.n_s + dn_s, ticks=st.ticks + 1))
-    return tuple(out)
+    k = len(states)
+    return tuple(ratio_sequential_update_each(states, dx_c, [dn_c] * k, dx_s, [dn_s] * k))
+
+
+def ratio_sequential_update_each(states: Sequence[RatioSequential], dx_c: Sequence[float], dn_c: Sequence[float],
+                                 dx_s: Sequence[float], dn_s: Sequence[float]) -> list[RatioSequential]:
+    """`ratio_sequential_update` of each state with its own increments (many canaries' tests at once).
+
+    The same results; the grid arithmetic of the states that step on the first state's prior runs in one pass.
+    """
+    out = list(states)
+    rows: list[tuple[int, tuple[float, ...], float]] = []  # (index, increments, q0)
+    prior = states[0].prior if states else None
+    for i, st in enumerate(states):
+        inc = _increments(dx_c[i], dn_c[i], dx_s[i], dn_s[i])
+        if inc is not None and inc[1] and inc[3] and inc[0] + inc[2] > 0 and st.prior is prior:
+            rows.append((i, inc, st.r0 * inc[1] / (st.r0 * inc[1] + inc[3])))
+        else:
+            out[i] = ratio_sequential_update(st, dx_c[i], dn_c[i], dx_s[i], dn_s[i])
+    if not rows:
+        return out
+    assert prior is not None
+    u, expm1_u, log_weights = prior.arrays
+    hits = np.array([inc[0] for _, inc, _ in rows])[:, None]
+    trials = hits + np.array([inc[2] for _, inc, _ in rows])[:, None]
+    q0 = np.array([q for _, _, q in rows])[:, None]
+    new = np.array([unpack(states[i].log_lr) for i, _, _ in rows]) + hits * u - trials * np.log1p(q0 * expm1_u)
+    for (i, (a, n_c, b, n_s), _), grid, e in zip(rows, new, log_sum_exp_rows(new + log_weights), strict=True):
+        st = states[i]
+        out[i] = RatioSequential(r0=st.r0, prior=prior, log_lr=grid.tobytes(), log_e=e,
+                                 max_log_e=max(st.max_log_e, e), x_c=st.x_c + a, n_c=st.n_c + n_c,
+                                 x_s=st.x_s + b, n_s=st.n_s + n_s, ticks=st.ticks + 1)
+    return out
 
 
 @dataclass(frozen=True)
@@ -432,7 +422,8 @@ class LimitSequential(_EValues):
         return tuple(self._grid().tolist())
 
     def _grid(self) -> np.ndarray:
-        return self.x * self.prior.arrays[0] - self.n * self.prior.log_cost(self.limit)
+        u, minus_cost, _ = self.prior.limit_rows(self.limit)
+        return self.x * u + self.n * minus_cost
 
 
 def limit_sequential_start(limit: float, *, prior: MixturePrior | None = None) -> LimitSequential:
@@ -451,7 +442,35 @@ def limit_sequential_update(state: LimitSequential, dx: float, dn: float) -> Lim
     dn = inc[1]
     dx = min(inc[0], dn)
     x, n, prior = state.x + dx, state.n + dn, state.prior
-    u, _, log_weights = prior.arrays
-    log_e = _log_sum_exp(x * u - n * prior.log_cost(state.limit) + log_weights)
+    log_e = _log_sum_exp(np.dot((x, n, 1.0), prior.limit_rows(state.limit)))
     return LimitSequential(limit=state.limit, prior=prior, log_e=log_e, max_log_e=max(state.max_log_e, log_e),
                            x=x, n=n, ticks=state.ticks + 1)
+
+
+def limit_sequential_update_many(states: Sequence[LimitSequential], dx: Sequence[float],
+                                 dn: Sequence[float]) -> list[LimitSequential]:
+    """`limit_sequential_update` of each state with its own increments (many tests at once): the same
+    results within rounding, the grid arithmetic of the states on the first state's prior in one pass."""
+    out = list(states)
+    rows: list[tuple[int, float, float]] = []  # (index, x, n) after this tick
+    prior = states[0].prior if states else None
+    for i, st in enumerate(states):
+        inc = _increments(dx[i], dn[i])
+        if inc is None or inc[1] == 0:
+            continue
+        if st.prior is not prior:
+            out[i] = limit_sequential_update(st, dx[i], dn[i])
+            continue
+        rows.append((i, st.x + min(inc[0], inc[1]), st.n + inc[1]))
+    if not rows:
+        return out
+    assert prior is not None
+    u, _, log_weights = prior.arrays
+    minus_cost = np.array([prior.limit_rows(states[i].limit)[1] for i, _, _ in rows])
+    x = np.array([x for _, x, _ in rows])[:, None]
+    n = np.array([n for _, _, n in rows])[:, None]
+    for (i, xi, ni), e in zip(rows, log_sum_exp_rows(x * u + n * minus_cost + log_weights), strict=True):
+        st = states[i]
+        out[i] = LimitSequential(limit=st.limit, prior=prior, log_e=e, max_log_e=max(st.max_log_e, e), x=xi,
+                                 n=ni, ticks=st.ticks + 1)
+    return out

@@ -23,12 +23,20 @@ once the ticks show none.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import special
 
-from .counts import RatioSequential, ratio_sequential_start, ratio_sequential_update, unpack
+from .counts import (
+    RatioSequential,
+    pack,
+    ratio_sequential_start,
+    ratio_sequential_update,
+    ratio_sequential_update_each,
+    unpack,
+)
 
 HISTORY = 40  # ticks kept for the estimate: enough to be stable, small enough to keep the state light
 MIN_TICKS = 2  # below this no estimate from the data, only the prior
@@ -62,12 +70,12 @@ class DispersionEstimate:
         return 1.0 + self.v * self.v_bar
 
 
-def _pooled_ratio(ticks: tuple[Tick, ...]) -> float:
-    x_c, x_s, n_c, n_s = (sum(t[i] for t in ticks) for i in range(4))
+def _pooled_ratio(arr: np.ndarray) -> float:
+    x_c, x_s, n_c, n_s = arr.sum(axis=0).tolist()
     return ((x_c + 0.5) / n_c) / ((x_s + 0.5) / n_s)
 
 
-def estimate(ticks: tuple[Tick, ...], r0: float) -> DispersionEstimate:
+def estimate(ticks: tuple[Tick, ...] | np.ndarray, r0: float) -> DispersionEstimate:
     """V by moments, sum((x − m·q)² − v) / sum(v²), leaning high while there are few ticks."""
     k = len(ticks)
     if k == 0:
@@ -80,7 +88,7 @@ def estimate(ticks: tuple[Tick, ...], r0: float) -> DispersionEstimate:
     prior = PRIOR_V * PRIOR_DECAY ** (k - 1) if k <= PRIOR_TICKS else 0.0
     if k < MIN_TICKS:
         return DispersionEstimate(v=prior, v_bar=v_bar, chi2=0.0, df=0, p_value=1.0)
-    rho = _pooled_ratio(ticks)
+    rho = _pooled_ratio(arr)
     q = rho * n_c / (rho * n_c + n_s)
     v = np.maximum(m * q * (1.0 - q), 1e-9)
     r2 = (x_c - m * q) ** 2 * k / (k - 1)  # one degree of freedom went to the pooled ratio
@@ -117,7 +125,7 @@ class RobustRatio:
     """The anytime-valid error-ratio test allowing for overdispersion (see the module doc)."""
 
     binomial: RatioSequential  # the untempered evidence, per prior component
-    ticks: tuple[Tick, ...] = ()  # the latest HISTORY ticks that had errors
+    ticks: bytes = b""  # the latest HISTORY ticks that had errors, as packed float64 Ticks (see tick_array)
     log_e: float = 0.0  # log E of the tempered mixture now
     max_log_e: float = 0.0
     phi: float = 1.0
@@ -142,6 +150,14 @@ class RobustRatio:
         return 1.0 if e <= 2.0 else min(1.0, 1.0 / (e - 1.0))
 
 
+_TICK_BYTES = 4 * 8
+
+
+def tick_array(ticks: bytes) -> np.ndarray:
+    """RobustRatio.ticks as a (ticks × 4) read-only array of x_c, x_s, n_c, n_s."""
+    return unpack(ticks).reshape(-1, 4)
+
+
 def robust_ratio_start(r0: float = 2.0) -> RobustRatio:
     return RobustRatio(binomial=ratio_sequential_start(r0))
 
@@ -149,15 +165,27 @@ def robust_ratio_start(r0: float = 2.0) -> RobustRatio:
 def robust_ratio_update(state: RobustRatio, dx_c: float, dn_c: float, dx_s: float, dn_s: float) -> RobustRatio:
     """Add one tick's increments; the dispersion is re-estimated and all the evidence re-read through it."""
     binomial = ratio_sequential_update(state.binomial, dx_c, dn_c, dx_s, dn_s)
+    return _reread(state, binomial, dx_c, dn_c, dx_s, dn_s)
+
+
+def robust_ratio_update_many(states: Sequence[RobustRatio], dx_c: Sequence[float], dn_c: Sequence[float],
+                             dx_s: Sequence[float], dn_s: Sequence[float]) -> list[RobustRatio]:
+    """`robust_ratio_update` of each state with its own increments: the binomial grids in one pass."""
+    binomials = ratio_sequential_update_each([st.binomial for st in states], dx_c, dn_c, dx_s, dn_s)
+    return [_reread(st, b, *inc) for st, b, *inc in zip(states, binomials, dx_c, dn_c, dx_s, dn_s, strict=True)]
+
+
+def _reread(state: RobustRatio, binomial: RatioSequential, dx_c: float, dn_c: float, dx_s: float,
+            dn_s: float) -> RobustRatio:
     if binomial is state.binomial or binomial.ticks == state.binomial.ticks:
         return state
     ticks = state.ticks
     if dx_c + dx_s > 0 and dn_c > 0 and dn_s > 0:
-        ticks = (*ticks, (float(dx_c), float(dx_s), float(dn_c), float(dn_s)))[-HISTORY:]
-    est = estimate(ticks, binomial.r0)
+        ticks = (ticks + pack(np.array((dx_c, dx_s, dn_c, dn_s), dtype=float)))[-HISTORY * _TICK_BYTES:]
+    est = estimate(tick_array(ticks), binomial.r0)
     phi = max(1.0, est.phi)
     prior = binomial.prior
-    weighted = unpack(binomial.log_lr) / phi + np.asarray(prior.log_weights)
+    weighted = unpack(binomial.log_lr) / phi + prior.arrays[2]  # the log weights, as an array
     top = float(weighted.max())
     log_e = top + math.log(float(np.exp(weighted - top).sum()))
     return RobustRatio(binomial=binomial, ticks=ticks, log_e=log_e, max_log_e=max(state.max_log_e, log_e),

@@ -7,8 +7,9 @@ window) and at the previous tick (for the anytime-valid tests, which see every t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from . import checks, latency_checks
 from .checks import Check, Status, limit_fraction
@@ -16,10 +17,17 @@ from .counts import (
     LimitSequential,
     limit_sequential_start,
     limit_sequential_update,
+    limit_sequential_update_many,
 )
-from .dispersion import RobustRatio, robust_ratio_start, robust_ratio_update
+from .dispersion import RobustRatio, robust_ratio_start, robust_ratio_update, robust_ratio_update_many
 from .durations import format_duration
-from .latency import ScaleSequential, scale_sequential_start, scale_sequential_update, surely_above
+from .latency import (
+    ScaleSequential,
+    scale_sequential_start,
+    scale_sequential_update,
+    scale_sequential_update_many,
+    surely_above,
+)
 from .settings import JudgeSettings
 from .snapshot import Snapshot
 from .verdicts import Action, Decision, Judgement, MetricResult, Verdict
@@ -90,9 +98,51 @@ def _fresh_sequentials(s: JudgeSettings) -> Sequentials:
 
 def _update_sequentials(seq: Sequentials, inc_c: ArmWindow, inc_s: ArmWindow, s: JudgeSettings, *,
                         has_successes: bool) -> Sequentials:
-    updates = {**_count_updates(seq, inc_c, inc_s, has_successes=has_successes),
-               **_latency_updates(seq, inc_c, inc_s, s)}
-    return replace(seq, **updates) if updates else seq  # type: ignore[arg-type]
+    inputs = _sequential_inputs(seq, inc_c, inc_s, s, has_successes=has_successes)
+    return _with_updates(seq, {name: _UPDATE[_KIND[name]](getattr(seq, name), *args)  # type: ignore[operator]
+                               for name, args in inputs.items()})
+
+
+def _update_sequentials_many(seqs: Sequence[Sequentials], incs: Sequence[tuple[ArmWindow, ArmWindow, bool]],
+                             s: JudgeSettings) -> list[Sequentials]:
+    """`_update_sequentials` of many canaries: each kind of test updated for all of them in one pass."""
+    inputs = [_sequential_inputs(seq, c, st, s, has_successes=has) for seq, (c, st, has) in zip(seqs, incs, strict=True)]
+    updates: list[dict[str, object]] = [{} for _ in seqs]
+    for kind, update_many in _UPDATE_MANY.items():
+        which = [(i, name) for i, given in enumerate(inputs) for name in given if _KIND[name] == kind]
+        if not which:
+            continue
+        columns = zip(*(inputs[i][name] for i, name in which), strict=True)
+        new = update_many([getattr(seqs[i], name) for i, name in which], *columns)  # type: ignore[operator]
+        for (i, name), state in zip(which, new, strict=True):
+            updates[i][name] = state
+    return [_with_updates(seq, u) for seq, u in zip(seqs, updates, strict=True)]
+
+
+_KIND = {"error_ratio": "robust", "latency_ratio": "scale", "error_rate": "limit", "success_rate": "limit",
+         "latency_p95": "limit", "latency_p99": "limit"}
+_UPDATE = {"robust": robust_ratio_update, "scale": scale_sequential_update, "limit": limit_sequential_update}
+_UPDATE_MANY = {"robust": robust_ratio_update_many, "scale": scale_sequential_update_many,
+                "limit": limit_sequential_update_many}
+
+
+def _with_updates(seq: Sequentials, updates: dict[str, object]) -> Sequentials:
+    if not updates:
+        return seq
+    get = updates.get  # a plain constructor: dataclasses.replace costs more than the tests it carries
+    return Sequentials(error_ratio=get("error_ratio", seq.error_ratio),  # type: ignore[arg-type]
+                       latency_ratio=get("latency_ratio", seq.latency_ratio),  # type: ignore[arg-type]
+                       error_rate=get("error_rate", seq.error_rate),  # type: ignore[arg-type]
+                       success_rate=get("success_rate", seq.success_rate),  # type: ignore[arg-type]
+                       latency_p95=get("latency_p95", seq.latency_p95),  # type: ignore[arg-type]
+                       latency_p99=get("latency_p99", seq.latency_p99))  # type: ignore[arg-type]
+
+
+def _sequential_inputs(seq: Sequentials, inc_c: ArmWindow, inc_s: ArmWindow, s: JudgeSettings, *,
+                       has_successes: bool) -> dict[str, tuple[object, ...]]:
+    """What each anytime test is updated with this tick; a test without the data it needs is left out."""
+    return {**_count_inputs(seq, inc_c, inc_s, has_successes=has_successes),
+            **_latency_inputs(seq, inc_c, inc_s, s)}
 
 
 def _not_2xx(inc_c: ArmWindow, *, has_successes: bool) -> float | None:
@@ -104,32 +154,30 @@ def _not_2xx(inc_c: ArmWindow, *, has_successes: bool) -> float | None:
     return inc_c.errors if not has_successes else None
 
 
-def _count_updates(seq: Sequentials, inc_c: ArmWindow, inc_s: ArmWindow, *,
-                   has_successes: bool) -> dict[str, object]:
-    updates: dict[str, object] = {}
+def _count_inputs(seq: Sequentials, inc_c: ArmWindow, inc_s: ArmWindow, *,
+                  has_successes: bool) -> dict[str, tuple[object, ...]]:
+    inputs: dict[str, tuple[object, ...]] = {}
     if (seq.error_ratio is not None and None not in (inc_c.errors, inc_c.requests, inc_s.errors, inc_s.requests)):
-        updates["error_ratio"] = robust_ratio_update(
-            seq.error_ratio, inc_c.errors, inc_c.requests, inc_s.errors, inc_s.requests)  # type: ignore[arg-type]
+        inputs["error_ratio"] = (inc_c.errors, inc_c.requests, inc_s.errors, inc_s.requests)
     if seq.error_rate is not None and inc_c.errors is not None and inc_c.requests is not None:
-        updates["error_rate"] = limit_sequential_update(seq.error_rate, inc_c.errors, inc_c.requests)
+        inputs["error_rate"] = (inc_c.errors, inc_c.requests)
     bad = _not_2xx(inc_c, has_successes=has_successes)
     if seq.success_rate is not None and bad is not None and inc_c.requests is not None:
-        updates["success_rate"] = limit_sequential_update(seq.success_rate, bad, inc_c.requests)
-    return updates
+        inputs["success_rate"] = (bad, inc_c.requests)
+    return inputs
 
 
-def _latency_updates(seq: Sequentials, inc_c: ArmWindow, inc_s: ArmWindow, s: JudgeSettings) -> dict[str, object]:
-    updates: dict[str, object] = {}
+def _latency_inputs(seq: Sequentials, inc_c: ArmWindow, inc_s: ArmWindow,
+                    s: JudgeSettings) -> dict[str, tuple[object, ...]]:
+    inputs: dict[str, tuple[object, ...]] = {}
     if inc_c.buckets is None:
-        return updates
+        return inputs
     for name, limit_ms in (("latency_p95", s.latency_p95_ms), ("latency_p99", s.latency_p99_ms)):
-        current = getattr(seq, name)
-        if current is not None and limit_ms is not None:
-            above, total = surely_above(inc_c.buckets, limit_ms / 1000.0)
-            updates[name] = limit_sequential_update(current, above, total)
+        if getattr(seq, name) is not None and limit_ms is not None:
+            inputs[name] = surely_above(inc_c.buckets, limit_ms / 1000.0)
     if seq.latency_ratio is not None and inc_s.buckets is not None:
-        updates["latency_ratio"] = scale_sequential_update(seq.latency_ratio, inc_c.buckets, inc_s.buckets)
-    return updates
+        inputs["latency_ratio"] = (inc_c.buckets, inc_s.buckets)
+    return inputs
 
 
 def _checks(c: ArmWindow, st: ArmWindow, seq: Sequentials, s: JudgeSettings, *, stable_expected: bool) -> list[Check]:
@@ -303,20 +351,60 @@ def observe(state: AnalysisState, snap: Snapshot, settings: JudgeSettings, *,
     `paused`: the rollout is paused (or timed out) while the canary still serves traffic. The tick is
     judged for failure only: the decision is rollback or hold, never advance, and no timeout.
     """
-    s = settings
     if state.baseline is None:
-        state = replace(state, baseline=snap, last=snap, step_started_at=min(state.step_started_at, snap.t))
-        return (Judgement(decision=Decision.HOLD, at=snap.t, reasons=("first sample: collecting a baseline",),
-                          metrics=(), gates_met=False), state)
+        return _first_sample(state, snap)
+    w = _windows(state, snap)
+    seq = _update_sequentials(state.sequentials, w.inc_c, w.inc_s, settings,
+                              has_successes=snap.canary.successes is not None)
+    return _judge_tick(state, snap, settings, w, seq, paused=paused)
+
+
+def observe_many(states: Sequence[AnalysisState], snaps: Sequence[Snapshot], settings: JudgeSettings, *,
+                 paused: bool = False) -> list[tuple[Judgement, AnalysisState]]:
+    """`observe` of many canaries on the same settings, one snapshot each: the same judgements and states,
+    with each kind of anytime test updated for all the canaries in one vectorised pass."""
+    out: list[tuple[Judgement, AnalysisState] | None] = [None] * len(states)
+    ticks: list[tuple[int, _Windows]] = []
+    for i, (state, snap) in enumerate(zip(states, snaps, strict=True)):
+        if state.baseline is None:
+            out[i] = _first_sample(state, snap)
+        else:
+            ticks.append((i, _windows(state, snap)))
+    seqs = _update_sequentials_many(
+        [states[i].sequentials for i, _ in ticks],
+        [(w.inc_c, w.inc_s, snaps[i].canary.successes is not None) for i, w in ticks], settings)
+    for (i, w), seq in zip(ticks, seqs, strict=True):
+        out[i] = _judge_tick(states[i], snaps[i], settings, w, seq, paused=paused)
+    return out  # type: ignore[return-value]
+
+
+def _first_sample(state: AnalysisState, snap: Snapshot) -> tuple[Judgement, AnalysisState]:
+    state = replace(state, baseline=snap, last=snap, step_started_at=min(state.step_started_at, snap.t))
+    return (Judgement(decision=Decision.HOLD, at=snap.t, reasons=("first sample: collecting a baseline",),
+                      metrics=(), gates_met=False), state)
+
+
+class _Windows(NamedTuple):
+    baseline: Snapshot  # the step's start, filled in
+    c: ArmWindow  # the step's window of each arm
+    st: ArmWindow
+    inc_c: ArmWindow  # this tick's increment of each arm
+    inc_s: ArmWindow
+
+
+def _windows(state: AnalysisState, snap: Snapshot) -> _Windows:
+    assert state.baseline is not None
     baseline = fill_snapshot_baseline(state.baseline, snap)
     # The previous tick as it was, not filled in: a counter that appears only now has no increment yet
     # this tick. Filling it would pair a whole tick of requests with zero 2xx (or 5xx): a false signal.
     last = state.last or baseline
-    c = arm_window(snap.canary, baseline.canary)
-    st = arm_window(snap.stable, baseline.stable)
-    seq = _update_sequentials(state.sequentials, arm_window(snap.canary, last.canary),
-                              arm_window(snap.stable, last.stable), s,
-                              has_successes=snap.canary.successes is not None)
+    return _Windows(baseline, arm_window(snap.canary, baseline.canary), arm_window(snap.stable, baseline.stable),
+                    arm_window(snap.canary, last.canary), arm_window(snap.stable, last.stable))
+
+
+def _judge_tick(state: AnalysisState, snap: Snapshot, s: JudgeSettings, w: _Windows, seq: Sequentials, *,
+                paused: bool) -> tuple[Judgement, AnalysisState]:
+    c, st = w.c, w.st
     weight = snap.weight if snap.weight is not None else state.weight
     stable_expected = weight is None or weight < 100
     elapsed = snap.t - state.step_started_at
@@ -334,7 +422,8 @@ def observe(state: AnalysisState, snap: Snapshot, settings: JudgeSettings, *,
     judgement = Judgement(decision=decision, at=snap.t, reasons=tuple(reasons), metrics=results,
                           gates_met=gates_met, timed_out=timed_out, canary_requests=c.requests or 0.0,
                           stable_requests=st.requests or 0.0, elapsed=elapsed)
-    new_state = replace(state, baseline=baseline, last=snap, sequentials=seq, seen=seen, weight=weight)
+    new_state = AnalysisState(step_started_at=state.step_started_at, weight=weight, baseline=w.baseline,
+                              last=snap, sequentials=seq, seen=seen)
     return judgement, new_state
 
 

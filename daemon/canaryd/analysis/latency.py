@@ -17,7 +17,8 @@ still means: at the quantile level of stable's edge b, the canary is more than l
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import accumulate
 
 import numpy as np
@@ -98,17 +99,35 @@ def _with_pairs(state: ScaleSequential, les: tuple[float, ...]) -> ScaleSequenti
                            log_lr=bytes(8 * points * len(pairs)), pair_stats=bytes(8 * _STATS * len(pairs)))
 
 
-def _summary(state: ScaleSequential, stats: np.ndarray, **fields: object) -> ScaleSequential:
+def _summary(state: ScaleSequential, stats: list[list[float]], log_lr: bytes | None = None,
+             n_c: float = 0.0, n_s: float = 0.0) -> ScaleSequential:
     """The pairs' e-values averaged with equal weights, and the pair with the most evidence."""
-    logs = stats[:, 0]
-    top = float(logs.max())
-    log_e = top + math.log(float(np.exp(logs - top).mean()))
-    return replace(state, **fields, log_e=log_e, max_log_e=max(state.max_log_e, log_e),
-                   best=int(np.argmax(logs)))
+    logs = [row[0] for row in stats]
+    top = max(logs)
+    log_e = top + math.log(sum([math.exp(v - top) for v in logs]) / len(logs))
+    stepped = log_lr is not None
+    return ScaleSequential(
+        limit=state.limit, les=state.les, pairs=state.pairs, prior=state.prior,
+        log_lr=state.log_lr if log_lr is None else log_lr,
+        pair_stats=pack(np.array(stats)) if stepped else state.pair_stats,
+        n_c=state.n_c + n_c, n_s=state.n_s + n_s, ticks=state.ticks + stepped, log_e=log_e,
+        max_log_e=max(state.max_log_e, log_e), best=logs.index(top))
 
 
-def scale_sequential_update(state: ScaleSequential, canary: Buckets, stable: Buckets) -> ScaleSequential:
-    """Add one tick's (non-cumulative in time, cumulative over le) buckets of both arms."""
+@dataclass
+class _Tick:
+    """One state's tick, ready for the grid: each pair's canary requests above e and stable's above b."""
+
+    state: ScaleSequential
+    stats: list[list[float]]
+    hits: list[float]
+    others: list[float]
+    n_c: float
+    n_s: float
+
+
+def _prepare(state: ScaleSequential, canary: Buckets, stable: Buckets) -> ScaleSequential | _Tick:
+    """The tick's inputs, or the new state when the tick does not touch the grid."""
     les = tuple(float(le) for le, _ in canary)
     if les != tuple(float(le) for le, _ in stable):
         return state
@@ -120,21 +139,68 @@ def scale_sequential_update(state: ScaleSequential, canary: Buckets, stable: Buc
             return state
     above_c, above_s = _tails(bucket_counts(canary)), _tails(bucket_counts(stable))
     n_c, n_s = above_c[0], above_s[0]
-    stats = unpack(state.pair_stats).reshape(len(state.pairs), _STATS)
+    stats = unpack(state.pair_stats).reshape(len(state.pairs), _STATS).tolist()
     if not (0.0 < n_c < math.inf and 0.0 < n_s < math.inf):
         return _summary(state, stats)  # a tick without requests in an arm (or unusable) carries nothing
-    hits = np.array([above_c[e + 1] for _, e in state.pairs])
-    others = np.array([above_s[b + 1] for b, _ in state.pairs])
-    u, expm1_u, log_weights = state.prior.arrays
-    q0 = 1.0 * n_c / (1.0 * n_c + n_s)
+    return _Tick(state, stats, [above_c[e + 1] for _, e in state.pairs], [above_s[b + 1] for b, _ in state.pairs],
+                 n_c, n_s)
+
+
+def _stacked(ticks: list[_Tick]) -> tuple[np.ndarray, np.ndarray]:
+    """The ticks' grids one above the other, and each row's null cost log(1 + q0·(e^u − 1))."""
+    expm1_u = ticks[0].state.prior.arrays[1]
+    if len(ticks) == 1:
+        t = ticks[0]
+        return (unpack(t.state.log_lr).reshape(len(t.hits), -1),
+                np.log1p(1.0 * t.n_c / (1.0 * t.n_c + t.n_s) * expm1_u))
+    q0 = np.array([1.0 * t.n_c / (1.0 * t.n_c + t.n_s) for t in ticks for _ in t.hits])[:, None]
+    return np.vstack([unpack(t.state.log_lr).reshape(len(t.hits), -1) for t in ticks]), np.log1p(q0 * expm1_u)
+
+
+def _grid_step(ticks: list[_Tick]) -> list[ScaleSequential]:
+    """Each tick's pairs added to its grid, all the rows of all the ticks (one prior) in one pass."""
+    u, _, log_weights = ticks[0].state.prior.arrays
+    rows = [row for t in ticks for row in t.stats]
+    hit_list = [h for t in ticks for h in t.hits]
+    other_list = [o for t in ticks for o in t.others]
+    hits, others = np.array(hit_list)[:, None], np.array(other_list)[:, None]
+    grid, cost = _stacked(ticks)
+    grid = grid + hits * u - (hits + others) * cost
     # A pair without errors this tick adds exactly zero (0·u, 0·cost), and keeps its previous log E.
-    grid = unpack(state.log_lr).reshape(len(state.pairs), -1)
-    grid = grid + hits[:, None] * u - (hits + others)[:, None] * np.log1p(q0 * expm1_u)
-    stepped = hits + others > 0
-    log_e = np.where(stepped, log_sum_exp_rows(grid + log_weights), stats[:, 0])
-    stats = np.column_stack((log_e, np.maximum(stats[:, 1], log_e), stats[:, 2] + hits, stats[:, 3] + others))
-    return _summary(state, stats, log_lr=pack(grid), pair_stats=pack(stats), n_c=state.n_c + n_c,
-                    n_s=state.n_s + n_s, ticks=state.ticks + 1)
+    stepped = [i for i, (a, b) in enumerate(zip(hit_list, other_list, strict=True)) if a + b > 0]
+    if stepped:
+        for i, e in zip(stepped, log_sum_exp_rows(grid[stepped] + log_weights), strict=True):
+            rows[i][0] = e
+    for row, a, b in zip(rows, hit_list, other_list, strict=True):
+        row[1], row[2], row[3] = max(row[1], row[0]), row[2] + a, row[3] + b
+    out, start = [], 0
+    for t in ticks:
+        out.append(_summary(t.state, t.stats, pack(grid[start:start + len(t.hits)]), t.n_c, t.n_s))
+        start += len(t.hits)
+    return out
+
+
+def scale_sequential_update(state: ScaleSequential, canary: Buckets, stable: Buckets) -> ScaleSequential:
+    """Add one tick's (non-cumulative in time, cumulative over le) buckets of both arms."""
+    tick = _prepare(state, canary, stable)
+    return _grid_step([tick])[0] if isinstance(tick, _Tick) else tick
+
+
+def scale_sequential_update_many(states: Sequence[ScaleSequential], canary: Sequence[Buckets],
+                                 stable: Sequence[Buckets]) -> list[ScaleSequential]:
+    """`scale_sequential_update` of each state with its own buckets: the same results, one grid pass for all
+    the states on one prior (many canaries' tests at once)."""
+    out: list[ScaleSequential] = []
+    ready: dict[int, list[tuple[int, _Tick]]] = {}
+    for i, (st, c, s) in enumerate(zip(states, canary, stable, strict=True)):
+        tick = _prepare(st, c, s)
+        out.append(tick if isinstance(tick, ScaleSequential) else st)
+        if isinstance(tick, _Tick):
+            ready.setdefault(id(tick.state.prior), []).append((i, tick))
+    for group in ready.values():
+        for (i, _), new in zip(group, _grid_step([t for _, t in group]), strict=True):
+            out[i] = new
+    return out
 
 
 def best_pair(state: ScaleSequential) -> tuple[float, float] | None:
