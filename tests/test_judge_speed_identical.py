@@ -207,3 +207,26 @@ def test_observe_many_with_mixed_canaries() -> None:
                     assert (x is None) == (y is None) and (x is None or _close(x, y)), (a.name, x, y)
             batched[k] = state
     assert judge.observe_many([], [], s) == []
+
+
+def test_records_built_without_init_are_whole() -> None:
+    """The records the judge builds without their __init__ (analysis.frozen) have every field, equal the
+    ones their __init__ makes, and stay frozen."""
+    import dataclasses
+
+    from canaryd.analysis import judge
+    from canaryd.analysis.frozen import complete
+    from canaryd.analysis.settings import JudgeSettings
+
+    js = _bench()
+    s = JudgeSettings()
+    state = judge.start(s, 0.0, weight=5.0)
+    for snap, _ in js._snapshots(js.build_corpus(1, 6))[0]:
+        j, state = judge.observe(state, snap, s)
+    seq = state.sequentials
+    built = [j, state, seq, seq.error_rate, seq.success_rate, seq.latency_p95, seq.latency_p99, *j.metrics]
+    for obj in built:
+        assert complete(obj), type(obj)
+        assert type(obj)(**{f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}) == obj
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            obj.__setattr__(dataclasses.fields(obj)[0].name, None)

@@ -24,7 +24,7 @@ class Status(str, Enum):
     SKIPPED = "skipped"  # no source at all, disabled, or not applicable: does not block
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # made every tick and never kept: not frozen, whose __init__ costs µs per field
 class Check:
     name: str
     action: Action
@@ -82,7 +82,7 @@ def _rate(x: float, n: float) -> float | None:
 # ---------------------------------------------------------------------------------------------- counts
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _RatioPass:
     ratio_within: bool  # the ratio's upper bound is at most r0
     rate_within: bool  # the canary rate's upper bound is at most stable's + tolerance_pp

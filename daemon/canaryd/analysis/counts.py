@@ -20,6 +20,8 @@ from functools import cached_property
 import numpy as np
 from scipy import special
 
+from .frozen import build
+
 # --------------------------------------------------------------------------------------------------
 # Shared pieces
 
@@ -80,7 +82,7 @@ def _exp(log_value: float) -> float:
 # Fixed horizon: canary / stable rate ratio
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # made every tick and never kept: not frozen, whose __init__ costs µs per field
 class RatioTest:
     """Conditional binomial test of H0: rate_c / rate_s <= r0 (one-sided, 'canary worse')."""
 
@@ -133,7 +135,7 @@ def rate_ratio_test(
 # Fixed horizon: one arm against an absolute limit
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # made every tick and never kept: not frozen, whose __init__ costs µs per field
 class LimitTest:
     """Exact binomial test of H0: rate <= limit (one-sided, 'worse than the limit')."""
 
@@ -443,8 +445,8 @@ def limit_sequential_update(state: LimitSequential, dx: float, dn: float) -> Lim
     dx = min(inc[0], dn)
     x, n, prior = state.x + dx, state.n + dn, state.prior
     log_e = _log_sum_exp(np.dot((x, n, 1.0), prior.limit_rows(state.limit)))
-    return LimitSequential(limit=state.limit, prior=prior, log_e=log_e, max_log_e=max(state.max_log_e, log_e),
-                           x=x, n=n, ticks=state.ticks + 1)
+    return build(LimitSequential, limit=state.limit, prior=prior, log_e=log_e,
+                 max_log_e=max(state.max_log_e, log_e), x=x, n=n, ticks=state.ticks + 1)
 
 
 def limit_sequential_update_many(states: Sequence[LimitSequential], dx: Sequence[float],
@@ -471,6 +473,6 @@ def limit_sequential_update_many(states: Sequence[LimitSequential], dx: Sequence
     n = np.array([n for _, _, n in rows])[:, None]
     for (i, xi, ni), e in zip(rows, log_sum_exp_rows(x * u + n * minus_cost + log_weights), strict=True):
         st = states[i]
-        out[i] = LimitSequential(limit=st.limit, prior=prior, log_e=e, max_log_e=max(st.max_log_e, e), x=xi,
-                                 n=ni, ticks=st.ticks + 1)
+        out[i] = build(LimitSequential, limit=st.limit, prior=prior, log_e=e, max_log_e=max(st.max_log_e, e),
+                       x=xi, n=ni, ticks=st.ticks + 1)
     return out

@@ -52,7 +52,7 @@ DETECT_P = 0.01  # dispersion is reported when the share's chi-square over the t
 Tick = tuple[float, float, float, float]  # x_c, x_s, n_c, n_s
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # made every tick and never kept: not frozen, whose __init__ costs µs per field
 class DispersionEstimate:
     v: float  # V above: extra variance of the share, relative
     v_bar: float  # the ticks' information-weighted v = m·q·(1 − q)
@@ -70,54 +70,71 @@ class DispersionEstimate:
         return 1.0 + self.v * self.v_bar
 
 
-def _pooled_ratio(arr: np.ndarray) -> float:
-    x_c, x_s, n_c, n_s = arr.sum(axis=0).tolist()
+def _pooled_ratio(ticks: list[list[float]]) -> float:
+    x_c, x_s, n_c, n_s = (sum([t[i] for t in ticks]) for i in range(4))
     return ((x_c + 0.5) / n_c) / ((x_s + 0.5) / n_s)
 
 
+def _v_bar(rows: list[list[float]], r0: float) -> float:
+    """The ticks' information-weighted v = m·q0·(1 − q0) at the null's q0."""
+    v0 = [(x_c + x_s) * q0 * (1.0 - q0) for x_c, x_s, q0 in ((t[0], t[1], r0 * t[2] / (r0 * t[2] + t[3])) for t in rows)]
+    return sum([v * v for v in v0]) / max(sum(v0), 1e-12)
+
+
+def _moments(rows: list[list[float]], rho: float) -> tuple[float, float]:
+    """(Pearson chi-square of the share against the pooled ratio, V by moments)."""
+    k = len(rows)
+    q = [rho * t[2] / (rho * t[2] + t[3]) for t in rows]
+    v = [max((t[0] + t[1]) * qi * (1.0 - qi), 1e-9) for t, qi in zip(rows, q, strict=True)]
+    # one degree of freedom went to the pooled ratio
+    d = [t[0] - (t[0] + t[1]) * qi for t, qi in zip(rows, q, strict=True)]
+    r2 = [di * di * k / (k - 1) for di in d]
+    chi2 = sum([a / b for a, b in zip(r2, v, strict=True)]) * (k - 1) / k
+    return chi2, max(0.0, sum([a - b for a, b in zip(r2, v, strict=True)]) / sum([b * b for b in v]))
+
+
 def estimate(ticks: tuple[Tick, ...] | np.ndarray, r0: float) -> DispersionEstimate:
-    """V by moments, sum((x − m·q)² − v) / sum(v²), leaning high while there are few ticks."""
+    """V by moments, sum((x − m·q)² − v) / sum(v²), leaning high while there are few ticks.
+
+    On plain floats: at most HISTORY ticks are faster in Python than in numpy's per-call overhead.
+    """
     k = len(ticks)
     if k == 0:
         return DispersionEstimate(v=PRIOR_V, v_bar=0.0, chi2=0.0, df=0, p_value=1.0)
-    arr = np.asarray(ticks, dtype=float)
-    x_c, m, n_c, n_s = arr[:, 0], arr[:, 0] + arr[:, 1], arr[:, 2], arr[:, 3]
-    q0 = r0 * n_c / (r0 * n_c + n_s)
-    v0 = m * q0 * (1.0 - q0)
-    v_bar = float((v0 * v0).sum() / max(v0.sum(), 1e-12))
+    rows = ticks.tolist() if isinstance(ticks, np.ndarray) else [[float(v) for v in t] for t in ticks]
+    v_bar = _v_bar(rows, r0)
     prior = PRIOR_V * PRIOR_DECAY ** (k - 1) if k <= PRIOR_TICKS else 0.0
     if k < MIN_TICKS:
         return DispersionEstimate(v=prior, v_bar=v_bar, chi2=0.0, df=0, p_value=1.0)
-    rho = _pooled_ratio(arr)
-    q = rho * n_c / (rho * n_c + n_s)
-    v = np.maximum(m * q * (1.0 - q), 1e-9)
-    r2 = (x_c - m * q) ** 2 * k / (k - 1)  # one degree of freedom went to the pooled ratio
+    rho = _pooled_ratio(rows)
     df = k - 1
-    chi2 = float((r2 / v).sum()) * (k - 1) / k
+    chi2, v_hat = _moments(rows, rho)
     p_value = float(special.chdtrc(df, chi2))
-    v_hat = max(0.0, float((r2 - v).sum() / (v * v).sum()))
     # Binomial ticks give a noisy positive V half the time, and discounting them would only slow detection:
     # the data's V counts once the share (or stable's rate) is visibly overdispersed. A V estimated from few
     # ticks is itself uncertain, and underestimating it is what gives false rollbacks, so lean high.
     inflate = 1.0 + 1.5 / math.sqrt(k)
-    v_use = max(v_hat * inflate if p_value < GATE_P else 0.0, _stable_v(arr[:, 1], n_s) * inflate)
+    v_use = max(v_hat * inflate if p_value < GATE_P else 0.0,
+                _stable_v([t[1] for t in rows], [t[3] for t in rows]) * inflate)
     return DispersionEstimate(v=max(prior, v_use), v_bar=v_bar, chi2=chi2, df=df, p_value=p_value)
 
 
-def _stable_v(x_s: np.ndarray, n_s: np.ndarray) -> float:
+def _stable_v(x_s: list[float], n_s: list[float]) -> float:
     """V from stable's own tick-to-tick rate, doubled (bursts in each arm alike), once visibly not binomial.
 
     Stable's many errors show bursts a tick or two before the canary's share can; a burst shared by both
     arms (which the share does not see) only makes the test more careful than it needs to be.
     """
     k = len(x_s)
-    mean = x_s.sum() / n_s.sum() * n_s
-    if k < 2 or not np.all(mean > 0):
+    rate = sum(x_s) / sum(n_s)
+    mean = [rate * b for b in n_s]
+    if k < 2 or not all(mu > 0 for mu in mean):
         return 0.0
-    r2 = (x_s - mean) ** 2 * k / (k - 1)
-    if float(special.chdtrc(k - 1, float(((x_s - mean) ** 2 / mean).sum()))) >= GATE_P:
+    d2 = [(a - mu) * (a - mu) for a, mu in zip(x_s, mean, strict=True)]
+    if float(special.chdtrc(k - 1, sum([d / mu for d, mu in zip(d2, mean, strict=True)]))) >= GATE_P:
         return 0.0
-    return 2.0 * max(0.0, float((r2 - mean).sum() / (mean * mean).sum()))
+    r2 = [d * k / (k - 1) for d in d2]
+    return 2.0 * max(0.0, sum([a - mu for a, mu in zip(r2, mean, strict=True)]) / sum([mu * mu for mu in mean]))
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import numpy as np
 from .snapshot import Buckets
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # made every tick and never kept: not frozen, whose __init__ costs µs per field
 class MannWhitney:
     """One-sided test 'canary slower than stable'.
 
@@ -163,6 +163,8 @@ def _normalise(buckets: Buckets) -> list[tuple[float, float]] | None:
 
     None when the histogram is unusable (no +Inf bucket, or a NaN le).
     """
+    if type(buckets) is WellFormed:
+        return buckets  # type: ignore[return-value]  # checked when made: read as it is
     if _well_formed(buckets):
         return list(buckets)  # the usual case (the judge's own buckets): nothing to repair
     items = sorted((float(le), float(c)) for le, c in buckets)
@@ -266,6 +268,11 @@ def bucket_counts(buckets: Buckets) -> tuple[float, ...]:
     """
     out: list[float] = []
     prev = 0.0
+    if type(buckets) is WellFormed:  # increasing le, counts never decrease, no NaN: nothing to check
+        for _, c in buckets:
+            out.append(c - prev)
+            prev = c
+        return tuple(out)
     prev_le = -math.inf
     nan = False
     for le, c in buckets:
@@ -288,18 +295,30 @@ def delta_buckets(later: Buckets, earlier: Buckets) -> Buckets:
     The le sets must match. A negative difference (a counter reset) is clamped to 0. Buckets that come
     out well formed are marked so (WellFormed), and the readers that follow do not check them again.
     """
+    if len(later) != len(earlier):
+        _different_les(later, earlier)
     out = []
-    same = len(later) == len(earlier)
-    if same:
-        for (le, c1), (le0, c0) in zip(later, earlier, strict=True):
-            if le is not le0 and float(le) != float(le0):
-                same = False
-                break
+    ok = bool(later)  # whether the result is well formed (see _well_formed), checked on the way
+    prev_le, prev_d = -math.inf, -math.inf
+    for (le, c1), (le0, c0) in zip(later, earlier, strict=True):
+        if le != le0 and le is not le0 and float(le) != float(le0):
+            _different_les(later, earlier)
+        d = c1 - c0
+        if type(d) is not float:  # ints, numpy scalars: the difference as a float, like the floats'
             d = float(c1) - float(c0)
-            out.append((le, d if d > 0.0 else max(d, 0.0)))
-    if not same:
-        raise ValueError(
-            f"buckets: later and earlier snapshots have different le sets: {[float(b[0]) for b in later]!r} vs "
-            f"{[float(b[0]) for b in earlier]!r}"
-        )
-    return WellFormed(out) if _well_formed(out) else tuple(out)  # type: ignore[arg-type]
+        if not d > 0.0:
+            d = max(d, 0.0)
+        if ok and not (le > prev_le and d >= prev_d):
+            ok = False
+        prev_le, prev_d = le, d
+        out.append((le, d))
+    if ok and prev_le == math.inf:
+        return WellFormed(out)
+    return tuple(out)
+
+
+def _different_les(later: Buckets, earlier: Buckets) -> None:
+    raise ValueError(
+        f"buckets: later and earlier snapshots have different le sets: {[float(b[0]) for b in later]!r} vs "
+        f"{[float(b[0]) for b in earlier]!r}"
+    )

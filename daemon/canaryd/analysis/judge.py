@@ -21,6 +21,7 @@ from .counts import (
 )
 from .dispersion import RobustRatio, robust_ratio_start, robust_ratio_update, robust_ratio_update_many
 from .durations import format_duration
+from .frozen import build
 from .latency import (
     ScaleSequential,
     scale_sequential_start,
@@ -129,13 +130,11 @@ _UPDATE_MANY = {"robust": robust_ratio_update_many, "scale": scale_sequential_up
 def _with_updates(seq: Sequentials, updates: dict[str, object]) -> Sequentials:
     if not updates:
         return seq
-    get = updates.get  # a plain constructor: dataclasses.replace costs more than the tests it carries
-    return Sequentials(error_ratio=get("error_ratio", seq.error_ratio),  # type: ignore[arg-type]
-                       latency_ratio=get("latency_ratio", seq.latency_ratio),  # type: ignore[arg-type]
-                       error_rate=get("error_rate", seq.error_rate),  # type: ignore[arg-type]
-                       success_rate=get("success_rate", seq.success_rate),  # type: ignore[arg-type]
-                       latency_p95=get("latency_p95", seq.latency_p95),  # type: ignore[arg-type]
-                       latency_p99=get("latency_p99", seq.latency_p99))  # type: ignore[arg-type]
+    get = updates.get  # not dataclasses.replace: it costs more than the tests it carries
+    return build(Sequentials, error_ratio=get("error_ratio", seq.error_ratio),
+                 latency_ratio=get("latency_ratio", seq.latency_ratio), error_rate=get("error_rate", seq.error_rate),
+                 success_rate=get("success_rate", seq.success_rate), latency_p95=get("latency_p95", seq.latency_p95),
+                 latency_p99=get("latency_p99", seq.latency_p99))
 
 
 def _sequential_inputs(seq: Sequentials, inc_c: ArmWindow, inc_s: ArmWindow, s: JudgeSettings, *,
@@ -281,8 +280,8 @@ def _settle(check: Check, adjusted: float | None, *, alpha: float, canary_gate: 
     significant = adjusted is not None and adjusted <= alpha and check.significant_ok
     verdict, reason, waiting = _verdict(check, _p_text(check, adjusted), significant=significant,
                                         canary_gate=canary_gate, gates_met=gates_met)
-    result = MetricResult(
-        name=check.name, verdict=verdict, reason=reason, action=check.action, p_value=check.p_value,
+    result = build(
+        MetricResult, name=check.name, verdict=verdict, reason=reason, action=check.action, p_value=check.p_value,
         anytime_p_value=check.anytime_p_value, adjusted_p_value=adjusted, ratio=check.ratio, ci=check.ci,
         canary=check.canary, stable=check.stable, limit=check.limit, unit=check.unit, evidence=check.evidence,
     )
@@ -419,11 +418,11 @@ def _judge_tick(state: AnalysisState, snap: Snapshot, s: JudgeSettings, w: _Wind
         decision, reasons, timed_out = _decide_paused(results)
     else:
         decision, reasons, timed_out = _decide(results, waiting, gate_reasons, elapsed, s)
-    judgement = Judgement(decision=decision, at=snap.t, reasons=tuple(reasons), metrics=results,
-                          gates_met=gates_met, timed_out=timed_out, canary_requests=c.requests or 0.0,
-                          stable_requests=st.requests or 0.0, elapsed=elapsed)
-    new_state = AnalysisState(step_started_at=state.step_started_at, weight=weight, baseline=w.baseline,
-                              last=snap, sequentials=seq, seen=seen)
+    judgement = build(Judgement, decision=decision, at=snap.t, reasons=tuple(reasons), metrics=results,
+                      gates_met=gates_met, timed_out=timed_out, canary_requests=c.requests or 0.0,
+                      stable_requests=st.requests or 0.0, elapsed=elapsed)
+    new_state = build(AnalysisState, step_started_at=state.step_started_at, weight=weight, baseline=w.baseline,
+                      last=snap, sequentials=seq, seen=seen)
     return judgement, new_state
 
 

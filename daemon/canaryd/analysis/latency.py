@@ -128,8 +128,8 @@ class _Tick:
 
 def _prepare(state: ScaleSequential, canary: Buckets, stable: Buckets) -> ScaleSequential | _Tick:
     """The tick's inputs, or the new state when the tick does not touch the grid."""
-    les = tuple(float(le) for le, _ in canary)
-    if les != tuple(float(le) for le, _ in stable):
+    les = tuple([float(b[0]) for b in canary])
+    if les != tuple([float(b[0]) for b in stable]):
         return state
     if not state.pairs or les != state.les:
         if state.pairs:
