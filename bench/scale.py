@@ -14,6 +14,8 @@ interval), so one untimed round of baseline ticks, then `--rounds` timed rounds.
   posting the increments to the canaries' tasks;
 - judge: until every canary's task has handled its tick (the judgements take turns on the loop,
   pacing.py), seen by polling the tasks' queues every 10 ms;
+- judged: the canaries judged by the tick, counted at the end of its round (a judgement carries its
+  tick's time; polling right after the tick could miss one whose turn was just woken);
 - queries: the number `tick()` returns (the target: bounded whatever N; a tick reads its slot in parts
   of 25 canaries, 8 parts at most, 4 queries each);
 - GC: time in Python's cyclic garbage collector during the tick (gc.callbacks), part of its CPU.
@@ -49,8 +51,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -173,9 +176,15 @@ def memory_mb() -> tuple[float, float]:
 async def _settled(controller: Controller, workers: list[Any], timeout: float) -> None:
     """Until every task has handled what the tick posted (polled, so as not to queue 10,000 barriers)."""
     deadline = time.monotonic() + timeout
+    quiet = -1  # the pacer's turns when the queues were last seen empty: twice in a row is settled (a turn
+    # woken by the pacer, with no queue nor waiter to show for it, runs before the next poll)
     while time.monotonic() < deadline:
-        if controller.pacer.waiting == 0 and all(w._queue.empty() for w in workers):
-            return
+        if controller.pacer.waiting == 0 and all(w.idle() for w in workers):
+            if quiet == controller.pacer.turns:
+                return
+            quiet = controller.pacer.turns
+        else:
+            quiet = -1
         await asyncio.sleep(0.01)
 
 
@@ -187,21 +196,28 @@ class Ticker:
         self.workers = list(controller.workers.values())
         self.period = controller.tick_interval()
         self.next_at = time.monotonic()
+        self.tick_at: list[float] = []  # each tick's time (the controller's clock)
 
     async def tick(self) -> TickTimes:
         await asyncio.sleep(max(0.0, self.next_at - time.monotonic()))
         self.next_at = time.monotonic() + self.period
         self.prometheus.durations.clear()
         gc0 = self.gc_time.total
-        before = time.time()
         started, cpu0 = time.perf_counter(), time.process_time()
         queries = await self.controller.tick()
         fetched, cpu1 = time.perf_counter(), time.process_time()
         await _settled(self.controller, self.workers, self.period)
         judged, cpu2 = time.perf_counter(), time.process_time()
-        n = sum(1 for w in self.workers if (w.rollout.last_judged_at or 0) >= before)
+        self.tick_at.append(self.controller.last_tick_at or 0.0)
         return TickTimes(queries, fetched - started, judged - fetched, cpu1 - cpu0, cpu2 - cpu1,
-                         max(self.prometheus.durations, default=0), n, self.gc_time.total - gc0)
+                         max(self.prometheus.durations, default=0), 0, self.gc_time.total - gc0)
+
+    async def judged(self, ticks: list[TickTimes]) -> list[TickTimes]:
+        """`ticks` with the canaries each judged, counted once they are all done: a judgement carries its
+        tick's time (last_judged_at), and a canary is judged once a round (rollout.due)."""
+        await _settled(self.controller, self.workers, 10.0)
+        at = Counter(w.rollout.last_judged_at for w in self.workers if w.config.name.startswith("svc-"))
+        return [replace(t, judged=at[a]) for t, a in zip(ticks, self.tick_at[-len(ticks):], strict=True)]
 
 
 async def _serve(controller: Controller, registry: CollectorRegistry) -> tuple[web.AppRunner, str]:
@@ -236,7 +252,9 @@ async def run_size(canaries: int, prometheus_url: str, args: argparse.Namespace,
             seconds = args.rounds * slots * ticker.period
             client = subprocess.Popen([sys.executable, __file__, "--client", url, "--seconds", f"{seconds:g}",
                                        "--out", str(out_path)])
-            out = [await ticker.tick() for _ in range(args.rounds * slots)]
+            out = []
+            for _ in range(args.rounds):
+                out += await ticker.judged([await ticker.tick() for _ in range(slots)])
             while client.poll() is None:  # the loop keeps serving the client's last requests
                 await asyncio.sleep(0.05)
             measures = json.loads(out_path.read_text()) if out_path.exists() else None

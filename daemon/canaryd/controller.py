@@ -87,7 +87,7 @@ class Controller:
         self.leadership = leadership or Leadership()  # read here; only the leader election writes it
         self.health = health or Health()  # this writes "analysis" and "prometheus"
         self.last_tick_at: float | None = None
-        self._tick_count = 0
+        self._round = (0, 1)  # (this tick's slot in the round, the round's number of slots): see _select
         self._viewed_at: dict[str, float] = {}  # when the leader last re-read a canary's route for its view
         self._index = CanaryIndex([])
         self._priming: set[asyncio.Task[None]] = set()  # the counters' reads at an analysis' start
@@ -163,7 +163,8 @@ class Controller:
     def tick_interval(self) -> float:
         """Time between ticks: the shortest analysis interval, divided among the slots (see `slots`)."""
         base = self._base_interval()
-        return max(base / self.slots(), min(base, MIN_SLOT_TICK))
+        pos, k = self._round
+        return max(base / (k if pos else self.slots()), min(base, MIN_SLOT_TICK))
 
     def _base_interval(self) -> float:
         intervals = [c.settings.interval for c in self.config.canaries] or [self.config.defaults.interval]
@@ -248,14 +249,20 @@ class Controller:
 
     def _select(self) -> tuple[list[CanaryWorker], list[CanaryWorker]]:
         """The judged canaries (progressing, or paused while still serving traffic: rollout.judged), and
-        this tick's slot of them (see `slots`)."""
+        this tick's slot of them (see `slots`).
+
+        The number of slots is fixed for a whole round: were it taken afresh each tick, a canary started
+        or stopped mid-round (1000 canaries are 5 slots, 1001 are 6) would move the others between slots,
+        and some would miss the round. A canary's slot is its place in the round (slot_of), so that when
+        the number of slots changes between rounds its reads stay about an interval apart."""
         progressing = [w for w in self.workers.values() if judged(w.rollout)]
-        k = self.slots(len(progressing))
-        slot = self._tick_count % k
-        self._tick_count += 1
+        slot, k = self._round
+        if slot == 0:
+            k = self.slots(len(progressing))
+        self._round = ((slot + 1) % k, k)
         if k == 1:
             return progressing, progressing
-        return progressing, [w for w in progressing if zlib.crc32(w.key.encode()) % k == slot]
+        return progressing, [w for w in progressing if slot_of(w.key, k) == slot]
 
     def _refresh_views(self, now: float, workers: list[CanaryWorker]) -> None:
         """Post a Refresh to each of `workers` whose route was not re-read within its interval."""
@@ -358,3 +365,9 @@ class Controller:
     def canaries(self) -> list[dict[str, Any]]:
         return [w.status() for w in self.workers.values()]
 
+
+
+def slot_of(key: str, slots: int) -> int:
+    """A canary's slot among `slots`: its key's hash as a fraction of the round, so the same canary keeps
+    about the same moment in the interval whatever the number of slots."""
+    return (zlib.crc32(key.encode()) * slots) >> 32
