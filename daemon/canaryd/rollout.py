@@ -23,6 +23,7 @@ from .rollout_types import (
     ROLLBACK_CAUSES,
     AlreadyDone,
     Effect,
+    LastDecision,
     Notify,
     Phase,
     Promote,
@@ -81,7 +82,7 @@ class Rollout:
             "paused_reason": self.paused_reason,
             "awaiting_promotion": self.awaiting_promotion,
             "auto_promote": self.auto_promote,
-            "last_decision": self.last_decision,
+            "last_decision": None if self.last_decision is None else dict(self.last_decision),
             "history": list(self.history),
             "preparing": self.preparing,
             "version": self.version,
@@ -173,12 +174,12 @@ def _record(r: Rollout, *, at: float, decision: str, trigger: Trigger, reasons: 
     holds, one each interval, would otherwise push every other decision out of the history)."""
     entry = {"at": at, "decision": decision, "trigger": trigger.value, "step": r.step, "weight": r.weight,
              "reasons": list(reasons)}
-    last = dict(entry)
+    last = LastDecision(entry)
     if judgement is not None:
-        last["metrics"] = [m.to_json() for m in judgement.metrics]
-        last["gates_met"] = judgement.gates_met
-        last["canary_requests"] = judgement.canary_requests
-        last["stable_requests"] = judgement.stable_requests
+        last = LastDecision({**entry, "metrics": None, "gates_met": judgement.gates_met,
+                             "canary_requests": judgement.canary_requests,
+                             "stable_requests": judgement.stable_requests},
+                            [m.to_json() for m in judgement.metrics])
     tick = timeline.entry(at=at, decision=decision, trigger=trigger.value, step=r.step, weight=r.weight,
                           reasons=reasons, judgement=judgement)
     history = r.history

@@ -3,7 +3,9 @@ SavedState annotation type a rollout is saved in."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import zlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
 from types import MappingProxyType
@@ -154,6 +156,35 @@ class SavedState:
         """The state after a promotion or rollback made outside a rollout's own decisions."""
         return replace(self, phase=phase, weight=0, paused_reason=None, awaiting_promotion=False,
                        last_decision={"decision": decision, "trigger": trigger.value, "at": at, "reasons": [reason]})
+
+
+class LastDecision(Mapping[str, Any]):
+    """A rollout's last decision, as the API shows it. Its per-metric results (`metrics`, ~3.5 kB of JSON,
+    8 kB as dicts) are kept as compressed JSON, decoded when read: only the API and the report read them,
+    and a daemon keeps one last decision per canary."""
+
+    __slots__ = ("_fields", "_metrics")
+
+    def __init__(self, fields: Mapping[str, Any], metrics: list[dict[str, Any]] | None = None) -> None:
+        self._fields = dict(fields)
+        self._metrics: bytes | None = None
+        if metrics is not None:
+            self._fields["metrics"] = None  # its place among the keys
+            self._metrics = zlib.compress(json.dumps(metrics, separators=(",", ":")).encode(), 1)
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "metrics" and self._metrics is not None:
+            return json.loads(zlib.decompress(self._metrics))
+        return self._fields[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __repr__(self) -> str:
+        return f"LastDecision({dict(self)!r})"
 
 
 def _float(x: object) -> float | None:

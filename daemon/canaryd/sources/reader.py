@@ -7,8 +7,9 @@ differenced here (counters.advance): exact counts, and no window shorter than tw
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from ..analysis.snapshot import ArmSnapshot
 from ..config import CanaryConfig, Queries
@@ -17,6 +18,10 @@ from .plausible import implausible
 from .prometheus import ArmTarget, FetchResult, PrometheusClient, fetch_increments
 
 ARMS = ("canary", "stable")
+
+# An arm's counter totals as kept between reads: requests, errors, successes, the bucket bounds (one shared
+# tuple per layout) and the bucket counts packed. As an ArmSnapshot of pairs it was ~2 kB an arm.
+_Totals = tuple[float | None, float | None, float | None, tuple[float, ...] | None, array | None]
 
 
 @dataclass(frozen=True)
@@ -34,7 +39,8 @@ class CounterReader:
         self.prometheus = prometheus
         self._default_queries: Mapping[str, str | None] = asdict(Queries())
         self._targets: dict[str, tuple[tuple[ArmTarget, ...], Mapping[str, str | None] | None]] = {}
-        self._totals: dict[tuple[str, str], ArmSnapshot] = {}  # counter totals at the last good read
+        self._totals: dict[tuple[str, str], _Totals] = {}  # counter totals at the last good read
+        self._layouts: dict[tuple[float, ...], tuple[float, ...]] = {}  # each bucket layout once, shared
         self.configure(canaries)
 
     def configure(self, canaries: Iterable[CanaryConfig]) -> None:
@@ -84,9 +90,34 @@ class CounterReader:
                     self._advance(k, arm, result)
 
     def _advance(self, key: str, arm: str, result: FetchResult) -> ArmSnapshot:
-        inc, self._totals[(key, arm)] = advance(self._totals.get((key, arm)),
-                                                result.increments.get((key, arm)) or ArmSnapshot())
+        cur = self._shared_bounds(result.increments.get((key, arm)) or ArmSnapshot())
+        prev = self._totals.get((key, arm))
+        inc, total = advance(None if prev is None else _unpack(prev), cur)
+        self._totals[(key, arm)] = _pack(total, self._layouts)
         return inc
+
+    def _shared_bounds(self, arm: ArmSnapshot) -> ArmSnapshot:
+        """`arm` with its bucket bounds the layout's shared floats: the increments and the rollouts' sums
+        made from them then hold no bounds of their own."""
+        if arm.buckets is None:
+            return arm
+        les = tuple(le for le, _ in arm.buckets)
+        shared = self._layouts.setdefault(les, les)
+        return replace(arm, buckets=tuple(zip(shared, (c for _, c in arm.buckets), strict=True)))
+
+
+def _pack(a: ArmSnapshot, layouts: dict[tuple[float, ...], tuple[float, ...]]) -> _Totals:
+    """The counters `advance` compares (not the gauges: each read brings its own), the bounds shared."""
+    if a.buckets is None:
+        return a.requests, a.errors, a.successes, None, None
+    les = tuple(le for le, _ in a.buckets)
+    return a.requests, a.errors, a.successes, layouts.setdefault(les, les), array("d", (c for _, c in a.buckets))
+
+
+def _unpack(t: _Totals) -> ArmSnapshot:
+    requests, errors, successes, les, counts = t
+    buckets = None if les is None or counts is None else tuple(zip(les, counts, strict=True))
+    return ArmSnapshot(requests=requests, errors=errors, successes=successes, buckets=buckets)
 
 
 def _implausible(key: str, result: FetchResult) -> str | None:
