@@ -205,24 +205,26 @@ class CanaryWorker(CanaryDelivery, CanaryPods):
             self.health.set_problem(f"canary {self.key}", "its task died; see the logs")
 
     async def _serve(self) -> None:
-        while True:
-            item = await self._get()
-            try:
-                result = await self._handle(item.message)
-            except asyncio.CancelledError:
-                if item.done is not None and not item.done.done():
-                    item.done.cancel()
-                raise
-            except Exception as e:  # guarded: one command's failure never stops the canary's task
-                if item.done is not None and not item.done.done():
-                    item.done.set_exception(e)
-                elif not isinstance(e, ro.TransitionError | ActuationError):
-                    log.exception("canary task error", extra={"canary": self.key})
-            else:
-                if item.done is not None and not item.done.done():
-                    item.done.set_result(result)
-            self._watch_pods()
-            self._prime_if_started()
+        while True:  # one message at a time, none kept while waiting for the next (one idle task a canary)
+            await self._serve_one(await self._get())
+
+    async def _serve_one(self, item: _Item) -> None:
+        try:
+            await self._handle(item.message)
+        except asyncio.CancelledError:
+            if item.done is not None and not item.done.done():
+                item.done.cancel()
+            raise
+        except Exception as e:  # guarded: one command's failure never stops the canary's task
+            if item.done is not None and not item.done.done():
+                item.done.set_exception(e)
+            elif not isinstance(e, ro.TransitionError | ActuationError):
+                log.exception("canary task error", extra={"canary": self.key})
+        else:
+            if item.done is not None and not item.done.done():
+                item.done.set_result(self.status())  # only when someone waits for it
+        self._watch_pods()
+        self._prime_if_started()
 
     def _prime_if_started(self) -> None:
         """A new analysis (a start, pods available, a restart's resume) counts from its start: the counters
@@ -237,7 +239,7 @@ class CanaryWorker(CanaryDelivery, CanaryPods):
 
     # ------------------------------------------------------------------------------------------ handling
 
-    async def _handle(self, message: Message) -> dict[str, Any]:
+    async def _handle(self, message: Message) -> None:
         if isinstance(message, Refresh):
             await self._refresh(message.at_start)
         elif isinstance(message, ObserveRoute):
@@ -256,7 +258,6 @@ class CanaryWorker(CanaryDelivery, CanaryPods):
             await self._deliver(message)
         else:
             message()
-        return self.status()
 
     async def _refresh(self, at_start: bool = False) -> None:
         try:

@@ -9,6 +9,8 @@ the page starts again from the restart (the decision history, which is saved, st
 
 from __future__ import annotations
 
+import math
+import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -22,27 +24,69 @@ REASON_CHARS = 300  # a hold's reason is kept, shortened: it repeats every tick
 COUNT_KEYS = ("canary_errors", "canary_requests", "stable_errors", "stable_requests")
 
 
-@dataclass(frozen=True, slots=True)
+_NUMBERS = struct.Struct("<11d")  # canary, stable, limit, band (2), anytime_p, adjusted_p, counts (4); NaN: None
+_NONE = math.nan
+
+
 class MetricPoint:
-    name: str
-    verdict: str
-    action: str
-    unit: str = ""
-    canary: float | None = None
-    stable: float | None = None
-    limit: float | None = None
-    band: tuple[float, float] | None = None  # the canary's rate interval over the step (%), when the check has one
-    anytime_p: float | None = None
-    adjusted_p: float | None = None
-    counts: tuple[float, float, float, float] | None = None  # COUNT_KEYS, over the step so far
-    reason: str | None = None  # only for fail and warn
+    """One metric at one tick. Its numbers are packed (88 bytes; as floats and tuples they were ~400): a
+    daemon keeps up to TICKS entries of six metrics per rollout. Read-only, like the values it records."""
+
+    __slots__ = ("name", "verdict", "action", "unit", "reason", "_numbers")
+
+    def __init__(self, name: str, verdict: str, action: str, unit: str = "", canary: float | None = None,
+                 stable: float | None = None, limit: float | None = None, band: tuple[float, float] | None = None,
+                 anytime_p: float | None = None, adjusted_p: float | None = None,
+                 counts: tuple[float, float, float, float] | None = None, reason: str | None = None) -> None:
+        set_ = object.__setattr__
+        for k, v in (("name", name), ("verdict", verdict), ("action", action), ("unit", unit), ("reason", reason)):
+            set_(self, k, v)
+        values = (canary, stable, limit, *(band or (None, None)), anytime_p, adjusted_p, *(counts or (None,) * 4))
+        set_(self, "_numbers", _NUMBERS.pack(*(_NONE if v is None else v for v in values)))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"MetricPoint is read-only: {name}")
+
+    def _values(self) -> tuple[float | None, ...]:
+        return tuple(None if v != v else v for v in _NUMBERS.unpack(self._numbers))
+
+    canary = property(lambda self: self._values()[0])
+    stable = property(lambda self: self._values()[1])
+    limit = property(lambda self: self._values()[2])
+    anytime_p = property(lambda self: self._values()[5])
+    adjusted_p = property(lambda self: self._values()[6])
+
+    @property
+    def band(self) -> tuple[float, float] | None:
+        """The canary's rate interval over the step (%), when the check has one."""
+        lo, hi = self._values()[3:5]
+        return None if lo is None or hi is None else (lo, hi)
+
+    @property
+    def counts(self) -> tuple[float, float, float, float] | None:
+        """COUNT_KEYS, over the step so far."""
+        c = self._values()[7:]
+        return None if any(x is None for x in c) else c  # type: ignore[return-value]
+
+    def _key(self) -> tuple[object, ...]:
+        return self.name, self.verdict, self.action, self.unit, self.reason, self._values()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MetricPoint) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"MetricPoint({self.to_json()!r})"
 
     def to_json(self) -> dict[str, Any]:
+        band, counts = self.band, self.counts
         return {"name": self.name, "verdict": self.verdict, "action": self.action, "unit": self.unit,
                 "canary": self.canary, "stable": self.stable, "limit": self.limit,
-                "band": None if self.band is None else list(self.band), "anytime_p_value": self.anytime_p,
+                "band": None if band is None else list(band), "anytime_p_value": self.anytime_p,
                 "adjusted_p_value": self.adjusted_p,
-                "counts": None if self.counts is None else dict(zip(COUNT_KEYS, self.counts, strict=True)),
+                "counts": None if counts is None else dict(zip(COUNT_KEYS, counts, strict=True)),
                 "reason": self.reason}
 
 
