@@ -14,18 +14,19 @@ keep NaN and ±Inf for the reader's plausibility check; two series for one targe
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
 import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import aiohttp
 
 from canaryd.analysis.durations import promql_duration
-from canaryd.analysis.snapshot import ArmSnapshot, Buckets
+from canaryd.analysis.snapshot import ArmSnapshot
 from canaryd.config import render_query
 from canaryd.config.queries import LATENCY_UNITS
 from canaryd.sources import samples
@@ -48,15 +49,8 @@ class SourceError(Exception):
     """A query that could not be answered. `kind` says by whom: Prometheus itself (with its errorType),
     or the transport (connection, timeout, http status)."""
 
-    def __init__(
-        self,
-        kind: ErrorKind,
-        message: str,
-        *,
-        error_type: str | None = None,
-        status: int | None = None,
-        query: str | None = None,
-    ) -> None:
+    def __init__(self, kind: ErrorKind, message: str, *, error_type: str | None = None, status: int | None = None,
+                 query: str | None = None) -> None:
         self.kind = kind
         self.message = message
         self.error_type = error_type
@@ -66,8 +60,7 @@ class SourceError(Exception):
         super().__init__(f"Prometheus {kind} error{detail}: {message}")
 
 
-@dataclass(frozen=True)
-class Series:
+class Series(NamedTuple):  # a tuple: thousands are built per tick, a frozen dataclass is ~4x slower to make
     labels: Mapping[str, str]
     value: float
 
@@ -78,18 +71,18 @@ class RangeSeries:
     points: tuple[tuple[float, float], ...]  # (unix time, value), non-finite values dropped
 
 
+class _Answer(NamedTuple):
+    status: int
+    body: bytes
+    encoding: str  # the body's, as aiohttp resolves it (charset, else UTF-8 for JSON)
+    attempts: int
+
+
 class PrometheusClient:
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        base_url: str,
-        *,
-        timeout: float = 10,
-        retries: int = 3,
-        backoff: float = 0.2,
-        on_error: Callable[[SourceError], None] | None = None,
-        http: HttpOptions | None = None,
-    ) -> None:
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, *, timeout: float = 10, retries: int = 3,
+                 backoff: float = 0.2, on_error: Callable[[SourceError], None] | None = None,
+                 http: HttpOptions | None = None,
+                 turn: Callable[[], AbstractAsyncContextManager[None]] | None = None) -> None:
         self._session = session
         # Credentials in the URL move to basic auth, so that the URL can be logged.
         self.base_url, url_auth = split_userinfo(base_url.rstrip("/"))
@@ -100,6 +93,10 @@ class PrometheusClient:
         self.retries = retries
         self.backoff = backoff
         self._on_error = on_error
+        # Each answer is decoded as a turn of the daemon's Pacer (wiring sets it): a tick's answers arrive
+        # together, and decoded back to back they would hold the loop for tens of ms.
+        self.turn = turn if turn is not None else contextlib.nullcontext
+        self.plans = _Plans()  # fetch_increments' queries, by what they were planned for
 
     async def query(self, expr: str, at: float | None = None, *, finite: bool = True) -> list[Series]:
         """Instant query. A vector or scalar result becomes Series; an empty result is []. With `finite`
@@ -107,24 +104,25 @@ class PrometheusClient:
         params = {"query": expr}
         if at is not None:
             params["time"] = f"{at:.3f}"
-        data = await self._call("query", params, expr)
-        try:
-            kind, result = data["resultType"], data["result"]
-            if kind == "scalar":
-                rows = [({}, result)]
-            elif kind == "vector":
-                rows = [(r["metric"], r["value"]) for r in result]
-            else:
-                raise ValueError(f"resultType {kind!r} where an instant vector or scalar was expected")
-            series = [Series(samples.labels(metric), samples.sample(value)[1]) for metric, value in rows]
-        except (KeyError, TypeError, ValueError, IndexError, OverflowError) as e:
-            raise self._fail(SourceError("bad_response", f"unexpected response shape: {e}", query=expr), 1) from e
-        return [s for s in series if math.isfinite(s.value)] if finite else series
+        answer = await self._call("query", params, expr)
+        async with self.turn():
+            data = self._decode(answer, expr)
+            try:
+                kind, result = data["resultType"], data["result"]
+                if kind == "scalar":
+                    rows = [(samples.labels({}), samples.sample(result)[1])]
+                elif kind == "vector":
+                    rows = samples.vector_rows(result)
+                else:
+                    raise ValueError(f"resultType {kind!r} where an instant vector or scalar was expected")
+            except (KeyError, TypeError, ValueError, IndexError, OverflowError) as e:
+                raise self._fail(SourceError("bad_response", f"unexpected response shape: {e}", query=expr), 1) from e
+            return [Series(*r) for r in rows if not finite or math.isfinite(r[1])]
 
     async def query_range(self, expr: str, start: float, end: float, step: float) -> list[RangeSeries]:
         """Range query; series left with no finite point are dropped."""
         params = {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": promql_duration(step)}
-        data = await self._call("query_range", params, expr)
+        data = self._decode(await self._call("query_range", params, expr), expr)
         out = []
         try:
             if data["resultType"] != "matrix":
@@ -138,7 +136,9 @@ class PrometheusClient:
             raise self._fail(SourceError("bad_response", f"unexpected response shape: {e}", query=expr), 1) from e
         return out
 
-    async def _call(self, endpoint: str, params: dict[str, str], expr: str) -> Any:
+    async def _call(self, endpoint: str, params: dict[str, str], expr: str) -> _Answer:
+        """The first answer that is not a retryable error (`_decode` reads it, as a turn of the pacer);
+        raises the last error after the retries."""
         url = f"{self.base_url}/api/v1/{endpoint}"
         # Ask Prometheus to give up when we do, so an abandoned query does not keep it busy.
         form = {**params, "timeout": promql_duration(self.timeout)}
@@ -155,8 +155,8 @@ class PrometheusClient:
                     url, data=form, timeout=aiohttp.ClientTimeout(total=self.timeout), headers=headers,
                     ssl=tls if tls is not None else True, server_hostname=self._http.server_name,
                 ) as resp:
-                    status = resp.status
-                    text = await resp.text(errors="replace")  # a body that is not UTF-8 is no answer
+                    status, body = resp.status, await resp.read()
+                    encoding = resp.get_encoding()
             except TimeoutError as e:  # before ClientError: aiohttp's timeouts are both
                 retryable = SourceError("timeout", f"no answer from {url} within {self.timeout}s", query=expr)
                 cause: BaseException | None = e
@@ -164,12 +164,10 @@ class PrometheusClient:
                 retryable = SourceError("connection", f"{url}: {e or type(e).__name__}", query=expr)
                 cause = e
             else:
-                error, body = _parse_response(status, text, expr)
-                if error is None:
-                    return body["data"]  # decoded once: a tick's bucket answer is megabytes
                 if status < 500:
-                    raise self._fail(error, attempt)
-                retryable, cause = error, None
+                    return _Answer(status, body, encoding, attempt)  # a 4xx is no retry: _decode raises it
+                error, _ = _parse_response(status, body, encoding, expr)
+                retryable, cause = error or SourceError("http", f"HTTP {status}", status=status, query=expr), None
             if attempt == attempts:
                 raise self._fail(retryable, attempt) from cause
             log.debug(
@@ -179,6 +177,13 @@ class PrometheusClient:
             await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
         raise AssertionError("unreachable")
 
+    def _decode(self, answer: _Answer, expr: str) -> Any:
+        """The answer's `data`, or the SourceError it carries, raised."""
+        error, decoded = _parse_response(answer.status, answer.body, answer.encoding, expr)
+        if error is not None:
+            raise self._fail(error, answer.attempts)
+        return decoded["data"]
+
     def _fail(self, error: SourceError, attempts: int) -> SourceError:
         redact = self._http.redact
         error = SourceError(error.kind, redact(error.message), error_type=error.error_type, status=error.status,
@@ -186,27 +191,19 @@ class PrometheusClient:
         log.warning(
             "%s",
             error,
-            extra={
-                "event": "prometheus_error",
-                "kind": error.kind,
-                "error_type": error.error_type,
-                "status": error.status,
-                "query": error.query,
-                "attempts": attempts,
-                "prometheus_url": self.base_url,
-            },
+            extra={"event": "prometheus_error", "kind": error.kind, "error_type": error.error_type,
+                   "status": error.status, "query": error.query, "attempts": attempts,
+                   "prometheus_url": self.base_url},
         )
         if self._on_error is not None:
             self._on_error(error)
         return error
 
 
-def _parse_response(status: int, text: str, expr: str) -> tuple[SourceError | None, Any]:
+def _parse_response(status: int, raw: bytes, encoding: str, expr: str) -> tuple[SourceError | None, Any]:
     """(None, the decoded body) for a successful answer, else (the error it carries, None)."""
-    try:
-        body = json.loads(text)
-    except (ValueError, RecursionError):  # not JSON, or nested beyond what the decoder follows
-        body = None
+    body = samples.loads(raw, encoding)
+    text = raw[:800].decode(encoding, errors="replace")  # for the messages (200 characters at most)
     if isinstance(body, dict) and body.get("status") == "error":
         return SourceError(
             "prometheus",
@@ -327,37 +324,8 @@ def _wrap(series: str, by: tuple[str, ...], window: str | None) -> str:
     return f"sum by ({', '.join(by)}) (increase({series}[{window}]))"
 
 
-def _buckets(rows: Sequence[tuple[str, float]], scale: float = 1.0) -> Buckets | None:
-    """Cumulative (le, count) sorted, +Inf last, monotone; None without a +Inf bucket."""
-    by_le: dict[float, float] = defaultdict(float)
-    for le, value in rows:
-        try:
-            bound = float(le) * scale  # "+Inf", "0.05", "1e-3", "1.0"
-        except ValueError:
-            continue
-        if not math.isnan(bound):
-            by_le[bound] += value  # "1" and "1.0" from different client libraries are one bucket
-    total = by_le.get(math.inf)
-    if total is None:
-        return None
-    out: list[tuple[float, float]] = []
-    running = 0.0
-    for bound in sorted(by_le):
-        # increase() extrapolates each bucket series on its own, so neighbours may disagree slightly.
-        running = max(running, min(by_le[bound], total))
-        out.append((bound, running))
-    return tuple(out)
-
-
-async def fetch_increments(
-    client: PrometheusClient,
-    targets: Sequence[ArmTarget],
-    queries: Mapping[str, str | None],
-    window: float | None,
-    *,
-    gauge_window: float = 60.0,
-    concurrency: int = 16,
-) -> FetchResult:
+async def fetch_increments(client: PrometheusClient, targets: Sequence[ArmTarget], queries: Mapping[str, str | None],
+                           window: float | None, *, gauge_window: float = 60.0, concurrency: int = 16) -> FetchResult:
     """Increments over the last `window` seconds for every target, one query per metric for all of them.
 
     With `window=None` the counters' current totals (`sum by (...) (counter)`) are returned instead, for
@@ -367,9 +335,11 @@ async def fetch_increments(
     their fields stay None. A failed query leaves its field None for the targets it covered and is
     recorded in `errors`; the others still count.
     """
-    fetch = _plan_fetch(targets, queries, window, gauge_window=gauge_window)
+    fetch = client.plans.get(targets, queries, window, gauge_window)
     answers = await _execute_fetch(client, fetch, concurrency=concurrency)
-    result = _assemble_fetch(targets, fetch, answers)
+    async with client.turn():  # a part's answers split among its canaries: a turn too
+        result = _assemble_fetch(targets, fetch, answers)
+    await asyncio.sleep(0)  # and what the caller does with them runs at the next pass of the loop
     for error in result.errors[len(answers.errors):]:  # found while splitting: logged and counted as the others
         client._fail(error, 1)
     return result
@@ -394,6 +364,30 @@ class _FetchPlan:
     @property
     def queries(self) -> int:
         return len(self.counters) + len(self.gauges)
+
+
+class _Plans:
+    """`_plan_fetch`'s plans kept by their arguments: a tick's parts are the same canaries every interval,
+    and planning a part of 25 (rendering and merging 200 selectors) took ~2 ms of the loop. A read of
+    one canary (its analysis starts) is planned afresh: it is rarely read alone again."""
+
+    SIZE = 256  # plans kept at most (parts of many thousand canaries); then they are planned anew
+
+    def __init__(self) -> None:
+        self._plans: dict[tuple[Any, ...], _FetchPlan] = {}
+
+    def get(self, targets: Sequence[ArmTarget], queries: Mapping[str, str | None], window: float | None,
+            gauge_window: float) -> _FetchPlan:
+        if len(targets) <= 2:
+            return _plan_fetch(targets, queries, window, gauge_window=gauge_window)
+        key = (tuple((t, None if t.queries is None else tuple(t.queries.items())) for t in targets),
+               tuple(queries.items()), window, gauge_window)
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) >= self.SIZE:
+                self._plans.clear()
+            plan = self._plans[key] = _plan_fetch(targets, queries, window, gauge_window=gauge_window)
+        return plan
 
 
 @dataclass(frozen=True)
@@ -477,7 +471,7 @@ def _split_counter(plan: _Plan, result: list[Series], fields: dict[tuple[str, st
             if not got:
                 continue
             if plan.metric == "latency_buckets":
-                fields[(t.key, t.arm)]["buckets"] = _buckets([(s.labels.get("le", ""), s.value) for s in got],
+                fields[(t.key, t.arm)]["buckets"] = samples.buckets([(s.labels.get("le", ""), s.value) for s in got],
                                                              plan.scale)
             else:
                 fields[(t.key, t.arm)][plan.metric] = got[0].value
