@@ -89,7 +89,11 @@ def config(n: int, port: int, prometheus_url: str) -> dict[str, Any]:
 
 @dataclass
 class Scrapes:
-    """What the scraper thread saw: seconds per scrape, bytes, per-canary series, decisions counted."""
+    """What the scraper thread saw: seconds per scrape, bytes, per-canary series, decisions counted.
+    The thread only fetches (and keeps each body with its time); `parse` reads the bodies afterwards.
+    Parsed in the thread, 1.2 MB a second held this process' GIL for ~10-20 ms at a time, and the
+    client's timed requests, on this process' event loop, waited for it: a delay of the bench's, not
+    the daemon's (Prometheus parses its scrapes in a process of its own)."""
 
     seconds: list[float] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
@@ -97,6 +101,17 @@ class Scrapes:
     per_canary: list[float] = field(default_factory=list)
     decisions: list[tuple[float, float]] = field(default_factory=list)  # (time, sum of decisions)
     errors: list[str] = field(default_factory=list)
+    bodies: list[tuple[float, bytes]] = field(default_factory=list)  # (time.monotonic(), body), until parse
+
+    def parse(self) -> None:
+        for at, body in self.bodies:
+            self.sizes.append(len(body))
+            lines = [line for line in body.split(b"\n") if line and not line.startswith(b"#")]
+            self.series.append(len(lines))
+            names = _CANARY_SERIES.findall(body)
+            self.per_canary.append(len(names) / max(1, len(set(names))))
+            self.decisions.append((at, sum(float(v) for v in _DECISION.findall(body))))
+        self.bodies.clear()
 
 
 _DECISION = re.compile(rb"^canaryd_decisions_total\{[^}]*\} (\S+)$", re.M)
@@ -120,12 +135,7 @@ def scrape_forever(address: str, stop: threading.Event, out: Scrapes) -> None:
             conn = http.client.HTTPConnection(host, int(port), timeout=30)
             continue
         out.seconds.append(time.perf_counter() - started)
-        out.sizes.append(len(body))
-        lines = [line for line in body.split(b"\n") if line and not line.startswith(b"#")]
-        out.series.append(len(lines))
-        names = _CANARY_SERIES.findall(body)
-        out.per_canary.append(len(names) / max(1, len(set(names))))
-        out.decisions.append((time.monotonic(), sum(float(v) for v in _DECISION.findall(body))))
+        out.bodies.append((time.monotonic(), body))
         next_at += SCRAPE_EVERY
         stop.wait(max(0.0, next_at - time.monotonic()))
     conn.close()
@@ -256,6 +266,7 @@ def run_load(args: argparse.Namespace, workdir: Path) -> str:
             finally:
                 stop.set()
                 scraper.join()
+                scrapes.parse()
             still = asyncio.run(progressing(daemon.url))
         except BenchError as e:
             raise BenchError(f"{e}\n{daemon.log_tail()}") from e
