@@ -6,9 +6,10 @@ all of them. So each judgement takes a turn (`async with pacer.turn():`). Turns 
 at most `budget` seconds; the others wait for a later pass of the loop, after it has polled its
 sockets. While a command is in flight (`with pacer.urgent(key):`, an alert's rollback, say) no new turn
 starts but that of the command's own canary (its command waits behind its tick), for MAX_DEFER seconds
-at most, so the command's few passes of the loop each wait for one judgement at most. Other long work
-done in steps (a scrape of /metrics, a tick's reads) calls `pause()` between steps, which waits the same
-way. Otherwise first come, first served; a judgement is never cut, only started later.
+at most, so the command's few passes of the loop each wait for one judgement at most. A scrape of
+/metrics, done in steps, takes each step as a turn (`step()` between steps); a tick's reads call
+`pause()` between parts, which waits while a command is in flight. Otherwise first come, first served;
+a judgement is never cut, only started later.
 
 Only the event loop's thread uses a Pacer (no locks).
 """
@@ -75,6 +76,16 @@ class Pacer:
                 self._calm = asyncio.Event()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._calm.wait(), self.max_defer)
+
+    async def step(self, key: str = "") -> None:
+        """Long work done in steps (a scrape of /metrics) calls this between two steps: the step just run
+        counts as a turn, and the next one starts when a turn would (after the turns already waiting, at a
+        later pass, and not while a command is in flight: max_defer at most)."""
+        self._last_end = time.perf_counter()
+        self.turns += 1
+        await asyncio.sleep(0)
+        if not self._may_start(key, time.perf_counter()):
+            await self._wait(key)
 
     @contextlib.contextmanager
     def urgent(self, key: str = "") -> Iterator[None]:

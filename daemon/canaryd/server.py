@@ -15,6 +15,7 @@ Canaryd* alerts, never the probe's status.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
@@ -40,6 +41,7 @@ log = logging.getLogger("canaryd.server")
 
 MAX_BODY = 1024 * 1024  # 1 MiB
 VERBS = ("start", "promote", "rollback", "pause", "resume")
+SCRAPE_TURN = "metrics scrape"  # the pacer's key for a step of /metrics: no canary's
 
 CONTROLLER: web.AppKey[Controller] = web.AppKey("controller", Controller)
 REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("registry", CollectorRegistry)
@@ -192,8 +194,8 @@ async def metrics(request: web.Request) -> web.Response:
     registry, accept = request.app[REGISTRY], request.headers.get("Accept")
     controller = request.app[CONTROLLER]
     m = controller.metrics
-    if m.registry is registry:  # in steps, which give way to a command in flight: a webhook goes first
-        body, content_type = await m.render(accept, pause=controller.pacer.pause)
+    if m.registry is registry:  # in steps, each a turn of the pacer: a judgement or a step a pass of the loop
+        body, content_type = await m.render(accept, pause=functools.partial(controller.pacer.step, SCRAPE_TURN))
     else:  # an app built on a registry of its own
         body, content_type = await asyncio.to_thread(render, registry, accept)
     resp = web.Response(body=body)
