@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import enum
 import gc
 import json
 import logging
@@ -50,6 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -161,6 +163,32 @@ class SizeResult:
     slots: int = 1
     client: dict[str, Any] | None = None  # the client's measures (see client_main)
     period: float = 0.0  # seconds between ticks
+    judge_bytes: float = 0.0  # per canary: the judge's state (analysis.judge.AnalysisState)
+    rollout_bytes: float = 0.0  # per canary: the rest of its rollout state (history, report ticks, counters)
+
+
+_SHARED = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.CodeType, enum.Enum)
+
+
+def state_bytes(workers: Sequence[Any]) -> tuple[float, float]:
+    """Bytes per canary of (the judge's state, the rest of the rollout's state), by a walk of their objects
+    (sys.getsizeof; an object shared by several canaries, like the settings, counted once)."""
+    seen: set[int] = {id(w.rollout.settings) for w in workers}
+
+    def walk(root: object) -> int:
+        size, stack = 0, [root]
+        while stack:
+            o = stack.pop()
+            if id(o) in seen or isinstance(o, _SHARED):
+                continue
+            seen.add(id(o))
+            size += sys.getsizeof(o)
+            stack.extend(gc.get_referents(o))
+        return size
+
+    n = max(1, len(workers))
+    judge = sum(walk(w.rollout.analysis) for w in workers)
+    return judge / n, sum(walk(w.rollout) for w in workers) / n
 
 
 def memory_mb() -> tuple[float, float]:
@@ -261,12 +289,13 @@ async def run_size(canaries: int, prometheus_url: str, args: argparse.Namespace,
             progressing = sum(1 for w in ticker.workers if w.rollout.phase is Phase.PROGRESSING
                               and w.config.name.startswith("svc-"))
             rss, hwm = memory_mb()
+            judge_bytes, rollout_bytes = state_bytes([w for w in ticker.workers if w.config.name.startswith("svc-")])
         finally:
             if client is not None and client.poll() is None:
                 client.kill()
             await runner.cleanup()
             await controller.stop()
-    return SizeResult(canaries, out, progressing, rss, hwm, slots, measures, ticker.period)
+    return SizeResult(canaries, out, progressing, rss, hwm, slots, measures, ticker.period, judge_bytes, rollout_bytes)
 
 
 # ---------------------------------------------------------------------------------------------- client
@@ -396,6 +425,8 @@ def report(results: Sequence[SizeResult], baseline_mb: float, meta: str) -> str:
               f"| daemon RSS after the ticks at {big.canaries} | {big.rss_mb:.0f} MB (peak {big.hwm_mb:.0f} MB; "
               f"{baseline_mb:.0f} MB after imports) | ≤ {RSS_TARGET_MB:.0f} MB | "
               f"{verdict(big.rss_mb <= RSS_TARGET_MB)} |",
+              f"| (of which per canary: the judge's state, the rest of its rollout state) | "
+              f"{big.judge_bytes / 1000:.1f} kB, {big.rollout_bytes / 1000:.1f} kB | | |",
               f"| webhook p99 during the ticks at {big.canaries} ({problems} answers not applied) | {p99:.1f} ms "
               f"| ≤ {WEBHOOK_P99_TARGET_MS:.0f} ms | {verdict(p99 <= WEBHOOK_P99_TARGET_MS and problems == 0)} |",
               f"| (the daemon's own CPU per tick at {big.canaries}) | p50 {np.median(cpus) * 1000:.0f} ms, "

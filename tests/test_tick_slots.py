@@ -10,7 +10,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from canaryd.config import parse_config
-from canaryd.controller import Controller, slot_of
+from canaryd.controller import Controller, balanced_slots, slot_of
 from canaryd.metrics import Metrics
 from canaryd.wiring import dry_run_actuators
 
@@ -63,6 +63,13 @@ def test_a_canary_started_mid_round_moves_nobody_out_of_the_round() -> None:
     assert {key: n for key, n in seen.items() if n != 1} == {}
     assert {f"ns/c{i}" for i in range(1000)} <= set(seen)
     assert set(after) == {f"ns/c{i}" for i in range(1001)} and set(after.values()) == {1}
+
+
+def test_slots_are_even() -> None:
+    """A tick reads the same number of canaries (±1) whatever their names: the same queries, the same work."""
+    for n, k in ((1000, 5), (10_000, 30), (1001, 6), (37, 4)):
+        sizes = Counter(balanced_slots([f"ns/c{i}" for i in range(n)], k).values())
+        assert set(sizes) == set(range(k)) and max(sizes.values()) - min(sizes.values()) <= 1
 
 
 def test_a_canarys_slot_keeps_its_place_in_the_interval_when_the_slots_change() -> None:

@@ -88,6 +88,7 @@ class Controller:
         self.health = health or Health()  # this writes "analysis" and "prometheus"
         self.last_tick_at: float | None = None
         self._round = (0, 1)  # (this tick's slot in the round, the round's number of slots): see _select
+        self._slots: dict[str, int] = {}  # the round's slot of each canary judged at its start
         self._viewed_at: dict[str, float] = {}  # when the leader last re-read a canary's route for its view
         self._index = CanaryIndex([])
         self._priming: set[asyncio.Task[None]] = set()  # the counters' reads at an analysis' start
@@ -253,16 +254,19 @@ class Controller:
 
         The number of slots is fixed for a whole round: were it taken afresh each tick, a canary started
         or stopped mid-round (1000 canaries are 5 slots, 1001 are 6) would move the others between slots,
-        and some would miss the round. A canary's slot is its place in the round (slot_of), so that when
-        the number of slots changes between rounds its reads stay about an interval apart."""
+        and some would miss the round. Slots are as even as can be, in the order of the canaries' places
+        in the round (slot_of), so that when the number of slots changes between rounds a canary's reads
+        stay about an interval apart."""
         progressing = [w for w in self.workers.values() if judged(w.rollout)]
         slot, k = self._round
         if slot == 0:
             k = self.slots(len(progressing))
+            self._slots = balanced_slots([w.key for w in progressing], k) if k > 1 else {}
         self._round = ((slot + 1) % k, k)
         if k == 1:
             return progressing, progressing
-        return progressing, [w for w in progressing if slot_of(w.key, k) == slot]
+        # A canary that started during the round has no slot in it: its place in the round says.
+        return progressing, [w for w in progressing if self._slots.get(w.key, slot_of(w.key, k)) == slot]
 
     def _refresh_views(self, now: float, workers: list[CanaryWorker]) -> None:
         """Post a Refresh to each of `workers` whose route was not re-read within its interval."""
@@ -365,6 +369,13 @@ class Controller:
     def canaries(self) -> list[dict[str, Any]]:
         return [w.status() for w in self.workers.values()]
 
+
+
+def balanced_slots(keys: list[str], slots: int) -> dict[str, int]:
+    """Each of `keys` a slot among `slots`, as many in each (±1), in the order of their hashes: a canary's
+    slot is about its place in the round (slot_of), whatever the number of slots."""
+    order = sorted(keys, key=lambda k: zlib.crc32(k.encode()))
+    return {k: i * slots // len(order) for i, k in enumerate(order)}
 
 
 def slot_of(key: str, slots: int) -> int:

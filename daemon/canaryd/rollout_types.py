@@ -3,7 +3,7 @@ SavedState annotation type a rollout is saved in."""
 
 from __future__ import annotations
 
-import json
+import marshal
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -159,9 +159,10 @@ class SavedState:
 
 
 class LastDecision(Mapping[str, Any]):
-    """A rollout's last decision, as the API shows it. Its per-metric results (`metrics`, ~3.5 kB of JSON,
-    8 kB as dicts) are kept as compressed JSON, decoded when read: only the API and the report read them,
-    and a daemon keeps one last decision per canary."""
+    """A rollout's last decision, as the API shows it. Its per-metric results (`metrics`, 8 kB as dicts) are
+    kept serialized and compressed (~1.2 kB; marshal: plain dicts, lists, strings and numbers, several
+    times faster than JSON), decoded when read: only the API and the report read them, and a daemon keeps
+    one last decision per canary."""
 
     __slots__ = ("_fields", "_metrics")
 
@@ -170,11 +171,11 @@ class LastDecision(Mapping[str, Any]):
         self._metrics: bytes | None = None
         if metrics is not None:
             self._fields["metrics"] = None  # its place among the keys
-            self._metrics = zlib.compress(json.dumps(metrics, separators=(",", ":")).encode(), 1)
+            self._metrics = zlib.compress(marshal.dumps(metrics), 1)
 
     def __getitem__(self, key: str) -> Any:
         if key == "metrics" and self._metrics is not None:
-            return json.loads(zlib.decompress(self._metrics))
+            return marshal.loads(zlib.decompress(self._metrics))
         return self._fields[key]
 
     def __iter__(self) -> Iterator[str]:

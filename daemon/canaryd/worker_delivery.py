@@ -16,6 +16,7 @@ queue, so a rollback or a command never waits behind them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -25,6 +26,7 @@ import aiohttp
 
 from . import rollout as ro
 from .actuator import ActuationError
+from .analysis.judge import JudgeSettings
 from .config.model import GATE_NAMES, CanaryConfig
 from .crashloop import pod_restarts, verdict
 from .flags import send_flag
@@ -63,8 +65,14 @@ def rollout_for(c: CanaryConfig, r: Rollout | None = None) -> Rollout:
     options: dict[str, Any] = {"steps": steps, "auto_promote": s.auto_promote, "stages": tuple(c.match_stages),
                                "gates": gates, "windows": parse_windows(c.windows)}
     if r is None:
-        return Rollout(settings=s.judge_settings(), **options)
+        return Rollout(settings=_shared(s.judge_settings()), **options)
     return replace(r, **options)
+
+
+@functools.lru_cache(maxsize=256)
+def _shared(settings: JudgeSettings) -> JudgeSettings:
+    """One instance of each distinct settings (frozen): canaries configured alike share it (~0.4 kB each)."""
+    return settings
 
 
 def _find(actuator: object, attr: str) -> Callable[..., Any] | None:
