@@ -224,7 +224,9 @@ def test_records_built_without_init_are_whole() -> None:
     for snap, _ in js._snapshots(js.build_corpus(1, 6))[0]:
         j, state = judge.observe(state, snap, s)
     seq = state.sequentials
-    built = [j, state, seq, seq.error_rate, seq.success_rate, seq.latency_p95, seq.latency_p99, *j.metrics]
+    built = [j, state, seq, seq.error_rate, seq.success_rate, seq.latency_p95, seq.latency_p99, seq.error_ratio,
+             seq.error_ratio.binomial, seq.latency_ratio, *j.metrics]
+    assert seq.error_ratio.binomial.ticks and seq.latency_ratio.ticks  # made by updates, not by start
     for obj in built:
         assert complete(obj), type(obj)
         assert type(obj)(**{f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}) == obj

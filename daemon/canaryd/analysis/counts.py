@@ -347,7 +347,8 @@ def ratio_sequential_update(
     log_lr, log_e = state.log_lr, state.log_e
     if dx_c + dx_s > 0:
         log_lr, log_e = _mixture_step(state.log_lr, state.prior, dx_c, dx_c + dx_s, q0)
-    return RatioSequential(
+    return build(
+        RatioSequential,
         r0=state.r0,
         prior=state.prior,
         log_lr=log_lr,
@@ -396,9 +397,9 @@ def ratio_sequential_update_each(states: Sequence[RatioSequential], dx_c: Sequen
     new = np.array([unpack(states[i].log_lr) for i, _, _ in rows]) + hits * u - trials * np.log1p(q0 * expm1_u)
     for (i, (a, n_c, b, n_s), _), grid, e in zip(rows, new, log_sum_exp_rows(new + log_weights), strict=True):
         st = states[i]
-        out[i] = RatioSequential(r0=st.r0, prior=prior, log_lr=grid.tobytes(), log_e=e,
-                                 max_log_e=max(st.max_log_e, e), x_c=st.x_c + a, n_c=st.n_c + n_c,
-                                 x_s=st.x_s + b, n_s=st.n_s + n_s, ticks=st.ticks + 1)
+        out[i] = build(RatioSequential, r0=st.r0, prior=prior, log_lr=grid.tobytes(), log_e=e,
+                       max_log_e=max(st.max_log_e, e), x_c=st.x_c + a, n_c=st.n_c + n_c, x_s=st.x_s + b,
+                       n_s=st.n_s + n_s, ticks=st.ticks + 1)
     return out
 
 

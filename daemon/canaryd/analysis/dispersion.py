@@ -37,6 +37,7 @@ from .counts import (
     ratio_sequential_update_each,
     unpack,
 )
+from .frozen import build
 
 HISTORY = 40  # ticks kept for the estimate: enough to be stable, small enough to keep the state light
 MIN_TICKS = 2  # below this no estimate from the data, only the prior
@@ -71,26 +72,34 @@ class DispersionEstimate:
 
 
 def _pooled_ratio(ticks: list[list[float]]) -> float:
-    x_c, x_s, n_c, n_s = (sum([t[i] for t in ticks]) for i in range(4))
+    x_c = x_s = n_c = n_s = 0.0
+    for t in ticks:
+        x_c, x_s, n_c, n_s = x_c + t[0], x_s + t[1], n_c + t[2], n_s + t[3]
     return ((x_c + 0.5) / n_c) / ((x_s + 0.5) / n_s)
 
 
 def _v_bar(rows: list[list[float]], r0: float) -> float:
     """The ticks' information-weighted v = m·q0·(1 − q0) at the null's q0."""
-    v0 = [(x_c + x_s) * q0 * (1.0 - q0) for x_c, x_s, q0 in ((t[0], t[1], r0 * t[2] / (r0 * t[2] + t[3])) for t in rows)]
-    return sum([v * v for v in v0]) / max(sum(v0), 1e-12)
+    total = squares = 0.0
+    for x_c, x_s, n_c, n_s in rows:
+        q0 = r0 * n_c / (r0 * n_c + n_s)
+        v0 = (x_c + x_s) * q0 * (1.0 - q0)
+        total, squares = total + v0, squares + v0 * v0
+    return squares / max(total, 1e-12)
 
 
 def _moments(rows: list[list[float]], rho: float) -> tuple[float, float]:
     """(Pearson chi-square of the share against the pooled ratio, V by moments)."""
     k = len(rows)
-    q = [rho * t[2] / (rho * t[2] + t[3]) for t in rows]
-    v = [max((t[0] + t[1]) * qi * (1.0 - qi), 1e-9) for t, qi in zip(rows, q, strict=True)]
-    # one degree of freedom went to the pooled ratio
-    d = [t[0] - (t[0] + t[1]) * qi for t, qi in zip(rows, q, strict=True)]
-    r2 = [di * di * k / (k - 1) for di in d]
-    chi2 = sum([a / b for a, b in zip(r2, v, strict=True)]) * (k - 1) / k
-    return chi2, max(0.0, sum([a - b for a, b in zip(r2, v, strict=True)]) / sum([b * b for b in v]))
+    chi2 = excess = squares = 0.0
+    for x_c, x_s, n_c, n_s in rows:
+        m = x_c + x_s
+        q = rho * n_c / (rho * n_c + n_s)
+        v = max(m * q * (1.0 - q), 1e-9)
+        d = x_c - m * q
+        r2 = d * d * k / (k - 1)  # one degree of freedom went to the pooled ratio
+        chi2, excess, squares = chi2 + r2 / v, excess + (r2 - v), squares + v * v
+    return chi2 * (k - 1) / k, max(0.0, excess / squares)
 
 
 def estimate(ticks: tuple[Tick, ...] | np.ndarray, r0: float) -> DispersionEstimate:
@@ -130,11 +139,13 @@ def _stable_v(x_s: list[float], n_s: list[float]) -> float:
     mean = [rate * b for b in n_s]
     if k < 2 or not all(mu > 0 for mu in mean):
         return 0.0
-    d2 = [(a - mu) * (a - mu) for a, mu in zip(x_s, mean, strict=True)]
-    if float(special.chdtrc(k - 1, sum([d / mu for d, mu in zip(d2, mean, strict=True)]))) >= GATE_P:
+    chi2 = excess = squares = 0.0
+    for a, mu in zip(x_s, mean, strict=True):
+        d2 = (a - mu) * (a - mu)
+        chi2, excess, squares = chi2 + d2 / mu, excess + (d2 * k / (k - 1) - mu), squares + mu * mu
+    if float(special.chdtrc(k - 1, chi2)) >= GATE_P:
         return 0.0
-    r2 = [d * k / (k - 1) for d in d2]
-    return 2.0 * max(0.0, sum([a - mu for a, mu in zip(r2, mean, strict=True)]) / sum([mu * mu for mu in mean]))
+    return 2.0 * max(0.0, excess / squares)
 
 
 @dataclass(frozen=True)
@@ -205,5 +216,5 @@ def _reread(state: RobustRatio, binomial: RatioSequential, dx_c: float, dn_c: fl
     weighted = unpack(binomial.log_lr) / phi + prior.arrays[2]  # the log weights, as an array
     top = float(weighted.max())
     log_e = top + math.log(float(np.exp(weighted - top).sum()))
-    return RobustRatio(binomial=binomial, ticks=ticks, log_e=log_e, max_log_e=max(state.max_log_e, log_e),
-                       phi=phi, detected=est.detected)
+    return build(RobustRatio, binomial=binomial, ticks=ticks, log_e=log_e, max_log_e=max(state.max_log_e, log_e),
+                 phi=phi, detected=est.detected)

@@ -25,6 +25,7 @@ import numpy as np
 
 from .counts import DEFAULT_RATIO_PRIOR, MixturePrior, RatioSequential, log_sum_exp_rows, pack, unpack
 from .distribution import bucket_counts
+from .frozen import build
 from .snapshot import Buckets
 
 
@@ -106,8 +107,8 @@ def _summary(state: ScaleSequential, stats: list[list[float]], log_lr: bytes | N
     top = max(logs)
     log_e = top + math.log(sum([math.exp(v - top) for v in logs]) / len(logs))
     stepped = log_lr is not None
-    return ScaleSequential(
-        limit=state.limit, les=state.les, pairs=state.pairs, prior=state.prior,
+    return build(
+        ScaleSequential, limit=state.limit, les=state.les, pairs=state.pairs, prior=state.prior,
         log_lr=state.log_lr if log_lr is None else log_lr,
         pair_stats=pack(np.array(stats)) if stepped else state.pair_stats,
         n_c=state.n_c + n_c, n_s=state.n_s + n_s, ticks=state.ticks + stepped, log_e=log_e,
@@ -169,7 +170,8 @@ def _grid_step(ticks: list[_Tick]) -> list[ScaleSequential]:
     # A pair without errors this tick adds exactly zero (0·u, 0·cost), and keeps its previous log E.
     stepped = [i for i, (a, b) in enumerate(zip(hit_list, other_list, strict=True)) if a + b > 0]
     if stepped:
-        for i, e in zip(stepped, log_sum_exp_rows(grid[stepped] + log_weights), strict=True):
+        chosen = grid if len(stepped) == len(rows) else grid[stepped]
+        for i, e in zip(stepped, log_sum_exp_rows(chosen + log_weights), strict=True):
             rows[i][0] = e
     for row, a, b in zip(rows, hit_list, other_list, strict=True):
         row[1], row[2], row[3] = max(row[1], row[0]), row[2] + a, row[3] + b
