@@ -1,9 +1,9 @@
 """Schedules analysis ticks, routes alerts and manual commands to each canary's task.
 
-One guarded task per canary (worker.py) owns that canary's state; the controller only fans out. Each
-tick selects a slot of the progressing canaries, reads their counters (sources/reader.py: one query
-per metric for a part of them, a few parts a tick), then posts the increments to the workers. A
-Prometheus failure becomes a visible hold, never a step.
+One guarded task per canary (worker.py; it runs while the canary has messages to handle) owns that
+canary's state; the controller only fans out. Each tick selects a slot of the progressing canaries,
+reads their counters (sources/reader.py: one query per metric for a part of them, a few parts a tick),
+then posts the increments to the workers. A Prometheus failure becomes a visible hold, never a step.
 """
 
 from __future__ import annotations
@@ -82,7 +82,6 @@ class Controller:
         self.clock = clock
         self.dry_run = not config.kubernetes.enabled
         self.workers: dict[str, CanaryWorker] = {}
-        self._tasks: dict[str, asyncio.Task[None]] = {}
         self.deduper = AlertDeduper()
         self.leadership = leadership or Leadership()  # read here; only the leader election writes it
         self.health = health or Health()  # this writes "analysis" and "prometheus"
@@ -106,7 +105,6 @@ class Controller:
                               clock=self.clock, dry_run=self.dry_run, health=self.health, pacer=self.pacer)
         worker.on_analysis_start = self._prime
         self.workers[canary.key] = worker
-        self._tasks[canary.key] = asyncio.create_task(worker.run(), name=f"canary {canary.key}")
         await worker.refresh(at_start=True)  # resume from the route's saved state, if any
 
     def _prime(self, key: str) -> None:
@@ -130,16 +128,13 @@ class Controller:
     async def stop(self) -> None:
         for p in list(self._priming):
             p.cancel()
-        tasks = list(self._tasks.values())
-        for t in tasks:
-            t.cancel()
+        tasks = [t for w in self.workers.values() if (t := w.stop()) is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._tasks.clear()
 
     async def drain(self, timeout: float) -> None:
         """Wait, for `timeout` seconds at most, until what the canary tasks have queued (commands, route
         writes) is done: a stop lets them finish rather than cut a write in half."""
-        live = [w.barrier() for key, w in self.workers.items() if not self._tasks[key].done()]
+        live = [w.barrier() for w in self.workers.values()]
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*live, return_exceptions=True), timeout)
 
@@ -149,8 +144,8 @@ class Controller:
         self.reader.configure(config.canaries)
         for key in list(self.workers):
             if key not in new:
-                self._tasks.pop(key).cancel()
                 worker = self.workers.pop(key)
+                worker.stop()
                 self.metrics.forget(worker.config.namespace, worker.config.name)
         for key, canary in new.items():
             if key in self.workers:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 from .analysis.snapshot import ArmSnapshot
 from .rollout_types import Trigger
@@ -41,3 +43,11 @@ class Command:
     reason: str | None = None
     emergency: bool = False
     step: int = 0  # where a start begins
+
+
+@dataclass(slots=True)
+class Item:
+    """A message on a canary's inbox, and the future its sender waits on, if any."""
+
+    message: Any  # worker.Message
+    done: asyncio.Future[Any] | None = None
