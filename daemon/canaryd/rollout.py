@@ -24,6 +24,7 @@ from .rollout_types import (
     ROLLBACK_CAUSES,
     AlreadyDone,
     Effect,
+    HistoryEntry,
     LastDecision,
     Notify,
     Phase,
@@ -84,7 +85,7 @@ class Rollout:
             "awaiting_promotion": self.awaiting_promotion,
             "auto_promote": self.auto_promote,
             "last_decision": None if self.last_decision is None else dict(self.last_decision),
-            "history": list(self.history),
+            "history": [dict(h) for h in self.history],
             "preparing": self.preparing,
             "version": self.version,
             "stage": self.stage,
@@ -179,8 +180,7 @@ def _record(r: Rollout, *, at: float, decision: str, trigger: Trigger, reasons: 
             judgement: Judgement | None = None, compact: bool = False) -> Rollout:
     """`compact`: replace the previous entry if it was a compact one too (a paused canary's failure-only
     holds, one each interval, would otherwise push every other decision out of the history)."""
-    entry = {"at": at, "decision": decision, "trigger": trigger.value, "step": r.step, "weight": r.weight,
-             "reasons": list(reasons)}
+    entry = HistoryEntry(at, decision, trigger.value, r.step, r.weight, tuple(reasons))
     last = LastDecision(entry)
     if judgement is not None:
         last = LastDecision({**entry, "metrics": None, "gates_met": judgement.gates_met,

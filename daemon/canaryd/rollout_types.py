@@ -127,7 +127,7 @@ class SavedState:
             "awaiting_promotion": self.awaiting_promotion,
             "last_decision": None if self.last_decision is None else dict(self.last_decision),
             "trigger": (self.last_decision or {}).get("trigger"),
-            "history": list(self.history),
+            "history": [dict(h) for h in self.history],
             "preparing": self.preparing,
             "version": self.version,
             **({"gate": self.gate} if self.gate else {}),
@@ -156,6 +156,38 @@ class SavedState:
         """The state after a promotion or rollback made outside a rollout's own decisions."""
         return replace(self, phase=phase, weight=0, paused_reason=None, awaiting_promotion=False,
                        last_decision={"decision": decision, "trigger": trigger.value, "at": at, "reasons": [reason]})
+
+
+class HistoryEntry(Mapping[str, Any]):
+    """One decision of the history, read as the dict the API and the route's state show
+    ({"at", "decision", "trigger", "step", "weight", "reasons"}); kept as slots and a tuple of reasons (a
+    dict and a list were ~0.4 kB more an entry, and a daemon keeps up to HISTORY of them per canary)."""
+
+    __slots__ = ("at", "decision", "trigger", "step", "weight", "reasons")
+    KEYS = ("at", "decision", "trigger", "step", "weight", "reasons")
+
+    def __init__(self, at: float, decision: str, trigger: str, step: int, weight: int,
+                 reasons: tuple[str, ...]) -> None:
+        for k, v in zip(self.KEYS, (at, decision, trigger, step, weight, tuple(reasons)), strict=True):
+            object.__setattr__(self, k, v)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"a history entry is read-only: {name}")
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.KEYS:
+            raise KeyError(key)
+        value = getattr(self, key)
+        return list(value) if key == "reasons" else value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.KEYS)
+
+    def __len__(self) -> int:
+        return len(self.KEYS)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
 
 
 class LastDecision(Mapping[str, Any]):
