@@ -9,9 +9,10 @@ the page starts again from the restart (the decision history, which is saved, st
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -43,6 +44,13 @@ class MetricPoint:
             set_(self, k, v)
         values = (canary, stable, limit, *(band or (None, None)), anytime_p, adjusted_p, *(counts or (None,) * 4))
         set_(self, "_numbers", _NUMBERS.pack(*(_NONE if v is None else v for v in values)))
+
+    @classmethod
+    def _packed(cls, labels: tuple[str, str, str, str, str | None], numbers: bytes) -> MetricPoint:
+        point = cls.__new__(cls)
+        for k, v in zip(("name", "verdict", "action", "unit", "reason", "_numbers"), (*labels, numbers), strict=True):
+            object.__setattr__(point, k, v)
+        return point
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"MetricPoint is read-only: {name}")
@@ -90,6 +98,40 @@ class MetricPoint:
                 "reason": self.reason}
 
 
+class Points(Sequence[MetricPoint]):
+    """A tick's metric points, kept as one packed run of numbers and a tuple of labels shared between
+    entries (~0.6 kB an entry less than six MetricPoints); each point is made when read."""
+
+    __slots__ = ("_labels", "_numbers")
+
+    def __init__(self, points: Iterable[MetricPoint]) -> None:
+        points = tuple(points)
+        self._labels = tuple(_label(p.name, p.verdict, p.action, p.unit, p.reason) for p in points)
+        self._numbers = b"".join(p._numbers for p in points)
+
+    def __getitem__(self, i: int) -> MetricPoint:  # type: ignore[override]
+        label = self._labels[i]  # IndexError past the end, as a tuple
+        i %= len(self._labels)
+        return MetricPoint._packed(label, self._numbers[i * _NUMBERS.size:(i + 1) * _NUMBERS.size])
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and tuple(self) == tuple(other)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"Points({list(self)!r})"
+
+
+@functools.lru_cache(maxsize=1024)
+def _label(name: str, verdict: str, action: str, unit: str, reason: str | None) -> tuple[str, str, str, str, str | None]:
+    return name, verdict, action, unit, reason  # one tuple for the same labels in every entry
+
+
 @dataclass(frozen=True, slots=True)
 class TickEntry:
     at: float
@@ -98,7 +140,7 @@ class TickEntry:
     step: int
     weight: float | None  # the canary's weight while this tick's traffic was served (after it, for a start)
     reasons: tuple[str, ...] = ()
-    metrics: tuple[MetricPoint, ...] = ()
+    metrics: Sequence[MetricPoint] = ()  # Points when there are some
     judged: bool = False  # a judgement of the analysis (not a command, an alert or a source outage)
     n: int = 0  # its number in the rollout's log (set by `appended`), for even thinning
 
@@ -134,8 +176,8 @@ def entry(*, at: float, decision: str, trigger: str, step: int, weight: float | 
     texts = tuple(reasons)
     if decision == "hold" and judgement is not None:
         texts = tuple(t[:REASON_CHARS] for t in texts[:1])  # repeated every tick: the first one says enough
-    metrics = () if judgement is None else tuple(metric_point(m) for m in judgement.metrics
-                                                 if m.verdict is not Verdict.SKIPPED)
+    metrics = () if judgement is None else Points(metric_point(m) for m in judgement.metrics
+                                                  if m.verdict is not Verdict.SKIPPED)
     return TickEntry(at=at, decision=decision, trigger=trigger, step=step, weight=weight, reasons=texts,
                      metrics=metrics, judged=judgement is not None)
 
