@@ -20,8 +20,6 @@ from functools import cached_property
 import numpy as np
 from scipy import special
 
-from .frozen import build
-
 # --------------------------------------------------------------------------------------------------
 # Shared pieces
 
@@ -347,8 +345,7 @@ def ratio_sequential_update(
     log_lr, log_e = state.log_lr, state.log_e
     if dx_c + dx_s > 0:
         log_lr, log_e = _mixture_step(state.log_lr, state.prior, dx_c, dx_c + dx_s, q0)
-    return build(
-        RatioSequential,
+    return RatioSequential(
         r0=state.r0,
         prior=state.prior,
         log_lr=log_lr,
@@ -397,9 +394,9 @@ def ratio_sequential_update_each(states: Sequence[RatioSequential], dx_c: Sequen
     new = np.array([unpack(states[i].log_lr) for i, _, _ in rows]) + hits * u - trials * np.log1p(q0 * expm1_u)
     for (i, (a, n_c, b, n_s), _), grid, e in zip(rows, new, log_sum_exp_rows(new + log_weights), strict=True):
         st = states[i]
-        out[i] = build(RatioSequential, r0=st.r0, prior=prior, log_lr=grid.tobytes(), log_e=e,
-                       max_log_e=max(st.max_log_e, e), x_c=st.x_c + a, n_c=st.n_c + n_c, x_s=st.x_s + b,
-                       n_s=st.n_s + n_s, ticks=st.ticks + 1)
+        out[i] = RatioSequential(r0=st.r0, prior=prior, log_lr=grid.tobytes(), log_e=e,
+                                 max_log_e=max(st.max_log_e, e), x_c=st.x_c + a, n_c=st.n_c + n_c,
+                                 x_s=st.x_s + b, n_s=st.n_s + n_s, ticks=st.ticks + 1)
     return out
 
 
@@ -446,8 +443,8 @@ def limit_sequential_update(state: LimitSequential, dx: float, dn: float) -> Lim
     dx = min(inc[0], dn)
     x, n, prior = state.x + dx, state.n + dn, state.prior
     log_e = _log_sum_exp(np.dot((x, n, 1.0), prior.limit_rows(state.limit)))
-    return build(LimitSequential, limit=state.limit, prior=prior, log_e=log_e,
-                 max_log_e=max(state.max_log_e, log_e), x=x, n=n, ticks=state.ticks + 1)
+    return LimitSequential(limit=state.limit, prior=prior, log_e=log_e, max_log_e=max(state.max_log_e, log_e),
+                           x=x, n=n, ticks=state.ticks + 1)
 
 
 def limit_sequential_update_many(states: Sequence[LimitSequential], dx: Sequence[float],
@@ -474,6 +471,6 @@ def limit_sequential_update_many(states: Sequence[LimitSequential], dx: Sequence
     n = np.array([n for _, _, n in rows])[:, None]
     for (i, xi, ni), e in zip(rows, log_sum_exp_rows(x * u + n * minus_cost + log_weights), strict=True):
         st = states[i]
-        out[i] = build(LimitSequential, limit=st.limit, prior=prior, log_e=e, max_log_e=max(st.max_log_e, e),
-                       x=xi, n=ni, ticks=st.ticks + 1)
+        out[i] = LimitSequential(limit=st.limit, prior=prior, log_e=e, max_log_e=max(st.max_log_e, e), x=xi,
+                                 n=ni, ticks=st.ticks + 1)
     return out

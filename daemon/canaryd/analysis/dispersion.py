@@ -37,7 +37,6 @@ from .counts import (
     ratio_sequential_update_each,
     unpack,
 )
-from .frozen import build
 
 HISTORY = 40  # ticks kept for the estimate: enough to be stable, small enough to keep the state light
 MIN_TICKS = 2  # below this no estimate from the data, only the prior
@@ -216,5 +215,5 @@ def _reread(state: RobustRatio, binomial: RatioSequential, dx_c: float, dn_c: fl
     weighted = unpack(binomial.log_lr) / phi + prior.arrays[2]  # the log weights, as an array
     top = float(weighted.max())
     log_e = top + math.log(float(np.exp(weighted - top).sum()))
-    return build(RobustRatio, binomial=binomial, ticks=ticks, log_e=log_e, max_log_e=max(state.max_log_e, log_e),
-                 phi=phi, detected=est.detected)
+    return RobustRatio(binomial=binomial, ticks=ticks, log_e=log_e, max_log_e=max(state.max_log_e, log_e),
+                       phi=phi, detected=est.detected)

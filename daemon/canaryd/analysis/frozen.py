@@ -1,8 +1,10 @@
 """Frozen dataclasses made on the judge's hot path without their generated __init__.
 
 A frozen dataclass's __init__ sets each field through object.__setattr__: for the dozen-field records the
-judge makes every tick (eight metric results, the anytime tests' states), that costs more than the
-statistics. `build` makes the same object from every field's value; the class stays frozen for its readers.
+judge returns every tick (eight metric results and the judgement), that costs more than the statistics.
+`build` makes the same object from every field's value; the class stays frozen for its readers. Not for
+the state kept per canary: an object built so carries a dict of its own, where __init__ keeps the values
+compactly, so the anytime tests' states are made by their __init__.
 """
 
 from __future__ import annotations

@@ -131,10 +131,12 @@ def _with_updates(seq: Sequentials, updates: dict[str, object]) -> Sequentials:
     if not updates:
         return seq
     get = updates.get  # not dataclasses.replace: it costs more than the tests it carries
-    return build(Sequentials, error_ratio=get("error_ratio", seq.error_ratio),
-                 latency_ratio=get("latency_ratio", seq.latency_ratio), error_rate=get("error_rate", seq.error_rate),
-                 success_rate=get("success_rate", seq.success_rate), latency_p95=get("latency_p95", seq.latency_p95),
-                 latency_p99=get("latency_p99", seq.latency_p99))
+    return Sequentials(error_ratio=get("error_ratio", seq.error_ratio),  # type: ignore[arg-type]
+                       latency_ratio=get("latency_ratio", seq.latency_ratio),  # type: ignore[arg-type]
+                       error_rate=get("error_rate", seq.error_rate),  # type: ignore[arg-type]
+                       success_rate=get("success_rate", seq.success_rate),  # type: ignore[arg-type]
+                       latency_p95=get("latency_p95", seq.latency_p95),  # type: ignore[arg-type]
+                       latency_p99=get("latency_p99", seq.latency_p99))  # type: ignore[arg-type]
 
 
 def _sequential_inputs(seq: Sequentials, inc_c: ArmWindow, inc_s: ArmWindow, s: JudgeSettings, *,
@@ -421,8 +423,9 @@ def _judge_tick(state: AnalysisState, snap: Snapshot, s: JudgeSettings, w: _Wind
     judgement = build(Judgement, decision=decision, at=snap.t, reasons=tuple(reasons), metrics=results,
                       gates_met=gates_met, timed_out=timed_out, canary_requests=c.requests or 0.0,
                       stable_requests=st.requests or 0.0, elapsed=elapsed)
-    new_state = build(AnalysisState, step_started_at=state.step_started_at, weight=weight, baseline=w.baseline,
-                      last=snap, sequentials=seq, seen=seen)
+    # The kept state is made by its own __init__: built without it, it would carry a dict per object.
+    new_state = AnalysisState(step_started_at=state.step_started_at, weight=weight, baseline=w.baseline,
+                              last=snap, sequentials=seq, seen=seen)
     return judgement, new_state
 
 

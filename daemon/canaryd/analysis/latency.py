@@ -25,7 +25,6 @@ import numpy as np
 
 from .counts import DEFAULT_RATIO_PRIOR, MixturePrior, RatioSequential, log_sum_exp_rows, pack, unpack
 from .distribution import bucket_counts
-from .frozen import build
 from .snapshot import Buckets
 
 
@@ -107,8 +106,8 @@ def _summary(state: ScaleSequential, stats: list[list[float]], log_lr: bytes | N
     top = max(logs)
     log_e = top + math.log(sum([math.exp(v - top) for v in logs]) / len(logs))
     stepped = log_lr is not None
-    return build(
-        ScaleSequential, limit=state.limit, les=state.les, pairs=state.pairs, prior=state.prior,
+    return ScaleSequential(
+        limit=state.limit, les=state.les, pairs=state.pairs, prior=state.prior,
         log_lr=state.log_lr if log_lr is None else log_lr,
         pair_stats=pack(np.array(stats)) if stepped else state.pair_stats,
         n_c=state.n_c + n_c, n_s=state.n_s + n_s, ticks=state.ticks + stepped, log_e=log_e,
