@@ -89,10 +89,10 @@ def _cases() -> tuple[Case, ...]:
 CASES = _cases()
 
 
-def run_case(args: tuple[int, int]) -> tuple[int, Outcome]:
-    index, seed = args
+def run_case(args: tuple[int, int, int | None]) -> tuple[int, Outcome]:
+    index, seed, history = args
     c = CASES[index]
-    return index, drive(c.rps, c.stable, c.canary, c.traffic, seed * 1009 + index, SETTINGS)
+    return index, drive(c.rps, c.stable, c.canary, c.traffic, seed * 1009 + index, SETTINGS, history=history)
 
 
 # ---------------------------------------------------------------------------------------------- report

@@ -7,7 +7,7 @@ window) and at the previous tick (for the anytime-valid tests, which see every t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from . import checks, latency_checks
@@ -21,7 +21,7 @@ from .dispersion import RobustRatio, robust_ratio_start, robust_ratio_update
 from .durations import format_duration
 from .latency import ScaleSequential, scale_sequential_start, scale_sequential_update, surely_above
 from .settings import JudgeSettings
-from .snapshot import Snapshot
+from .snapshot import ArmSnapshot, Snapshot
 from .verdicts import Action, Decision, Judgement, MetricResult, Verdict
 from .windows import ArmWindow, arm_window, fill_snapshot_baseline
 
@@ -57,10 +57,15 @@ class AnalysisState:
 
 
 def start(settings: JudgeSettings, t: float, *, weight: float | None = None,
-          baseline: Snapshot | None = None) -> AnalysisState:
-    """A new rollout. Without a baseline, the first observed snapshot becomes it."""
+          baseline: Snapshot | None = None, history: Sequence[ArmSnapshot] | None = None) -> AnalysisState:
+    """A new rollout. Without a baseline, the first observed snapshot becomes it.
+
+    `history`: stable's increments over the intervals before the rollout, oldest first (errors and requests
+    each). They show whether the service's errors come in bursts before the first tick can, so a first tick
+    on binomial-looking traffic counts in full (see dispersion.py); without them it is read as a little bursty.
+    """
     return AnalysisState(step_started_at=t, weight=weight, baseline=baseline, last=baseline,
-                         sequentials=_fresh_sequentials(settings))
+                         sequentials=_fresh_sequentials(settings, history))
 
 
 def next_step(state: AnalysisState, t: float, *, weight: float | None = None) -> AnalysisState:
@@ -71,12 +76,13 @@ def next_step(state: AnalysisState, t: float, *, weight: float | None = None) ->
     return replace(state, step_started_at=t, weight=weight, baseline=baseline)
 
 
-def _fresh_sequentials(s: JudgeSettings) -> Sequentials:
+def _fresh_sequentials(s: JudgeSettings, history: Sequence[ArmSnapshot] | None = None) -> Sequentials:
     def lim(limit_pct: float | None) -> LimitSequential | None:
         return None if limit_pct is None else limit_sequential_start(limit_fraction(limit_pct))
 
     return Sequentials(
-        error_ratio=None if s.error_ratio is None else robust_ratio_start(s.error_ratio),
+        error_ratio=None if s.error_ratio is None else robust_ratio_start(
+            s.error_ratio, history=None if history is None else [(a.errors, a.requests) for a in history]),
         latency_ratio=None if s.latency_ratio is None else scale_sequential_start(s.latency_ratio),
         error_rate=lim(s.error_rate),
         success_rate=lim(None if s.success_rate is None else 100.0 - s.success_rate),
