@@ -11,9 +11,11 @@ models (tests/simulation.py):
 - latency: lognormal on Prometheus' default buckets, stable's P95 mid-bucket (median 50 ms, sigma 0.6,
   P95 134 ms in (100, 250]) or just under an edge (median 45 ms, sigma 0.45, P95 94 ms), with ±20 %
   whole-system swings per tick.
+Before each rollout the judge is given stable's last 20 intervals (stable alone, under the same traffic model:
+its own bursts, its pods), as the daemon reads them when a rollout starts.
 "oracle" is Wald's SPRT of H0: ratio = 2 against H1: ratio = the true k on the same counts; it knows k.
 
-Run: python bench/decision_quality.py [--seeds 200] [--workers 2] [--quick]
+Run: python bench/decision_quality.py [--seeds 200] [--workers 2] [--quick] [--history 20]
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ ERR = Arm(error_rate=0.005, latency_median=0.1, latency_sigma=0.5)
 EDGE = Arm(error_rate=0.005, latency_median=0.045, latency_sigma=0.45)  # P95 94 ms, just under 100 ms
 MID = Arm(error_rate=0.005, latency_median=0.050, latency_sigma=0.6)  # P95 134 ms, inside (100, 250]
 SWING = 0.2
+HISTORY = 20  # intervals of stable alone before the rollout (10 min), as the daemon reads them at the start
 
 
 @dataclass(frozen=True)
@@ -182,18 +185,20 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=200, help="rollouts per scenario")
     ap.add_argument("--quick", action="store_true", help="30 rollouts per scenario, for development")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--history", type=int, default=HISTORY, help="intervals of stable alone read before each "
+                    "rollout (0: none, the judge's prior instead)")
     args = ap.parse_args()
     seeds = 30 if args.quick else args.seeds
     started = time.perf_counter()
     outs: dict[int, list[Outcome]] = {i: [] for i in range(len(CASES))}
-    jobs = [(i, s) for i in range(len(CASES)) for s in range(seeds)]
+    jobs = [(i, s, args.history or None) for i in range(len(CASES)) for s in range(seeds)]
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         for index, outcome in pool.map(run_case, jobs, chunksize=16):
             outs[index].append(outcome)
     rows = [summarise(i, outs[i]) for i in range(len(CASES))]
     elapsed = time.perf_counter() - started
     print(f"decision quality: {seeds} rollouts per scenario, steps 5/25/50/100 %, 30 s ticks, 60 min, "
-          f"default settings ({elapsed:.0f} s on {args.workers} workers)\n")
+          f"default settings, {args.history} intervals of stable history ({elapsed:.0f} s on {args.workers} workers)\n")
     print_table(rows)
     print("\ntargets:")
     print_targets(rows)
