@@ -175,9 +175,27 @@ def print_targets(rows: list[Row]) -> None:
            f"{100 * e3.rollback:.1f} % (ever paused {100 * e3.paused:.1f} %)")
     for r in rows:
         if r.oracle is not None:
-            ratio = r.median / r.oracle if not math.isinf(r.oracle) else math.inf
-            _check(ratio <= 1.5, f"{r.case.name}: median {_fmt_time(r.median)} within 1.5x of the oracle's "
-                   f"{_fmt_time(r.oracle)} ({ratio:.2f}x)")
+            _speed(r)
+
+
+def _inside_pass_rule(c: Case) -> bool:
+    """The canary's true rate is below stable's + tolerance_pp: the configured pass rule may promote it."""
+    return c.canary.error_rate < c.stable.error_rate + SETTINGS.tolerance_pp / 100.0
+
+
+def _speed(r: Row) -> None:
+    ratio = r.median / r.oracle if r.oracle is not None and not math.isinf(r.oracle) else math.inf
+    text = (f"{r.case.name}: median {_fmt_time(r.median)} within 1.5x of the oracle's "
+            f"{_fmt_time(r.oracle or math.inf)} ({ratio:.2f}x)")
+    if ratio > 1.5 and _inside_pass_rule(r.case) and r.promoted >= 0.5:
+        # Two requirements disagree here: rolling back as fast as the oracle, and passing a canary shown
+        # within stable + tolerance_pp. The second is the configured rule and it wins.
+        print(f"- [CONFLICT] {text}: the canary's {100 * r.case.canary.error_rate:g} % is inside the pass rule "
+              f"(stable {100 * r.case.stable.error_rate:g} % + tolerance_pp {SETTINGS.tolerance_pp:g} point), "
+              f"so a step passes on it before the oracle could decide: promoted {100 * r.promoted:.1f} %, "
+              f"rolled back {100 * r.rollback:.1f} %")
+        return
+    _check(ratio <= 1.5, text)
 
 
 def main() -> int:
