@@ -110,3 +110,17 @@ def test_the_judge_takes_stable_history_at_start():
     history = [ArmSnapshot(requests=3000.0, errors=15.0)] * 6 + [ArmSnapshot(requests=3000.0)]
     assert judge.start(s, 0.0, history=history).sequentials.error_ratio.history == ((15.0, 3000.0),) * 6
     assert judge.start(s, 0.0).sequentials.error_ratio.history is None
+
+
+def test_history_read_after_the_start_is_taken_until_the_first_tick():
+    from canaryd.analysis import judge
+    from canaryd.analysis.snapshot import ArmSnapshot, Snapshot
+
+    s = judge.JudgeSettings()
+    history = [ArmSnapshot(requests=3000.0, errors=15.0)] * 6
+    state = judge.with_history(judge.start(s, 0.0), s, history)
+    assert state.sequentials.error_ratio.history == ((15.0, 3000.0),) * 6
+    zero = Snapshot(t=0.0, canary=ArmSnapshot(requests=0.0, errors=0.0), stable=ArmSnapshot(requests=0.0, errors=0.0))
+    one = Snapshot(t=30.0, canary=ArmSnapshot(requests=150.0, errors=3.0), stable=ArmSnapshot(requests=2850.0, errors=14.0))
+    _, ticked = judge.observe(judge.start(s, 0.0, baseline=zero), one, s)
+    assert judge.with_history(ticked, s, history) is ticked

@@ -68,6 +68,17 @@ def start(settings: JudgeSettings, t: float, *, weight: float | None = None,
                          sequentials=_fresh_sequentials(settings, history))
 
 
+def with_history(state: AnalysisState, settings: JudgeSettings, history: Sequence[ArmSnapshot]) -> AnalysisState:
+    """`start(..., history=)` for a state made before stable's history was read (the daemon reads it while
+    the rollout starts). Once the error-ratio test has read a tick the state is kept: its evidence is not
+    thrown away for a better first tick."""
+    seq = state.sequentials
+    if seq.error_ratio is None or seq.error_ratio.binomial.ticks or settings.error_ratio is None:
+        return state
+    fresh = _fresh_sequentials(settings, history).error_ratio
+    return replace(state, sequentials=replace(seq, error_ratio=fresh))
+
+
 def next_step(state: AnalysisState, t: float, *, weight: float | None = None) -> AnalysisState:
     """The traffic moved to the next step: a new window begins, the anytime tests carry on."""
     baseline = state.last
