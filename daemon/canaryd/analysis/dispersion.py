@@ -79,11 +79,12 @@ def _pooled_ratio(ticks: tuple[Tick, ...]) -> float:
 
 
 def _inflate(k: int) -> float:
-    """A V estimated from few ticks is itself uncertain, and underestimating it gives false rollbacks: lean high."""
+    """A V from few ticks is itself uncertain, and underestimating it gives false rollbacks: lean high."""
     return 1.0 + 1.5 / math.sqrt(k)
 
 
-def estimate(ticks: tuple[Tick, ...], r0: float, history: tuple[StableTick, ...] | None = None) -> DispersionEstimate:
+def estimate(ticks: tuple[Tick, ...], r0: float,
+             history: tuple[StableTick, ...] | None = None) -> DispersionEstimate:
     """V by moments, sum((x − m·q)² − v) / sum(v²), leaning high while there are few ticks.
 
     `history`: stable's ticks before the rollout; with at least MIN_HISTORY of them they replace the prior.
@@ -93,7 +94,9 @@ def estimate(ticks: tuple[Tick, ...], r0: float, history: tuple[StableTick, ...]
     prior = 0.0 if informed or k > PRIOR_TICKS else PRIOR_V * PRIOR_DECAY ** max(k - 1, 0)
     arr = np.asarray(ticks, dtype=float).reshape(k, 4)
     stable = np.concatenate([np.asarray(history or (), dtype=float).reshape(-1, 2), arr[:, [1, 3]]])
-    v_stable = _stable_v(stable[:, 0], stable[:, 1]) * _inflate(len(stable)) if informed or k >= MIN_TICKS else 0.0
+    v_stable = 0.0
+    if informed or k >= MIN_TICKS:
+        v_stable = _stable_v(stable[:, 0], stable[:, 1]) * _inflate(len(stable))
     if k == 0:
         return DispersionEstimate(v=max(prior, v_stable), v_bar=0.0, chi2=0.0, df=0, p_value=1.0)
     x_c, m, n_c, n_s = arr[:, 0], arr[:, 0] + arr[:, 1], arr[:, 2], arr[:, 3]
@@ -163,7 +166,8 @@ class RobustRatio:
         return 1.0 if e <= 2.0 else min(1.0, 1.0 / (e - 1.0))
 
 
-def robust_ratio_start(r0: float = 2.0, *, history: Sequence[tuple[float | None, float | None]] | None = None) -> RobustRatio:
+def robust_ratio_start(r0: float = 2.0, *,
+                       history: Sequence[tuple[float | None, float | None]] | None = None) -> RobustRatio:
     """A new test. `history`: stable's (errors, requests) per interval before the rollout, oldest first;
     intervals with a missing, negative or non-finite count, or no requests, are left out."""
     kept = None
