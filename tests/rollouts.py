@@ -67,12 +67,15 @@ class Oracle:
 
 def drive(rps: float, stable: Arm, canary: Arm, traffic: Traffic, seed: int, settings: JudgeSettings, *,
           steps: tuple[float, ...] = (5, 25, 50, 100), interval: float = 30.0, horizon: float = 3600.0,
-          judge_paused: bool = True) -> Outcome:
+          judge_paused: bool = True, history: int | None = None) -> Outcome:
+    """`history`: that many intervals of stable alone before the rollout, given to the judge as the daemon
+    reads them when a rollout starts (None: no history, the judge's prior instead)."""
     rng = np.random.default_rng(seed)
     source = TickSource(rps, stable, canary, traffic, rng)
+    before = None if history is None else [source.tick(0.0, interval).stable for _ in range(history)]
     step, weight = 0, float(steps[0])
     total = Snapshot(t=0.0, canary=_zero(traffic.bounds), stable=_zero(traffic.bounds), weight=weight)
-    state = judge.start(settings, 0.0, weight=weight, baseline=total)
+    state = judge.start(settings, 0.0, weight=weight, baseline=total, history=before)
     k = canary.error_rate / stable.error_rate if stable.error_rate > 0 else 1.0
     oracle = Oracle(settings.error_ratio or 2.0, k, settings.alpha)
     result: tuple[str, float | None] | None = None

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from canaryd.analysis.dispersion import estimate, robust_ratio_start, robust_ratio_update
+from canaryd.analysis.dispersion import estimate, history_rows, robust_ratio_start, robust_ratio_update
 from canaryd.analysis.judge import weighted_holm
 from canaryd.analysis.latency import edge_pairs, quantile_bucket, surely_above, too_coarse
 from simulation import PROM_DEFAULT_BUCKETS
@@ -62,3 +62,65 @@ def test_bucket_edges_bound_quantiles_without_interpolation():
     assert surely_above(buckets, 0.06) == (20.0, 100.0)  # those above 100 ms
     pairs = edge_pairs(PROM_DEFAULT_BUCKETS, 1.5)
     assert (3, 4) in pairs  # 50 ms for stable, 100 ms (>= 75 ms) for the canary
+
+
+def _history(rng: np.random.Generator, ticks: int, n: float, p: float, burst_shape: float | None = None):
+    return [(float(rng.binomial(int(n), min(p * (rng.gamma(burst_shape, 1 / burst_shape) if burst_shape else 1.0),
+                                               1.0))), n) for _ in range(ticks)]
+
+
+def test_a_binomial_history_lets_the_first_tick_count_in_full():
+    rng = np.random.default_rng(3)
+    tick = (75.0, 140.0, 1500.0, 28500.0)  # a canary 5x stable at 0.5 %, one tick of 1000 rps at 5 %
+    unread = robust_ratio_update(robust_ratio_start(2.0), tick[0], tick[2], tick[1], tick[3])
+    plain = robust_ratio_start(2.0, history=_history(rng, 20, 30000, 0.005))
+    read = robust_ratio_update(plain, tick[0], tick[2], tick[1], tick[3])
+    assert unread.phi > 1.5 and read.phi == 1.0 and read.log_e > unread.log_e
+    bursty = robust_ratio_start(2.0, history=_history(rng, 20, 30000, 0.005, burst_shape=2.0))
+    discounted = robust_ratio_update(bursty, tick[0], tick[2], tick[1], tick[3])
+    assert discounted.phi > unread.phi  # stable's bursts say more than the prior's guess
+
+
+def test_a_short_or_unusable_history_is_the_prior():
+    few = robust_ratio_start(2.0, history=[(15.0, 3000.0)] * 4)
+    junk = robust_ratio_start(2.0, history=[(None, 3000.0), (1.0, 0.0), (math.nan, 5.0)] * 5)
+    assert history_rows(junk.history) == []
+    for start in (few, junk):
+        after = robust_ratio_update(start, 20.0, 150.0, 15.0, 2850.0)
+        assert after.phi == robust_ratio_update(robust_ratio_start(2.0), 20.0, 150.0, 15.0, 2850.0).phi > 1.0
+
+
+def test_anytime_valid_at_the_null_boundary_with_a_binomial_history():
+    rng = np.random.default_rng(17)
+    runs = 300
+    rejected = 0
+    for _ in range(runs):
+        state = robust_ratio_start(2.0, history=_history(rng, 20, 30000, 0.005))
+        for _ in range(40):
+            state = robust_ratio_update(state, rng.binomial(1500, 0.01), 1500, rng.binomial(28500, 0.005), 28500)
+        rejected += state.p_value <= 0.05
+    assert rejected / runs <= 0.05 + 1.96 * math.sqrt(0.05 * 0.95 / runs)
+
+
+def test_the_judge_takes_stable_history_at_start():
+    from canaryd.analysis import judge
+    from canaryd.analysis.snapshot import ArmSnapshot
+
+    s = judge.JudgeSettings()
+    history = [ArmSnapshot(requests=3000.0, errors=15.0)] * 6 + [ArmSnapshot(requests=3000.0)]
+    assert history_rows(judge.start(s, 0.0, history=history).sequentials.error_ratio.history) == [(15.0, 3000.0)] * 6
+    assert judge.start(s, 0.0).sequentials.error_ratio.history is None
+
+
+def test_history_read_after_the_start_is_taken_until_the_first_tick():
+    from canaryd.analysis import judge
+    from canaryd.analysis.snapshot import ArmSnapshot, Snapshot
+
+    s = judge.JudgeSettings()
+    history = [ArmSnapshot(requests=3000.0, errors=15.0)] * 6
+    state = judge.with_history(judge.start(s, 0.0), s, history)
+    assert history_rows(state.sequentials.error_ratio.history) == [(15.0, 3000.0)] * 6
+    zero = Snapshot(t=0.0, canary=ArmSnapshot(requests=0.0, errors=0.0), stable=ArmSnapshot(requests=0.0, errors=0.0))
+    one = Snapshot(t=30.0, canary=ArmSnapshot(requests=150.0, errors=3.0), stable=ArmSnapshot(requests=2850.0, errors=14.0))
+    _, ticked = judge.observe(judge.start(s, 0.0, baseline=zero), one, s)
+    assert judge.with_history(ticked, s, history) is ticked

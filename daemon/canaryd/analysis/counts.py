@@ -248,14 +248,15 @@ def log_normal_prior(
 
 # Why these priors: the judge must catch canaries 1.5x-5x over the allowed ratio (true ratio 3x-10x with
 # r0 = 2) from tens to hundreds of errors. A mixture pays roughly log(1/weight) of evidence for the
-# components near the truth, so weight is centred at odds ratio 2 (rho = 4 when r0 = 2), sd 1 in log
-# space, on odds ratios 1.1-30: odds ratios 1.3-5 keep weights within a factor ~3 of the peak; tiny
-# effects (thousands of errors needed anyway) and huge ones (caught after a handful of errors at any
-# weight) get little. Measured against an oracle SPRT that knows the true ratio, over whole simulated
-# rollouts (bench/decision_quality.py): centres 1.5-2.5 and sds 0.7-1.2 land within a tick of each
-# other; this one is the best compromise between 3x (slow, needs weight near 1.5) and 10x (fast, a tick
-# lost is 1.5x the oracle's time).
-DEFAULT_RATIO_PRIOR = log_normal_prior(2.0, 1.0, hi=30.0, points=28)
+# components near the truth, so weight is centred at odds ratio 2 (rho = 4 when r0 = 2), sd 0.75 in log
+# space, on odds ratios 1.1-30: odds ratios 1.4-3 keep weights within a factor ~1.5 of the peak, 1.2-5 within
+# ~3.5; tiny effects (thousands of errors needed anyway) and huge ones (caught after a handful of errors at
+# any weight) get little. Measured against an oracle SPRT that knows the true ratio, over whole simulated
+# rollouts (bench/decision_quality.py) and over fixed-weight runs of the test alone: centres 1.6-2.2 and sds
+# 0.6-1.0 land within a tick of each other; the slow 3x canary wants weight near 1.5 and a narrow prior, the
+# 10x one at low error rates wants a wide one, and this is the middle (an sd of 1 lost 3x canaries a tick or
+# two at 100 rps; an sd of 0.6 or less costs 20x canaries a tick).
+DEFAULT_RATIO_PRIOR = log_normal_prior(2.0, 0.75, hi=30.0, points=28)
 # The limit tests see every request as a trial, so small odds ratios (1.1-2: a 5.5-10 % error rate
 # against 5 %) are detectable within a step and get the weight.
 DEFAULT_LIMIT_PRIOR = log_normal_prior(1.5, 0.8, lo=1.05)

@@ -18,6 +18,13 @@ E − 1 <= the binomial mixture martingale, and P(sup (E − 1) >= 1/alpha) <= a
 The test's p-value is therefore 1 / max(E − 1): one unit of evidence is the price of choosing φ from the
 data, which lets the evidence of early ticks, discounted while the dispersion was unknown, count in full
 once the ticks show none.
+
+The first tick cannot show its own dispersion. Given stable's own ticks from before the rollout (its errors
+and requests over the last intervals, `history`), stable's tick-to-tick rate says whether the service's errors
+come in bursts: binomial-looking history lets the first ticks count in full, a bursty one discounts them from
+the start (by stable's V, doubled for the canary's own bursts). Without a history the first ticks are read as
+if a little bursty (PRIOR_V). Either way φ >= 1, so the validity argument above holds unchanged: the history
+only chooses φ, and any choice of φ is paid for by the same unit of evidence.
 """
 
 from __future__ import annotations
@@ -48,8 +55,11 @@ PRIOR_DECAY = 0.3
 PRIOR_TICKS = 2
 GATE_P = 0.01  # the data's V is used once the share's chi-square says "not binomial" at this level
 DETECT_P = 0.01  # dispersion is reported when the share's chi-square over the ticks is this significant
+# Stable's ticks before the rollout: fewer than MIN_HISTORY say too little to replace the prior; HISTORY kept.
+MIN_HISTORY = 5
 
 Tick = tuple[float, float, float, float]  # x_c, x_s, n_c, n_s
+StableTick = tuple[float, float]  # stable's errors and requests over one interval before the rollout
 
 
 @dataclass(slots=True)  # made every tick and never kept: not frozen, whose __init__ costs µs per field
@@ -101,30 +111,42 @@ def _moments(rows: list[list[float]], rho: float) -> tuple[float, float]:
     return chi2 * (k - 1) / k, max(0.0, excess / squares)
 
 
-def estimate(ticks: tuple[Tick, ...] | np.ndarray, r0: float) -> DispersionEstimate:
+def _inflate(k: int) -> float:
+    """A V from few ticks is itself uncertain, and underestimating it gives false rollbacks: lean high."""
+    return 1.0 + 1.5 / math.sqrt(k)
+
+
+def estimate(ticks: tuple[Tick, ...] | np.ndarray, r0: float,
+             history: Sequence[StableTick] | None = None) -> DispersionEstimate:
     """V by moments, sum((x − m·q)² − v) / sum(v²), leaning high while there are few ticks.
 
+    `history`: stable's ticks before the rollout; with at least MIN_HISTORY of them they replace the prior.
     On plain floats: at most HISTORY ticks are faster in Python than in numpy's per-call overhead.
     """
     k = len(ticks)
-    if k == 0:
-        return DispersionEstimate(v=PRIOR_V, v_bar=0.0, chi2=0.0, df=0, p_value=1.0)
+    informed = history is not None and len(history) >= MIN_HISTORY
+    prior = 0.0 if informed or k > PRIOR_TICKS else PRIOR_V * PRIOR_DECAY ** max(k - 1, 0)
     rows = ticks.tolist() if isinstance(ticks, np.ndarray) else [[float(v) for v in t] for t in ticks]
+    v_stable = _stable_v_with(rows, history) if informed or k >= MIN_TICKS else 0.0
+    if k == 0:
+        return DispersionEstimate(v=max(prior, v_stable), v_bar=0.0, chi2=0.0, df=0, p_value=1.0)
     v_bar = _v_bar(rows, r0)
-    prior = PRIOR_V * PRIOR_DECAY ** (k - 1) if k <= PRIOR_TICKS else 0.0
     if k < MIN_TICKS:
-        return DispersionEstimate(v=prior, v_bar=v_bar, chi2=0.0, df=0, p_value=1.0)
+        return DispersionEstimate(v=max(prior, v_stable), v_bar=v_bar, chi2=0.0, df=0, p_value=1.0)
     rho = _pooled_ratio(rows)
     df = k - 1
     chi2, v_hat = _moments(rows, rho)
     p_value = float(special.chdtrc(df, chi2))
     # Binomial ticks give a noisy positive V half the time, and discounting them would only slow detection:
-    # the data's V counts once the share (or stable's rate) is visibly overdispersed. A V estimated from few
-    # ticks is itself uncertain, and underestimating it is what gives false rollbacks, so lean high.
-    inflate = 1.0 + 1.5 / math.sqrt(k)
-    v_use = max(v_hat * inflate if p_value < GATE_P else 0.0,
-                _stable_v([t[1] for t in rows], [t[3] for t in rows]) * inflate)
+    # the data's V counts once the share (or stable's rate) is visibly overdispersed.
+    v_use = max(v_hat * _inflate(k) if p_value < GATE_P else 0.0, v_stable)
     return DispersionEstimate(v=max(prior, v_use), v_bar=v_bar, chi2=chi2, df=df, p_value=p_value)
+
+
+def _stable_v_with(rows: list[list[float]], history: Sequence[StableTick] | None) -> float:
+    """_stable_v over stable's history before the rollout and its ticks since, leaning high."""
+    stable = [*(history or ()), *((t[1], t[3]) for t in rows)]
+    return _stable_v([x for x, _ in stable], [n for _, n in stable]) * _inflate(len(stable))
 
 
 def _stable_v(x_s: list[float], n_s: list[float]) -> float:
@@ -153,6 +175,7 @@ class RobustRatio:
 
     binomial: RatioSequential  # the untempered evidence, per prior component
     ticks: bytes = b""  # the latest HISTORY ticks that had errors, as packed float64 Ticks (see tick_array)
+    history: bytes | None = None  # stable's ticks before the rollout, when read, as packed StableTicks
     log_e: float = 0.0  # log E of the tempered mixture now
     max_log_e: float = 0.0
     phi: float = 1.0
@@ -185,8 +208,20 @@ def tick_array(ticks: bytes) -> np.ndarray:
     return unpack(ticks).reshape(-1, 4)
 
 
-def robust_ratio_start(r0: float = 2.0) -> RobustRatio:
-    return RobustRatio(binomial=ratio_sequential_start(r0))
+def history_rows(history: bytes | None) -> list[StableTick] | None:
+    return None if history is None else [(x, n) for x, n in unpack(history).reshape(-1, 2).tolist()]
+
+
+def robust_ratio_start(r0: float = 2.0, *,
+                       history: Sequence[tuple[float | None, float | None]] | None = None) -> RobustRatio:
+    """A new test. `history`: stable's (errors, requests) per interval before the rollout, oldest first;
+    intervals with a missing, negative or non-finite count, or no requests, are left out."""
+    kept = None
+    if history is not None:
+        rows = [(float(x), float(n)) for x, n in history
+                if x is not None and n is not None and 0 <= x < math.inf and 0 < n < math.inf][-HISTORY:]
+        kept = pack(np.array(rows, dtype=float).reshape(-1, 2))
+    return RobustRatio(binomial=ratio_sequential_start(r0), history=kept)
 
 
 def robust_ratio_update(state: RobustRatio, dx_c: float, dn_c: float, dx_s: float, dn_s: float) -> RobustRatio:
@@ -209,11 +244,11 @@ def _reread(state: RobustRatio, binomial: RatioSequential, dx_c: float, dn_c: fl
     ticks = state.ticks
     if dx_c + dx_s > 0 and dn_c > 0 and dn_s > 0:
         ticks = (ticks + pack(np.array((dx_c, dx_s, dn_c, dn_s), dtype=float)))[-HISTORY * _TICK_BYTES:]
-    est = estimate(tick_array(ticks), binomial.r0)
+    est = estimate(tick_array(ticks), binomial.r0, history_rows(state.history))
     phi = max(1.0, est.phi)
     prior = binomial.prior
     weighted = unpack(binomial.log_lr) / phi + prior.arrays[2]  # the log weights, as an array
     top = float(weighted.max())
     log_e = top + math.log(float(np.exp(weighted - top).sum()))
-    return RobustRatio(binomial=binomial, ticks=ticks, log_e=log_e, max_log_e=max(state.max_log_e, log_e),
-                       phi=phi, detected=est.detected)
+    return RobustRatio(binomial=binomial, ticks=ticks, history=state.history, log_e=log_e,
+                       max_log_e=max(state.max_log_e, log_e), phi=phi, detected=est.detected)

@@ -7,7 +7,7 @@ window) and at the previous tick (for the anytime-valid tests, which see every t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
@@ -22,6 +22,7 @@ from .counts import (
 from .dispersion import RobustRatio, robust_ratio_start, robust_ratio_update, robust_ratio_update_many
 from .durations import format_duration
 from .frozen import build
+from .holm import ALPHA_WEIGHTS, holm, weighted_holm  # noqa: F401 - holm, weighted_holm: public here too
 from .latency import (
     ScaleSequential,
     scale_sequential_start,
@@ -30,7 +31,7 @@ from .latency import (
     surely_above,
 )
 from .settings import JudgeSettings
-from .snapshot import Snapshot
+from .snapshot import ArmSnapshot, Snapshot
 from .verdicts import Action, Decision, Judgement, MetricResult, Verdict
 from .windows import ArmWindow, arm_window, fill_snapshot_baseline
 
@@ -66,10 +67,26 @@ class AnalysisState:
 
 
 def start(settings: JudgeSettings, t: float, *, weight: float | None = None,
-          baseline: Snapshot | None = None) -> AnalysisState:
-    """A new rollout. Without a baseline, the first observed snapshot becomes it."""
+          baseline: Snapshot | None = None, history: Sequence[ArmSnapshot] | None = None) -> AnalysisState:
+    """A new rollout. Without a baseline, the first observed snapshot becomes it.
+
+    `history`: stable's increments over the intervals before the rollout, oldest first (errors and requests
+    each). They show whether the service's errors come in bursts before the first tick can, so a first tick
+    on binomial-looking traffic counts in full (see dispersion.py); without them it is read as a little bursty.
+    """
     return AnalysisState(step_started_at=t, weight=weight, baseline=baseline, last=baseline,
-                         sequentials=_fresh_sequentials(settings))
+                         sequentials=_fresh_sequentials(settings, history))
+
+
+def with_history(state: AnalysisState, settings: JudgeSettings, history: Sequence[ArmSnapshot]) -> AnalysisState:
+    """`start(..., history=)` for a state made before stable's history was read (the daemon reads it while
+    the rollout starts). Once the error-ratio test has read a tick the state is kept: its evidence is not
+    thrown away for a better first tick."""
+    seq = state.sequentials
+    if seq.error_ratio is None or seq.error_ratio.binomial.ticks or settings.error_ratio is None:
+        return state
+    fresh = _fresh_sequentials(settings, history).error_ratio
+    return replace(state, sequentials=replace(seq, error_ratio=fresh))
 
 
 def next_step(state: AnalysisState, t: float, *, weight: float | None = None) -> AnalysisState:
@@ -80,12 +97,13 @@ def next_step(state: AnalysisState, t: float, *, weight: float | None = None) ->
     return replace(state, step_started_at=t, weight=weight, baseline=baseline)
 
 
-def _fresh_sequentials(s: JudgeSettings) -> Sequentials:
+def _fresh_sequentials(s: JudgeSettings, history: Sequence[ArmSnapshot] | None = None) -> Sequentials:
     def lim(limit_pct: float | None) -> LimitSequential | None:
         return None if limit_pct is None else limit_sequential_start(limit_fraction(limit_pct))
 
     return Sequentials(
-        error_ratio=None if s.error_ratio is None else robust_ratio_start(s.error_ratio),
+        error_ratio=None if s.error_ratio is None else robust_ratio_start(
+            s.error_ratio, history=None if history is None else [(a.errors, a.requests) for a in history]),
         latency_ratio=None if s.latency_ratio is None else scale_sequential_start(s.latency_ratio),
         error_rate=lim(s.error_rate),
         success_rate=lim(None if s.success_rate is None else 100.0 - s.success_rate),
@@ -241,39 +259,6 @@ def _dispersion(seq: Sequentials) -> tuple[bool, float] | None:
     """
     r = seq.error_ratio
     return None if r is None or not r.ticks else (r.detected, r.phi if r.detected else 1.0)
-
-
-# How much of alpha each rollback metric's test may spend (weighted Holm, renormalised over the metrics
-# that have data). The error ratio is the test that usually decides and gets the most; an absolute limit is
-# crossed by far in the cases that matter, where a smaller share costs little time.
-ALPHA_WEIGHTS = {"error_ratio": 0.7, "latency_ratio": 0.2, "error_rate": 0.04, "success_rate": 0.03,
-                 "latency_p99": 0.03}
-
-
-def weighted_holm(p_values: Mapping[str, float], weights: Mapping[str, float]) -> dict[str, float]:
-    """Weighted Holm (Holm 1979): step down in order of p/w; each adjusted p is p·(remaining weight)/w."""
-    w = {name: weights.get(name, 1.0) for name in p_values}
-    ordered = sorted(p_values.items(), key=lambda kv: kv[1] / w[kv[0]])
-    remaining = sum(w.values())
-    adjusted: dict[str, float] = {}
-    running = 0.0
-    for name, p in ordered:
-        running = max(running, min(1.0, p * remaining / w[name]))
-        adjusted[name] = running
-        remaining -= w[name]
-    return adjusted
-
-
-def holm(p_values: Mapping[str, float]) -> dict[str, float]:
-    """Holm's step-down adjusted p-values: reject where adjusted <= alpha (family-wise error <= alpha)."""
-    ordered = sorted(p_values.items(), key=lambda kv: kv[1])
-    m = len(ordered)
-    adjusted: dict[str, float] = {}
-    running = 0.0
-    for i, (name, p) in enumerate(ordered):
-        running = max(running, min(1.0, (m - i) * p))
-        adjusted[name] = running
-    return adjusted
 
 
 def _settle(check: Check, adjusted: float | None, *, alpha: float, canary_gate: bool,
