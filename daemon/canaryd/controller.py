@@ -124,6 +124,17 @@ class Controller:
             await self.reader.prime([key], gauge_window=max(60.0, 2 * self.tick_interval()))
         except Exception as e:  # noqa: BLE001 - a failed prime only means the old behaviour: first read sets it
             log.warning("could not read a starting canary's counters", extra={"canary": key, "error": str(e)})
+            return  # Prometheus is failing: the first tick should not wait for a second read's retries
+        worker = self.workers.get(key)
+        if worker is None:
+            return
+        # Stable's last intervals show whether its errors come in bursts, which the first ticks cannot.
+        try:
+            history = await self.reader.history(key, interval=worker.config.settings.interval, end=self.clock())
+        except Exception as e:  # noqa: BLE001 - without it the first ticks are read as a little bursty
+            log.warning("could not read stable's history", extra={"canary": key, "error": str(e)})
+            return
+        worker.take_history(history)
 
     async def stop(self) -> None:
         for p in list(self._priming):

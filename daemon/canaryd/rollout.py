@@ -8,7 +8,7 @@ whole life of a rollout can be tested without a clock or a cluster.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -137,6 +137,13 @@ def _fresh_analysis(settings: JudgeSettings, now: float, weight: int) -> dict[st
     since, rather than only collecting a baseline (the reader is primed at that moment, see controller)."""
     return {"analysis": judge.start(settings, now, weight=weight, baseline=zero_snapshot(now, weight)),
             "counters": zero_snapshot(now, weight)}
+
+
+def with_history(r: Rollout, history: Sequence[ArmSnapshot]) -> Rollout:
+    """Stable's counts over the intervals before the analysis began, for its first ticks (judge.with_history)."""
+    if r.analysis is None or r.last_judged_at is not None or not history:
+        return r
+    return replace(r, analysis=judge.with_history(r.analysis, r.settings, history))
 
 
 def _counted_from_start(analysis: AnalysisState, snap: Snapshot) -> AnalysisState:

@@ -225,3 +225,8 @@ def _float(x: object) -> float | None:
         return None if x is None else float(x)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
+
+
+def saved_position(state: Mapping[str, Any]) -> tuple[object, object, object]:
+    """Where a rollout stands; a saved state that differs here was changed by someone else."""
+    return state.get("phase"), state.get("step"), state.get("weight")

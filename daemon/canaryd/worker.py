@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -28,7 +28,7 @@ from .notify import Event, Notifier
 from .notify_formats import transitions
 from .pacing import Pacer
 from .rollout import Phase, Rollout, Trigger
-from .rollout_types import METRIC_TRIGGER
+from .rollout_types import METRIC_TRIGGER, saved_position
 from .worker_delivery import CanaryDelivery, DeliveryMessage, rollout_for
 from .worker_messages import Command, Item, ObserveRoute, Refresh, SourceDown, Tick
 from .worker_pods import CanaryPods, CheckPods, NewVersion
@@ -109,8 +109,7 @@ class CanaryWorker(CanaryDelivery, CanaryPods):
 
     @property
     def pending(self) -> str | None:
-        """What was decided but is not done yet: "rollback" (the route still sends traffic to the canary)
-        or "scale_down" (traffic is back on stable, the canary Deployment is not scaled down yet)."""
+        """Decided, not done yet: "rollback" (the route still sends traffic to the canary) or "scale_down"."""
         if self.pending_rollback is None:
             return None
         return "rollback" if self._route_weight is not None else "scale_down"
@@ -154,6 +153,14 @@ class CanaryWorker(CanaryDelivery, CanaryPods):
             self.rollout = ro.retune(r, config.settings.judge_settings(), self.clock())
         self._put(Item(apply))
 
+    def take_history(self, history: Sequence[ArmSnapshot]) -> None:
+        """Stable's counts before the analysis began, read by the controller as it primes (ro.with_history)."""
+        def apply() -> None:
+            if self.rollout.analysis is self._primed:  # the same analysis, not one started since
+                self.rollout = ro.with_history(self.rollout, history)
+                self._primed = self.rollout.analysis
+        self._put(Item(apply))
+
     async def new_version(self, version: str, reason: str) -> dict[str, Any]:
         """The canary's pod template is now `version` (the watcher saw it change): a rollout in progress
         starts again from the first step with it (ro.restart); otherwise nothing happens."""
@@ -165,7 +172,7 @@ class CanaryWorker(CanaryDelivery, CanaryPods):
     async def restore(self) -> None:
         """Resume from the state saved on the route, if any (a restarted daemon continues, never restarts)."""
         saved = await self.actuator.read_state()
-        if saved and _position(saved) != _position(self.rollout.persisted()):
+        if saved and saved_position(saved) != saved_position(self.rollout.persisted()):
             self.rollout = ro.resume(self.rollout, saved, self.clock())
             # The route's state wins over a rollback this replica never managed to write (it was not the
             # leader, say): retrying it later would undo whatever the leader has done since.
@@ -332,7 +339,7 @@ class CanaryWorker(CanaryDelivery, CanaryPods):
             started = time.perf_counter()
             new, effects, judgement = ro.judge_tick(r, tick.now)
             self.metrics.observe_analysis(time.perf_counter() - started)
-            if not effects and _position(new.persisted()) != _position(r.persisted()):
+            if not effects and saved_position(new.persisted()) != saved_position(r.persisted()):
                 effects = [ro.SetWeight(new.weight)]  # a pause (max_step_duration, last step) is saved on the route
             try:
                 await self._commit(r, new, effects, judgement)
@@ -365,7 +372,7 @@ class CanaryWorker(CanaryDelivery, CanaryPods):
                                   emergency=cmd.emergency, step=cmd.step)
         if cmd.verb == "start":  # valid (ro.command raised otherwise): first the canary's pods
             new, effects = await self._start(old, now, cmd)
-        if not effects and _position(new.persisted()) != _position(old.persisted()):
+        if not effects and saved_position(new.persisted()) != saved_position(old.persisted()):
             effects = [ro.SetWeight(new.weight)]  # a pause or resume is saved on the route: every replica sees it
         await self._commit(old, new, effects, None)
         if self.pending == "rollback" or (self.error and any(isinstance(e, ro.SetWeight) for e in effects)):
@@ -375,12 +382,12 @@ class CanaryWorker(CanaryDelivery, CanaryPods):
 
     async def _adopt_route(self) -> bool:
         """Take the route's saved state if it differs from this view; whether the view changed."""
-        before = _position(self.rollout.persisted())
+        before = saved_position(self.rollout.persisted())
         try:
             await self.restore()
         except ActuationError as e:
             log.warning("cannot read the route's saved state", extra={"canary": self.key, "error": str(e)})
-        return _position(self.rollout.persisted()) != before
+        return saved_position(self.rollout.persisted()) != before
 
     async def _commit(self, old: Rollout, new: Rollout, effects: list[ro.Effect], judgement: Judgement | None) -> None:
         """Perform a transition's effects; keep the transition only if they worked (rollback excepted).
@@ -470,8 +477,7 @@ class CanaryWorker(CanaryDelivery, CanaryPods):
         self._report()
 
     def _last_trigger(self) -> str:
-        last = self.rollout.last_decision or {}
-        trigger = str(last.get("trigger") or "manual")
+        trigger = str((self.rollout.last_decision or {}).get("trigger") or "manual")
         return next((m.value for t, m in METRIC_TRIGGER.items() if t.value == trigger), trigger)
 
     def _notify(self, effect: ro.Notify) -> None:
@@ -491,9 +497,4 @@ class CanaryWorker(CanaryDelivery, CanaryPods):
             self.metrics.observe_decision(ns, name, judgement.decision.value, [
                 MetricObservation(m.name, m.verdict.value, m.anytime_p_value, m.ratio) for m in judgement.metrics])
             self._decisions.log(judgement.decision.value, r.phase.value, r.weight, r.step, judgement.reasons)
-
-
-def _position(state: Mapping[str, Any]) -> tuple[object, object, object]:
-    """Where a rollout stands; a saved state that differs here was changed by someone else."""
-    return state.get("phase"), state.get("step"), state.get("weight")
 

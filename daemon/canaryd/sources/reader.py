@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from ..analysis.snapshot import ArmSnapshot
 from ..config import CanaryConfig, Queries
 from .counters import advance
+from .history import fetch_history
 from .plausible import implausible
 from .prometheus import ArmTarget, FetchResult, PrometheusClient, fetch_increments
 
@@ -88,6 +89,13 @@ class CounterReader:
                 for arm in ARMS:
                     self._totals.pop((k, arm), None)  # a fresh baseline, not an increment since an older one
                     self._advance(k, arm, result)
+
+    async def history(self, key: str, *, interval: float, end: float) -> list[ArmSnapshot]:
+        """Stable's requests and errors per `interval` before `end` (sources/history.py); raises SourceError."""
+        if key not in self._targets:
+            return []
+        stable = self._targets[key][0][ARMS.index("stable")]
+        return await fetch_history(self.prometheus, stable, self._default_queries, interval=interval, end=end)
 
     def _advance(self, key: str, arm: str, result: FetchResult) -> ArmSnapshot:
         cur = self._shared_bounds(result.increments.get((key, arm)) or ArmSnapshot())
