@@ -41,10 +41,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import enum
 import gc
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -71,7 +73,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from canaryd.config import parse_config  # noqa: E402
 from canaryd.controller import MAX_READ_PARTS, READ_PART, Controller  # noqa: E402
-from canaryd.daemon import tune_gc  # noqa: E402
+from canaryd.daemon import tend_gc, tune_gc  # noqa: E402
 from canaryd.logs import JsonFormatter  # noqa: E402
 from canaryd.metrics import Metrics  # noqa: E402
 from canaryd.rollout import Phase  # noqa: E402
@@ -271,7 +273,8 @@ async def run_size(canaries: int, prometheus_url: str, args: argparse.Namespace,
         try:
             for i in range(canaries):
                 await controller.command(NAMESPACE, f"svc-{i}", "start")
-            tune_gc()  # as the daemon does once it has started
+            tune_gc()  # as the daemon does once it has started, with its collector's tending task
+            tending = asyncio.create_task(tend_gc())
             ticker = Ticker(controller, prometheus, gc_time)
             slots = controller.slots()
             for _ in range(slots):  # baseline: the first read of each slot only sets the counters' totals
@@ -293,9 +296,20 @@ async def run_size(canaries: int, prometheus_url: str, args: argparse.Namespace,
         finally:
             if client is not None and client.poll() is None:
                 client.kill()
+            if "tending" in locals():
+                tending.cancel()
             await runner.cleanup()
             await controller.stop()
     return SizeResult(canaries, out, progressing, rss, hwm, slots, measures, ticker.period, judge_bytes, rollout_bytes)
+
+
+def _size_process(size: int, prometheus_url: str, args: argparse.Namespace, workdir: Path) -> tuple[SizeResult, float]:
+    """One size in this (fresh) process: its result, and the process' RSS once the daemon's modules are in."""
+    setup_logs(workdir / f"canaryd-{size}.log")
+    baseline, _ = memory_mb()
+    gc_time = GcTime()
+    gc.callbacks.append(gc_time)
+    return asyncio.run(run_size(size, prometheus_url, args, gc_time, workdir)), baseline
 
 
 # ---------------------------------------------------------------------------------------------- client
@@ -465,10 +479,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return client_main(args.client, args.seconds, args.out)
     sizes = sorted({s for s in (100, 1000, args.canaries) if s <= args.canaries})
     n = args.canaries
-    baseline_mb, _ = memory_mb()  # the daemon's modules are imported: its fixed cost
     load_before = os.getloadavg()[0]
     workdir = Path(tempfile.mkdtemp(prefix="canaryd-bench-scale-"))
-    setup_logs(workdir / "canaryd.log")
     started = time.monotonic()
     servers: list[Any] = []
     try:
@@ -490,12 +502,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return bool(rows) and float(rows[0]["value"][1]) >= series
 
         wait_until(ingested, timeout=300, interval=1.0, what=f"{series} series in Prometheus")
-        results = []
-        gc_time = GcTime()
-        gc.callbacks.append(gc_time)
-        for size in sizes:
-            gc.collect()  # the previous size's controller is gone; do not count its garbage
-            results.append(asyncio.run(run_size(size, prom.url, args, gc_time, workdir)))
+        # Each size in a fresh process, as a replica with that many canaries starts: its memory is its own,
+        # not what the allocator kept from a smaller size run before it.
+        results, baselines = [], []
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                                    max_tasks_per_child=1) as pool:
+            for size in sizes:
+                result, base = pool.submit(_size_process, size, prom.url, args, workdir).result()
+                results.append(result)
+                baselines.append(base)
+        baseline_mb = max(baselines)
         scrape = prom.query("max(scrape_duration_seconds)")
         scrape_s = float(scrape[0]["value"][1]) if scrape else float("nan")
     finally:
@@ -504,7 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     load = f"load average {load_before:.1f} → {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (a shared machine)"
-    meta = (f"scale: sizes {', '.join(map(str, sizes))} canaries in one process each after the other; real "
+    meta = (f"scale: sizes {', '.join(map(str, sizes))} canaries, each in a fresh process; real "
             f"Prometheus {SCRAPE_INTERVAL:g} s scrape of {2 * n} jobs ({series} series) from 2 exporter processes "
             f"(slowest scrape {scrape_s * 1000:.0f} ms); interval {args.interval:g} s, {args.rounds} timed round(s) "
             f"of slot ticks per size; dry-run actuators, JSON logs at info to a file; during the timed ticks a "
