@@ -122,7 +122,11 @@ class PrometheusClient:
     async def query_range(self, expr: str, start: float, end: float, step: float) -> list[RangeSeries]:
         """Range query; series left with no finite point are dropped."""
         params = {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": promql_duration(step)}
-        data = self._decode(await self._call("query_range", params, expr), expr)
+        answer = await self._call("query_range", params, expr)
+        async with self.turn():  # as an instant query's answer: a turn of the pacer
+            return self._range_series(self._decode(answer, expr), expr)
+
+    def _range_series(self, data: Any, expr: str) -> list[RangeSeries]:
         out = []
         try:
             if data["resultType"] != "matrix":
