@@ -290,9 +290,9 @@ def golden_scenario(m: Metrics) -> None:
     m.observe_analysis(0.2)
 
 
-# Sorted lines of `render` after `golden_scenario` in full detail: what the implementation with one
-# prometheus_client Gauge/Counter per per-canary metric produced (before the custom collector).
-GOLDEN_FULL_SCRAPE = (
+# The lines every scrape of `golden_scenario` starts with, in either detail: every family announced, the
+# daemon-wide series.
+_SCRAPE_HEAD = (
     '# HELP canaryd_alerts_received_total Alertmanager alerts received, by alertname, status and outcome.',
     '# HELP canaryd_analysis_duration_seconds Wall time of one analysis tick.',
     '# HELP canaryd_build_info Always 1; the version label names the build.',
@@ -342,6 +342,13 @@ GOLDEN_FULL_SCRAPE = (
     'canaryd_analysis_duration_seconds_count 1.0',
     'canaryd_analysis_duration_seconds_sum 0.2',
     'canaryd_build_info{version="9.9.9"} 1.0',
+)
+
+
+# Sorted lines of `render` after `golden_scenario` in full detail: what the implementation with one
+# prometheus_client Gauge/Counter per per-canary metric produced (before the custom collector).
+GOLDEN_FULL_SCRAPE = (
+    *_SCRAPE_HEAD,
     'canaryd_canary_phase{canary="api",namespace="billing",phase="idle"} 0.0',
     'canaryd_canary_phase{canary="api",namespace="billing",phase="paused"} 0.0',
     'canaryd_canary_phase{canary="api",namespace="billing",phase="progressing"} 0.0',
@@ -411,55 +418,7 @@ GOLDEN_FULL_SCRAPE = (
 # The same scenario in the default ("basic") detail: the current phase only, verdicts only for the
 # metrics that fail or warn, no p-values nor ratios; every family still announced.
 GOLDEN_BASIC_SCRAPE = (
-    '# HELP canaryd_alerts_received_total Alertmanager alerts received, by alertname, status and outcome.',
-    '# HELP canaryd_analysis_duration_seconds Wall time of one analysis tick.',
-    '# HELP canaryd_build_info Always 1; the version label names the build.',
-    "# HELP canaryd_canary_phase 1 for the canary's current rollout phase (full metrics detail: also 0 for the others).",
-    '# HELP canaryd_canary_weight Canary traffic share in percent (0-100).',
-    '# HELP canaryd_config_reload_success 1 if the last config reload was applied, 0 if it was refused (the running config stays).',
-    '# HELP canaryd_config_reloads_total Config reloads (SIGHUP or a changed file), by outcome.',
-    '# HELP canaryd_decisions_total Analysis decisions made, by decision.',
-    '# HELP canaryd_is_leader 1 if this replica is the leader and acts.',
-    '# HELP canaryd_metric_p_value p-value of the latest test of each judged metric (full metrics detail only).',
-    '# HELP canaryd_metric_ratio Canary/stable ratio of each judged metric at the latest decision (full metrics detail only).',
-    '# HELP canaryd_metric_verdict 1 for the current verdict of each metric that fails or warns (full metrics detail: of each judged metric, and 0 for the other verdicts).',
-    '# HELP canaryd_prometheus_errors_total Failed Prometheus queries, by kind.',
-    '# HELP canaryd_promotions_total Promotions performed.',
-    '# HELP canaryd_rollbacks_total Rollbacks performed, by trigger.',
-    '# HELP canaryd_router_updates_total Traffic route writes, by outcome.',
-    '# TYPE canaryd_alerts_received_total counter',
-    '# TYPE canaryd_analysis_duration_seconds histogram',
-    '# TYPE canaryd_build_info gauge',
-    '# TYPE canaryd_canary_phase gauge',
-    '# TYPE canaryd_canary_weight gauge',
-    '# TYPE canaryd_config_reload_success gauge',
-    '# TYPE canaryd_config_reloads_total counter',
-    '# TYPE canaryd_decisions_total counter',
-    '# TYPE canaryd_is_leader gauge',
-    '# TYPE canaryd_metric_p_value gauge',
-    '# TYPE canaryd_metric_ratio gauge',
-    '# TYPE canaryd_metric_verdict gauge',
-    '# TYPE canaryd_prometheus_errors_total counter',
-    '# TYPE canaryd_promotions_total counter',
-    '# TYPE canaryd_rollbacks_total counter',
-    '# TYPE canaryd_router_updates_total counter',
-    'canaryd_alerts_received_total{alertname="CanaryHighErrorRate",outcome="accepted",status="firing"} 1.0',
-    'canaryd_analysis_duration_seconds_bucket{le="+Inf"} 1.0',
-    'canaryd_analysis_duration_seconds_bucket{le="0.005"} 0.0',
-    'canaryd_analysis_duration_seconds_bucket{le="0.01"} 0.0',
-    'canaryd_analysis_duration_seconds_bucket{le="0.025"} 0.0',
-    'canaryd_analysis_duration_seconds_bucket{le="0.05"} 0.0',
-    'canaryd_analysis_duration_seconds_bucket{le="0.1"} 0.0',
-    'canaryd_analysis_duration_seconds_bucket{le="0.25"} 1.0',
-    'canaryd_analysis_duration_seconds_bucket{le="0.5"} 1.0',
-    'canaryd_analysis_duration_seconds_bucket{le="1.0"} 1.0',
-    'canaryd_analysis_duration_seconds_bucket{le="10.0"} 1.0',
-    'canaryd_analysis_duration_seconds_bucket{le="2.5"} 1.0',
-    'canaryd_analysis_duration_seconds_bucket{le="30.0"} 1.0',
-    'canaryd_analysis_duration_seconds_bucket{le="5.0"} 1.0',
-    'canaryd_analysis_duration_seconds_count 1.0',
-    'canaryd_analysis_duration_seconds_sum 0.2',
-    'canaryd_build_info{version="9.9.9"} 1.0',
+    *_SCRAPE_HEAD,
     'canaryd_canary_phase{canary="api",namespace="billing",phase="promoting"} 1.0',
     'canaryd_canary_phase{canary="auth-service",namespace="orion",phase="rolled_back"} 1.0',
     'canaryd_canary_weight{canary="api",namespace="billing"} 100.0',
