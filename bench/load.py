@@ -55,6 +55,7 @@ from alert_latency import (
     timed_post,
     verdict,
 )
+from fleet import canary_config
 from servers import ExporterProcess, PrometheusServer, wait_until
 
 INTERVAL = 5.0  # seconds: the canaries' analysis interval and the exporters' scrape interval
@@ -70,9 +71,7 @@ def job(i: int, arm: str) -> str:
 
 
 def _canary(name: str, i: int) -> dict[str, Any]:
-    return {"name": name, "namespace": NAMESPACE, "route": name,
-            "stable": {"deployment": job(i, "stable"), "selector": f'job="{job(i, "stable")}"'},
-            "canary": {"deployment": job(i, "canary"), "selector": f'job="{job(i, "canary")}"'}}
+    return canary_config(NAMESPACE, name, i, job)
 
 
 def config(n: int, port: int, prometheus_url: str) -> dict[str, Any]:

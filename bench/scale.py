@@ -80,6 +80,7 @@ from canaryd.rollout import Phase  # noqa: E402
 from canaryd.server import make_app  # noqa: E402
 from canaryd.sources.prometheus import PrometheusClient, Series  # noqa: E402
 from canaryd.wiring import dry_run_actuators  # noqa: E402
+from fleet import canary_config  # noqa: E402
 from servers import HOST, ExporterProcess, PrometheusServer, free_port, wait_until  # noqa: E402
 
 NAMESPACE = "bench"
@@ -98,9 +99,7 @@ def job(i: int, arm: str) -> str:
 
 
 def _canary(name: str, i: int) -> dict[str, Any]:
-    return {"name": name, "namespace": NAMESPACE, "route": name,
-            "stable": {"deployment": job(i, "stable"), "selector": f'job="{job(i, "stable")}"'},
-            "canary": {"deployment": job(i, "canary"), "selector": f'job="{job(i, "canary")}"'}}
+    return canary_config(NAMESPACE, name, i, job)
 
 
 def config(canaries: int, prometheus_url: str, interval: float) -> dict[str, Any]:
