@@ -13,48 +13,24 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from prometheus_client import CollectorRegistry
 
-from canaryd.config import parse_config
 from canaryd.controller import Controller
-from canaryd.kube import KubeClient
-from canaryd.kube_actuator import KubeActuator, router_for
-from canaryd.leader import LeaderGuard
-from canaryd.leadership import Leadership
-from canaryd.metrics import Metrics
-from canaryd.sources.prometheus import PrometheusClient
 from canaryd.watcher import DeploymentWatcher
 from fake_kube import FakeKube, RequestRecord
 from http_helpers import until
-from servers import free_port
 from test_cli_cluster import deployment, virtual_service
-from test_cluster_e2e import NS, add_canary_objects, canary, route_writes, state_in, weights
+from test_cluster_e2e import NS, add_canary_objects, in_process, route_writes, state_in, weights
 
 
-@contextlib.asynccontextmanager
-async def controller_for(fake: FakeKube, tmp_path: Path, name: str, *, leader: bool = True,
-                         **settings: Any) -> AsyncIterator[Controller]:
-    config = parse_config({"kubernetes": {"enabled": True}, "canaries": [canary(name, **settings)]}, "test")
-    async with aiohttp.ClientSession() as session, \
-            await KubeClient.from_kubeconfig(str(fake.kubeconfig(tmp_path, "me"))) as kube:
-        leadership = Leadership(leading=leader)
-        controller = Controller(
-            config, metrics=Metrics(CollectorRegistry()),
-            prometheus=PrometheusClient(session, f"http://127.0.0.1:{free_port()}"),
-            actuator_factory=lambda c: LeaderGuard(KubeActuator(kube, router_for(kube, c), c, poll_interval=0.05),
-                                                   lambda: leadership.is_leader),
-            leadership=leadership)
-        await controller.start()
-        try:
-            yield controller
-        finally:
-            await controller.stop()
-
+def controller_for(fake: FakeKube, tmp_path: Path, name: str, *, leader: bool = True,
+                   **settings: Any) -> contextlib.AbstractAsyncContextManager[Controller]:
+    """The in-process controller of test_cluster_e2e, its actuators polling the pods every 0.05 s."""
+    return in_process(fake, tmp_path, name, leader=leader, poll_interval=0.05, **settings)
 
 
 async def set_template(fake: FakeKube, name: str, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:

@@ -331,17 +331,19 @@ async def test_an_advance_refused_for_lost_leadership_is_not_replayed_later(tmp_
 
 
 @contextlib.asynccontextmanager
-async def in_process(fake: FakeKube, tmp_path: Path, name: str, *, leader: bool = True,
-                     start: bool = True) -> AsyncIterator[Controller]:
-    """The daemon's controller with its real cluster actuators (behind LeaderGuard), in this process."""
-    config = parse_config({"kubernetes": {"enabled": True}, "canaries": [canary(name)]}, "test")
+async def in_process(fake: FakeKube, tmp_path: Path, name: str, *, leader: bool = True, start: bool = True,
+                     poll_interval: float = 2.0, **settings: Any) -> AsyncIterator[Controller]:
+    """The daemon's controller with its real cluster actuators (behind LeaderGuard), in this process;
+    `settings` are the canary's own config keys, `poll_interval` its actuator's pod poll."""
+    config = parse_config({"kubernetes": {"enabled": True}, "canaries": [canary(name, **settings)]}, "test")
     async with aiohttp.ClientSession() as session, \
             await KubeClient.from_kubeconfig(str(fake.kubeconfig(tmp_path, "me"))) as kube:
         leadership = Leadership(leading=leader)
         controller = Controller(
             config, metrics=Metrics(CollectorRegistry()),
             prometheus=PrometheusClient(session, f"http://127.0.0.1:{free_port()}"),
-            actuator_factory=lambda c: LeaderGuard(KubeActuator(kube, router_for(kube, c), c),
+            actuator_factory=lambda c: LeaderGuard(KubeActuator(kube, router_for(kube, c), c,
+                                                                poll_interval=poll_interval),
                                                    lambda: leadership.is_leader),
             leadership=leadership)
         if start:
