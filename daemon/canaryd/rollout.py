@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from .analysis import judge
@@ -104,11 +104,10 @@ class Rollout:
 
     def saved(self) -> SavedState:
         last = self.last_decision or {}
-        return SavedState(phase=self.phase, step=self.step, weight=self.weight, step_started_at=self.step_started_at,
-                          started_at=self.started_at, paused_reason=self.paused_reason,
-                          awaiting_promotion=self.awaiting_promotion,
-                          last_decision={k: last.get(k) for k in ("decision", "trigger", "at", "reasons")} if last else None,
-                          history=self.history, preparing=self.preparing, version=self.version, gate=self.gate)
+        # Every saved field is the rollout's own of that name; of the last decision only its summary.
+        own = {f.name: getattr(self, f.name) for f in fields(SavedState) if f.name != "last_decision"}
+        return SavedState(**own, last_decision={k: last.get(k) for k in ("decision", "trigger", "at", "reasons")}
+                          if last else None)
 
 
 def resume(r: Rollout, saved: Mapping[str, Any], now: float) -> Rollout:
