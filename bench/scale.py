@@ -269,6 +269,7 @@ async def run_size(canaries: int, prometheus_url: str, args: argparse.Namespace,
         await controller.start()
         runner, url = await _serve(controller, registry)
         client = None
+        tending: asyncio.Task[None] | None = None
         try:
             for i in range(canaries):
                 await controller.command(NAMESPACE, f"svc-{i}", "start")
@@ -295,7 +296,7 @@ async def run_size(canaries: int, prometheus_url: str, args: argparse.Namespace,
         finally:
             if client is not None and client.poll() is None:
                 client.kill()
-            if "tending" in locals():
+            if tending is not None:
                 tending.cancel()
             await runner.cleanup()
             await controller.stop()
