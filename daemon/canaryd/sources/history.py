@@ -13,7 +13,8 @@ import math
 from collections.abc import Mapping
 
 from ..analysis.snapshot import ArmSnapshot
-from .prometheus import ArmTarget, PrometheusClient, RangeSeries, _render, _template, _wrap
+from .prometheus import ArmTarget, PrometheusClient, RangeSeries
+from .promql import render_template, sum_by, template_of
 
 HISTORY_INTERVALS = 20  # 10 minutes at the default 30 s interval: enough ticks to see bursts
 
@@ -47,10 +48,10 @@ async def fetch_history(client: PrometheusClient, stable: ArmTarget, queries: Ma
     """
     exprs = {}
     for metric in ("requests", "errors"):
-        template = _template(metric, stable, queries)
+        template = template_of(metric, stable, queries)
         if template is None:
             return []
-        exprs[metric] = _wrap(_render(template, metric, stable, selector=stable.selector), (), None)
+        exprs[metric] = sum_by(render_template(template, metric, stable, selector=stable.selector), (), None)
     # Points fall at start + i·step exactly when both are whole milliseconds, as Prometheus keeps them.
     start_ms, step_ms = round((end - count * interval) * 1000), round(interval * 1000)
     start, times = start_ms / 1000, [start_ms + i * step_ms for i in range(count + 1)]

@@ -27,11 +27,10 @@ import aiohttp
 
 from canaryd.analysis.durations import promql_duration
 from canaryd.analysis.snapshot import ArmSnapshot
-from canaryd.config import render_query
 from canaryd.config.queries import LATENCY_UNITS
 from canaryd.sources import samples
 from canaryd.sources.http_config import CredentialsError, HttpOptions, split_userinfo
-from canaryd.sources.promql import equality_matchers, regex_any
+from canaryd.sources.promql import equality_matchers, regex_any, render_template, sum_by, template_of
 
 log = logging.getLogger("canaryd.prometheus")
 
@@ -266,15 +265,6 @@ class _Plan:
     scale: float = 1.0  # latency buckets: le × scale = seconds
 
 
-def _render(template: str, metric: str, target: ArmTarget, *, selector: str, window: str = "") -> str:
-    try:
-        return render_query(template, selector=selector, namespace=target.namespace,
-                            deployment=target.deployment, window=window)
-    except (KeyError, IndexError, ValueError) as e:
-        raise ValueError(
-            f"query template for {metric!r} of {target.key} ({target.arm}) is invalid: {e!r}; "
-            f"placeholders are {{selector}}, {{namespace}}, {{deployment}}, literal braces doubled"
-        ) from e
 
 
 def _plan_counters(targets: Sequence[ArmTarget], queries: Mapping[str, str | None],
@@ -285,14 +275,14 @@ def _plan_counters(targets: Sequence[ArmTarget], queries: Mapping[str, str | Non
     for metric in COUNTER_METRICS:
         le = ("le",) if metric == "latency_buckets" else ()
         for t in targets:
-            template = _template(metric, t, queries)
+            template = template_of(metric, t, queries)
             if template is None:
                 continue
-            shape = _render(template, metric, t, selector=_SENTINEL)
+            shape = render_template(template, metric, t, selector=_SENTINEL)
             matchers = equality_matchers(t.selector)
             scale = _le_scale(metric, t, queries)
             if matchers is None or _SENTINEL not in shape:
-                expr = _wrap(shape.replace(_SENTINEL, t.selector), le, win)
+                expr = sum_by(shape.replace(_SENTINEL, t.selector), le, win)
                 plans.append(_Plan(metric, expr, (), {(): [t]}, scale))
                 continue
             labels = tuple(name for name, _ in matchers)
@@ -305,7 +295,7 @@ def _plan_counters(targets: Sequence[ArmTarget], queries: Mapping[str, str | Non
         values = list(plan.targets)
         merged = ",".join(f"{name}=~{regex_any([v[i] for v in values])}" for i, name in enumerate(labels))
         le = ("le",) if plan.metric == "latency_buckets" else ()
-        plan.expr = _wrap(shape.replace(_SENTINEL, merged), labels + le, win)
+        plan.expr = sum_by(shape.replace(_SENTINEL, merged), labels + le, win)
     return plans
 
 
@@ -313,19 +303,11 @@ def _le_scale(metric: str, target: ArmTarget, queries: Mapping[str, str | None])
     """The factor from the latency buckets' `le` to seconds (Istio and Linkerd count milliseconds)."""
     if metric != "latency_buckets":
         return 1.0
-    return LATENCY_UNITS.get(_template("latency_unit", target, queries) or "seconds", 1.0)
+    return LATENCY_UNITS.get(template_of("latency_unit", target, queries) or "seconds", 1.0)
 
 
-def _template(metric: str, target: ArmTarget, queries: Mapping[str, str | None]) -> str | None:
-    if target.queries is not None and metric in target.queries:
-        return target.queries[metric]
-    return queries.get(metric)
 
 
-def _wrap(series: str, by: tuple[str, ...], window: str | None) -> str:
-    if window is None:  # the counters' current totals; the caller takes differences between ticks
-        return f"sum by ({', '.join(by)}) ({series})"
-    return f"sum by ({', '.join(by)}) (increase({series}[{window}]))"
 
 
 async def fetch_increments(client: PrometheusClient, targets: Sequence[ArmTarget], queries: Mapping[str, str | None],
@@ -413,10 +395,10 @@ def _plan_fetch(targets: Sequence[ArmTarget], queries: Mapping[str, str | None],
     gauges: list[_Gauge] = []
     for metric in GAUGE_METRICS:
         for t in targets:
-            template = _template(metric, t, queries)
+            template = template_of(metric, t, queries)
             if template is not None:
                 win = promql_duration(gauge_window if window is None else window)
-                expr = _render(template, metric, t, selector=t.selector, window=win)
+                expr = render_template(template, metric, t, selector=t.selector, window=win)
                 gauges.append(_Gauge(metric, t, expr))
     return _FetchPlan(plans, gauges)
 

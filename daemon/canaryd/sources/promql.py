@@ -1,10 +1,17 @@
 """PromQL string literals and label matchers: parsing a selector's equality matchers, quoting a value,
-and the anchored regex that matches exactly a set of values (for merging many arms into one query)."""
+and the anchored regex that matches exactly a set of values (for merging many arms into one query); and
+a target's query: its template, rendered for its selector, summed by the labels that split the answer."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from canaryd.config import render_query
+
+if TYPE_CHECKING:
+    from canaryd.sources.prometheus import ArmTarget
 
 _MATCHER_RE = re.compile(
     r"""\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`)\s*(,|$)""",
@@ -68,3 +75,29 @@ def _promql_string(s: str) -> str:
 def regex_any(values: Sequence[str]) -> str:
     """A PromQL string literal holding a (fully anchored) regex that matches exactly `values`."""
     return _promql_string("|".join(_RE2_SPECIAL.sub(r"\\\1", v) for v in sorted(set(values))))
+
+
+def render_template(template: str, metric: str, target: ArmTarget, *, selector: str, window: str = "") -> str:
+    """`template` with the target's placeholders filled in. Raises ValueError naming the metric and target."""
+    try:
+        return render_query(template, selector=selector, namespace=target.namespace,
+                            deployment=target.deployment, window=window)
+    except (KeyError, IndexError, ValueError) as e:
+        raise ValueError(
+            f"query template for {metric!r} of {target.key} ({target.arm}) is invalid: {e!r}; "
+            f"placeholders are {{selector}}, {{namespace}}, {{deployment}}, literal braces doubled"
+        ) from e
+
+
+def template_of(metric: str, target: ArmTarget, queries: Mapping[str, str | None]) -> str | None:
+    """The target's own template for `metric` if it has one, else the shared one (None: not queried)."""
+    if target.queries is not None and metric in target.queries:
+        return target.queries[metric]
+    return queries.get(metric)
+
+
+def sum_by(series: str, by: tuple[str, ...], window: str | None) -> str:
+    """`series` summed by `by`: its current totals, or (with a window) its increase over that window."""
+    if window is None:  # the counters' current totals; the caller takes differences between ticks
+        return f"sum by ({', '.join(by)}) ({series})"
+    return f"sum by ({', '.join(by)}) (increase({series}[{window}]))"
