@@ -9,11 +9,13 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from canaryd.actuator import RouterActuator
 from canaryd.analysis.dispersion import history_rows
 from canaryd.config import parse_config
+from canaryd import controller as controller_module
 from canaryd.controller import Controller
 from canaryd.metrics import Metrics
 from canaryd.routers.dryrun import DryRunRouter
@@ -83,5 +85,55 @@ async def test_without_prometheus_the_start_goes_on_without_history(session: aio
         await controller.primed()
         await controller.workers[KEY].barrier()
         assert _history(controller) is None  # the first ticks are read as a little bursty, as before
+    finally:
+        await controller.stop()
+
+
+async def _slow_prometheus(aiohttp_server: Any, delay: float) -> tuple[str, list[str], list[str]]:
+    """A Prometheus that answers every query with no data after `delay` seconds: (url, received, answered)."""
+    received: list[str] = []
+    answered: list[str] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        received.append(request.path)
+        await asyncio.sleep(delay)
+        answered.append(request.path)
+        kind = "matrix" if request.path.endswith("query_range") else "vector"
+        return web.json_response({"status": "success", "data": {"resultType": kind, "result": []}})
+
+    app = web.Application()
+    app.router.add_post("/api/v1/query", handle)
+    app.router.add_post("/api/v1/query_range", handle)
+    server = await aiohttp_server(app)
+    return str(server.make_url("")).rstrip("/"), received, answered
+
+
+async def test_a_start_answers_once_its_first_reads_are_done(session: aiohttp.ClientSession,
+                                                            aiohttp_server: Any) -> None:
+    # The counters' totals and stable's history are read at once, and the start's answer waits for both.
+    url, received, answered = await _slow_prometheus(aiohttp_server, 0.2)
+    controller = _controller(session, url)
+    await controller.start()
+    try:
+        status = await controller.command("orion", "pay", "start")
+        assert status["phase"] == "progressing"
+        assert "/api/v1/query" in answered and answered.count("/api/v1/query_range") == 2, answered
+        assert sorted(received) == sorted(answered)
+    finally:
+        await controller.stop()
+
+
+async def test_a_start_does_not_wait_for_a_stuck_prometheus_beyond_prime_wait(
+    session: aiohttp.ClientSession, aiohttp_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(controller_module, "PRIME_WAIT", 0.1)
+    url, received, answered = await _slow_prometheus(aiohttp_server, 30.0)
+    controller = _controller(session, url)
+    await controller.start()
+    try:
+        status = await controller.command("orion", "pay", "start")
+        assert status["phase"] == "progressing"
+        assert received and not answered  # answered while its reads still wait: they go on, not cancelled
+        assert controller.workers[KEY].rollout.phase.value == "progressing"
     finally:
         await controller.stop()

@@ -40,6 +40,7 @@ MIN_SLOT_TICK = 1.0  # seconds: slots never make ticks more frequent than this
 READ_PART = 25  # canaries read with one round of queries (see tick)
 MAX_READ_PARTS = 8  # rounds of queries per tick at most: queries per tick stay bounded whatever the number
 COMMAND_TIMEOUT = 10.0  # seconds an API call or webhook waits for its change to be made
+PRIME_WAIT = 2.0  # seconds a start or resume waits for its analysis' first reads before it answers
 SAFE_VERBS = frozenset({"rollback", "pause"})  # any replica may write these: they only stop a rollout
 
 
@@ -91,7 +92,7 @@ class Controller:
         self._slots: dict[str, int] = {}  # the round's slot of each canary judged at its start
         self._viewed_at: dict[str, float] = {}  # when the leader last re-read a canary's route for its view
         self._index = CanaryIndex([])
-        self._priming: set[asyncio.Task[None]] = set()  # the counters' reads at an analysis' start
+        self._priming: dict[str, asyncio.Task[None]] = {}  # canary key -> its counters' reads at an analysis' start
         self.pacer = Pacer()  # the workers' judgements take turns, and a command goes first (pacing.py)
 
     # ------------------------------------------------------------------------------------------ life
@@ -112,33 +113,33 @@ class Controller:
         """A canary's analysis starts now: read its counters' totals now, so that its first tick judges the
         traffic since (not only sets a baseline). Not awaited: the canary's task goes on meanwhile."""
         task = asyncio.create_task(self._prime_read(key), name=f"prime {key}")
-        self._priming.add(task)
-        task.add_done_callback(self._priming.discard)
+        self._priming[key] = task
+        task.add_done_callback(lambda t: self._priming.pop(key, None) if self._priming.get(key) is t else None)
 
     async def primed(self) -> None:
         """Wait until the starting canaries' counters are read (see _prime)."""
         if self._priming:
-            await asyncio.gather(*self._priming, return_exceptions=True)
+            await asyncio.gather(*self._priming.values(), return_exceptions=True)
 
     async def _prime_read(self, key: str) -> None:
-        try:
-            await self.reader.prime([key], gauge_window=max(60.0, 2 * self.tick_interval()))
-        except Exception as e:  # noqa: BLE001 - a failed prime only means the old behaviour: first read sets it
-            log.warning("could not read a starting canary's counters", extra={"canary": key, "error": str(e)})
-            return  # Prometheus is failing: the first tick should not wait for a second read's retries
+        """The counters' totals and stable's history, read at once: two round trips would delay the first tick."""
         worker = self.workers.get(key)
         if worker is None:
             return
+        totals, history = await asyncio.gather(
+            self.reader.prime([key], gauge_window=max(60.0, 2 * self.tick_interval())),
+            self.reader.history(key, interval=worker.config.settings.interval, end=self.clock()),
+            return_exceptions=True)
+        if isinstance(totals, Exception):  # a failed prime only means the old behaviour: the first read sets it
+            log.warning("could not read a starting canary's counters", extra={"canary": key, "error": str(totals)})
         # Stable's last intervals show whether its errors come in bursts, which the first ticks cannot.
-        try:
-            history = await self.reader.history(key, interval=worker.config.settings.interval, end=self.clock())
-        except Exception as e:  # noqa: BLE001 - without it the first ticks are read as a little bursty
-            log.warning("could not read stable's history", extra={"canary": key, "error": str(e)})
-            return
-        worker.take_history(history)
+        if isinstance(history, Exception):  # without it the first ticks are read as a little bursty
+            log.warning("could not read stable's history", extra={"canary": key, "error": str(history)})
+        elif self.workers.get(key) is worker:
+            worker.take_history(history)
 
     async def stop(self) -> None:
-        for p in list(self._priming):
+        for p in list(self._priming.values()):
             p.cancel()
         tasks = [t for w in self.workers.values() if (t := w.stop()) is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -332,9 +333,19 @@ class Controller:
         try:
             with self.pacer.urgent(w.key):  # judgements of other canaries wait until it is applied
                 async with asyncio.timeout(COMMAND_TIMEOUT):
-                    return await w.submit(Command(verb, trigger, reason, emergency, step))
+                    status = await w.submit(Command(verb, trigger, reason, emergency, step))
         except TimeoutError:
             raise CommandQueued(namespace, name, verb) from None
+        await self._settle_prime(w.key)
+        return status
+
+    async def _settle_prime(self, key: str) -> None:
+        """A command that started an analysis (start, resume) answers once its first reads are done (or after
+        PRIME_WAIT): its caller's next look finds the analysis counting, and a caller's next request does
+        not share the loop with those reads. The reads go on regardless (never cancelled here)."""
+        task = self._priming.get(key)
+        if task is not None:
+            await asyncio.wait((task,), timeout=PRIME_WAIT)
 
     async def handle_alerts(self, message: WebhookMessage) -> AlertReport:
         with self.pacer.urgent():  # judgements, scrapes and reads give way until the alerts are handled
