@@ -12,10 +12,10 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from canaryd import controller as controller_module
 from canaryd.actuator import RouterActuator
 from canaryd.analysis.dispersion import history_rows
 from canaryd.config import parse_config
-from canaryd import controller as controller_module
 from canaryd.controller import Controller
 from canaryd.metrics import Metrics
 from canaryd.routers.dryrun import DryRunRouter
