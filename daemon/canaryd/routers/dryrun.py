@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections import deque
+import marshal
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,33 @@ STATES = 8
 class _Write:
     canary_weight: int
     resource_version: str
-    state: Mapping[str, Any] | None  # shared with the route's state at the time, never copied again
+    state: _Saved | None  # shared with the route's state at the time, never copied again
+
+
+@dataclass(frozen=True, slots=True)
+class _Saved:
+    """A state as the route keeps it: serialized (as a real route keeps its annotation's text), decoded into
+    a fresh copy at each read. Plain data (what Rollout.persisted() gives) is kept marshalled and compressed
+    (~0.3 kB rather than ~1 kB of dicts a write); anything else as a deep copy."""
+
+    packed: bytes | None
+    other: Mapping[str, Any] | None = None
+
+    @staticmethod
+    def of(state: Mapping[str, Any]) -> _Saved:
+        try:
+            return _Saved(zlib.compress(marshal.dumps(dict(state)), 1))
+        except ValueError:  # not plain data (a Mapping of another type inside): copied as it is
+            return _Saved(None, copy.deepcopy(dict(state)))
+
+    def value(self) -> dict[str, Any]:
+        if self.packed is None:
+            return copy.deepcopy(dict(self.other or {}))
+        return marshal.loads(zlib.decompress(self.packed))  # type: ignore[no-any-return]
+
+
+def _value(saved: _Saved | None) -> dict[str, Any] | None:
+    return None if saved is None else saved.value()
 
 
 class DryRunRouter:
@@ -52,31 +79,32 @@ class DryRunRouter:
         self.canary_backend = canary_backend
         check_percent(initial_percent, self.what)
         self._rv = 1
-        self._current = RouteState(
-            canary_weight=initial_percent,
-            stable_weight=100 - initial_percent,
-            state=copy.deepcopy(dict(initial_state)) if initial_state is not None else None,
-            resource_version="1",
-        )
-        self._writes: deque[_Write] = deque(maxlen=HISTORY)
+        self._weight = initial_percent
+        self._state = None if initial_state is None else _Saved.of(initial_state)
+        self._writes: list[_Write] = []  # the last HISTORY (a list: most canaries write a few times)
 
     @property
     def history(self) -> list[RouteState]:
         """The last HISTORY writes, oldest first; all but the last STATES have state None (not kept)."""
-        return [RouteState(w.canary_weight, 100 - w.canary_weight, w.state, w.resource_version) for w in self._writes]
+        return [RouteState(w.canary_weight, 100 - w.canary_weight, _value(w.state), w.resource_version)
+                for w in self._writes]
 
     async def read(self) -> RouteState:
-        return self._current
+        return self._route()
+
+    def _route(self) -> RouteState:
+        return RouteState(canary_weight=self._weight, stable_weight=100 - self._weight, state=_value(self._state),
+                          resource_version=str(self._rv))
 
     async def plan(self, canary_percent: int, state: Mapping[str, Any] | None = None, *,
                    matches: Sequence[Any] | None = None) -> list[JSON]:
         """What a write would change, in words a person reads (there is no object to patch)."""
         check_percent(canary_percent, self.what)
         changes: list[JSON] = []
-        if canary_percent != self._current.canary_weight:
+        if canary_percent != self._weight:
             changes.append({"set": "weights", self.stable_backend: 100 - canary_percent,
                             self.canary_backend: canary_percent})
-        if state is not None and dict(state) != self._current.state:
+        if state is not None and dict(state) != _value(self._state):
             changes.append({"set": "state", "value": copy.deepcopy(dict(state))})
         return changes
 
@@ -84,18 +112,17 @@ class DryRunRouter:
                     guard: StateGuard | None = None, matches: Sequence[Any] | None = None) -> RouteState:
         check_percent(canary_percent, self.what)
         if guard is not None:
-            guard(self._current.state)
+            guard(_value(self._state))
         self._rv += 1
-        self._current = RouteState(
-            canary_weight=canary_percent,
-            stable_weight=100 - canary_percent,
-            state=copy.deepcopy(dict(state)) if state is not None else self._current.state,
-            resource_version=str(self._rv),
-        )
-        self._writes.append(_Write(canary_percent, self._current.resource_version, self._current.state))
+        self._weight = canary_percent
+        if state is not None:
+            self._state = _Saved.of(state)
+        self._writes.append(_Write(canary_percent, str(self._rv), self._state))
+        if len(self._writes) > HISTORY:
+            del self._writes[0]
         if len(self._writes) > STATES:  # let the older state go (unless a later write shares it)
             w = self._writes[-STATES - 1]
             self._writes[-STATES - 1] = _Write(w.canary_weight, w.resource_version, None)
         log.info("%s: would set %s=%d%% %s=%d%%", self.what, self.stable_backend, 100 - canary_percent,
                  self.canary_backend, canary_percent)
-        return self._current
+        return self._route()
