@@ -20,13 +20,12 @@ import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 
 from . import rollout as ro
 from .actuator import ActuationError
-from .analysis.judge import JudgeSettings
 from .config.model import GATE_NAMES, CanaryConfig
 from .crashloop import pod_restarts, verdict
 from .flags import send_flag
@@ -37,6 +36,8 @@ from .windows import parse_windows
 
 if TYPE_CHECKING:
     from .analysis.verdicts import Judgement
+
+T = TypeVar("T")
 
 log = logging.getLogger("canaryd.worker")
 
@@ -61,7 +62,7 @@ def rollout_for(c: CanaryConfig, r: Rollout | None = None) -> Rollout:
     """A canary's rollout as configured (a new one, or `r` with the reloaded settings, same position)."""
     s = c.settings
     steps = (0,) * len(c.match_stages) + tuple(s.traffic_steps)
-    gates = frozenset(n for n in GATE_NAMES if getattr(c.gates, n).enabled)
+    gates = _shared(frozenset(n for n in GATE_NAMES if getattr(c.gates, n).enabled))
     options: dict[str, Any] = {"steps": steps, "auto_promote": s.auto_promote, "stages": tuple(c.match_stages),
                                "gates": gates, "windows": parse_windows(c.windows)}
     if r is None:
@@ -70,9 +71,10 @@ def rollout_for(c: CanaryConfig, r: Rollout | None = None) -> Rollout:
 
 
 @functools.lru_cache(maxsize=256)
-def _shared(settings: JudgeSettings) -> JudgeSettings:
-    """One instance of each distinct settings (frozen): canaries configured alike share it (~0.4 kB each)."""
-    return settings
+def _shared(value: T) -> T:
+    """One instance of each distinct settings or set of gates (frozen): canaries configured alike share it
+    (~0.4 kB and ~0.2 kB each)."""
+    return value
 
 
 def _find(actuator: object, attr: str) -> Callable[..., Any] | None:

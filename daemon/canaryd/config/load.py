@@ -11,7 +11,7 @@ import yaml
 from .checks import _merge, _valid, check_all
 from .kinds import _Ctx, _show, one_line
 from .model import AlertRule, AnalysisSettings, CanaryConfig, Config, extend_alerts
-from .schema import _TOP, VERSION, construct
+from .schema import _TOP, VERSION, construct, share
 
 
 class ConfigError(Exception):
@@ -30,7 +30,9 @@ def _build(raw: Mapping[str, Any], ctx: _Ctx) -> Config | None:
     if ctx.problems or not _valid(raw):
         return None
     defaults = raw["defaults"]
-    canaries = tuple(construct(CanaryConfig, c, settings=construct(AnalysisSettings, _merge(defaults, c)))
+    shared: dict[object, object] = {}  # the canaries' equal sections, built once (schema.share)
+    canaries = tuple(construct(CanaryConfig, c, shared,
+                               settings=share(shared, construct(AnalysisSettings, _merge(defaults, c), shared)))
                      for c in raw["canaries"])
     alerts = extend_alerts(tuple(construct(AlertRule, a) for a in raw["alerts"]))
     return construct(Config, raw, canaries=canaries, alerts=alerts, source=ctx.source)

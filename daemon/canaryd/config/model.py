@@ -10,6 +10,7 @@ derived from these fields; the default written here is the only one.
 
 from __future__ import annotations
 
+import functools
 import types
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
@@ -341,8 +342,8 @@ class CanaryConfig:
             if arm.backend is None:
                 object.__setattr__(self, role, replace(arm, backend=default_backend(self.settings.mesh, self.name, role)))
 
-    @property
-    def key(self) -> str:
+    @functools.cached_property
+    def key(self) -> str:  # made once: the controller, the reader and the metrics each keep it per canary
         return f"{self.namespace}/{self.name}"
 
 

@@ -196,8 +196,9 @@ _TOP = section_of(Config)
 _DEFAULTS = section_of(AnalysisSettings)
 
 
-def construct(cls: type, raw: Mapping[str, Any], **given: Any) -> Any:
-    """Build a model dataclass from its validated section; `given` fields are taken as they are."""
+def construct(cls: type, raw: Mapping[str, Any], shared: dict[object, object] | None = None, /, **given: Any) -> Any:
+    """Build a model dataclass from its validated section; `given` fields are taken as they are. With
+    `shared`, each nested section equal to one built before is that one (see `share`)."""
     kwargs = dict(given)
     for f in dataclasses.fields(cls):
         m = f.metadata
@@ -209,11 +210,22 @@ def construct(cls: type, raw: Mapping[str, Any], **given: Any) -> Any:
             kwargs.update(zip(m["joins"], value, strict=True))
             continue
         if "items" in m:
-            value = tuple(construct(m["items"], v) for v in value)
+            value = share(shared, tuple(share(shared, construct(m["items"], v, shared)) for v in value))
         elif isinstance(m["kind"], type):
-            value = construct(m["kind"], value)
+            value = share(shared, construct(m["kind"], value, shared))
         kwargs[f.name] = value
     return cls(**kwargs)
+
+
+def share(shared: dict[object, object] | None, value: Any) -> Any:
+    """`value`, or the equal one `shared` holds (frozen, so either will do): 10,000 canaries configured
+    alike then hold one copy of their settings, gates and queries rather than 10,000 (~1.5 kB each)."""
+    if shared is None:
+        return value
+    try:
+        return shared.setdefault(value, value)
+    except TypeError:  # not hashable (a mapping inside): kept as it is
+        return value
 
 
 # `version: 1` may head a file; it is not a section, so it is checked (and described) beside them.
