@@ -44,9 +44,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from array import array
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -134,9 +136,10 @@ _COUNTERS: tuple[_CounterSpec, ...] = (
     _CounterSpec(_PROMOTIONS, "Promotions performed.", None, ("",)),
     _CounterSpec(_ROUTER_UPDATES, "Traffic route writes, by outcome.", "outcome", ROUTER_OUTCOMES),
 )
-# Shared key tuples: a new canary's counters are `dict.fromkeys(_COUNTER_KEYS, 0.0)`, so the only
-# per-canary cost is the dict itself.
+# A canary's counters are one array of floats, in the order of _COUNTER_KEYS (~0.2 kB; a dict of them
+# was ~0.7 kB a canary); _COUNTER_INDEX says where each (family, label value) is.
 _COUNTER_KEYS: tuple[tuple[str, str], ...] = tuple((c.name, v) for c in _COUNTERS for v in c.values)
+_COUNTER_INDEX: Mapping[tuple[str, str], int] = MappingProxyType({k: i for i, k in enumerate(_COUNTER_KEYS)})
 
 _WEIGHT_HELP = "Canary traffic share in percent (0-100)."
 _PHASE_HELP = "1 for the canary's current rollout phase (full metrics detail: also 0 for the others)."
@@ -155,7 +158,7 @@ class _Canary:
     `judged` is replaced, never changed in place, so a scrape never sees half a decision."""
 
     created: float  # when the counters were created: their `*_created` samples
-    counters: dict[tuple[str, str], float]  # (family name, label value) -> count
+    counters: array[float]  # the count of each of _COUNTER_KEYS (family name, label value)
     weight: float | None = None
     phase: str | None = None
     judged: _Judged = field(default_factory=dict)
@@ -269,7 +272,7 @@ def _counter(spec: _CounterSpec, canaries: _Snapshot) -> Metric:
     family = RowFamily(name, spec.help, "counter", (*_CANARY, spec.label) if spec.label else _CANARY)
     for (ns, canary), c in canaries:
         for v in spec.values:
-            family.add((ns, canary, v) if spec.label else (ns, canary), c.counters[(spec.name, v)], c.created)
+            family.add((ns, canary, v) if spec.label else (ns, canary), c.counters[_COUNTER_INDEX[(spec.name, v)]], c.created)
     return family
 
 
@@ -341,7 +344,7 @@ class Metrics:
     def _canary(self, ns: str, name: str) -> _Canary:
         c = self._canaries.get((ns, name))
         if c is None:
-            c = self._canaries[(ns, name)] = _Canary(time.time(), dict.fromkeys(_COUNTER_KEYS, 0.0))
+            c = self._canaries[(ns, name)] = _Canary(time.time(), array("d", bytes(8 * len(_COUNTER_KEYS))))
         return c
 
     def set_phase(self, ns: str, name: str, phase: str) -> None:
@@ -366,19 +369,19 @@ class Metrics:
             _check(verdict, VERDICTS, "verdict")
             judged[metric] = (verdict, _number(p_value), _number(ratio))  # a repeated metric: last wins
         c = self._canary(ns, name)
-        c.counters[(_DECISIONS, decision)] += 1.0
+        c.counters[_COUNTER_INDEX[(_DECISIONS, decision)]] += 1.0
         c.judged = judged  # metrics not in this decision lose their series
 
     def rollback(self, ns: str, name: str, trigger: str) -> None:
         _check(trigger, ROLLBACK_TRIGGERS, "trigger")
-        self._canary(ns, name).counters[(_ROLLBACKS, trigger)] += 1.0
+        self._canary(ns, name).counters[_COUNTER_INDEX[(_ROLLBACKS, trigger)]] += 1.0
 
     def promotion(self, ns: str, name: str) -> None:
-        self._canary(ns, name).counters[(_PROMOTIONS, "")] += 1.0
+        self._canary(ns, name).counters[_COUNTER_INDEX[(_PROMOTIONS, "")]] += 1.0
 
     def router_update(self, ns: str, name: str, outcome: str) -> None:
         _check(outcome, ROUTER_OUTCOMES, "outcome")
-        self._canary(ns, name).counters[(_ROUTER_UPDATES, outcome)] += 1.0
+        self._canary(ns, name).counters[_COUNTER_INDEX[(_ROUTER_UPDATES, outcome)]] += 1.0
 
     def forget(self, ns: str, name: str) -> None:
         """Remove every series of a canary that no longer exists (deleted or dropped from config)."""
