@@ -272,10 +272,7 @@ def _plan_counters(targets: Sequence[ArmTarget], queries: Mapping[str, str | Non
     win = None if window is None else promql_duration(window)
     groups: dict[tuple[str, str, tuple[str, ...], float], _Plan] = {}
     plans: list[_Plan] = []
-    # Each selector parsed once: its split-label values one tuple, shared by the metrics' plans (the cached
-    # plans of a fleet's parts hold every canary's: ~0.7 kB a canary less than a tuple and strings a metric).
-    matchers_of = {t.selector: equality_matchers(t.selector) for t in targets}
-    values_of = {s: tuple(v for _, v in m) for s, m in matchers_of.items() if m is not None}
+    matchers_of, values_of = _parsed_selectors(targets)
     for metric in COUNTER_METRICS:
         le = ("le",) if metric == "latency_buckets" else ()
         for t in targets:
@@ -301,6 +298,15 @@ def _plan_counters(targets: Sequence[ArmTarget], queries: Mapping[str, str | Non
         le = ("le",) if plan.metric == "latency_buckets" else ()
         plan.expr = sum_by(shape.replace(_SENTINEL, merged), labels + le, win)
     return plans
+
+
+def _parsed_selectors(targets: Sequence[ArmTarget],
+                      ) -> tuple[dict[str, tuple[tuple[str, str], ...] | None], dict[str, tuple[str, ...]]]:
+    """Each selector's equality matchers, and their values as one tuple (the split key), parsed once for all
+    the metrics' plans: the cached plans of a fleet's parts hold every canary's (~0.7 kB a canary less than a
+    tuple and strings a metric)."""
+    matchers_of = {t.selector: equality_matchers(t.selector) for t in targets}
+    return matchers_of, {s: tuple(v for _, v in m) for s, m in matchers_of.items() if m is not None}
 
 
 def _le_scale(metric: str, target: ArmTarget, queries: Mapping[str, str | None]) -> float:
