@@ -113,3 +113,50 @@ async def test_an_unreadable_secret_is_a_source_error(tmp_path: Path) -> None:
             await PrometheusClient(session, url, retries=0, http=http).query("up")
     assert e.value.kind == "credentials"
     assert "prometheus.basic_auth.password_file" in str(e.value) and "missing" in str(e.value)
+
+
+async def test_the_environment_s_proxy_and_netrc_apply(backend: Any, aiohttp_server: Any, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # A forward proxy on loopback: it gets the absolute URL and passes the query on to the backend.
+    proxied: list[str] = []
+
+    async def forward(request: web.Request) -> web.Response:
+        proxied.append(str(request.url))
+        async with aiohttp.ClientSession() as s, s.post(str(request.url), data=await request.read(),
+                                                        headers={k: v for k, v in request.headers.items()
+                                                                 if k.lower() in ("authorization", "content-type")}) as r:
+            return web.Response(status=r.status, body=await r.read(), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", forward)
+    proxy = await aiohttp_server(app)
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", str(proxy.make_url("")))
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login reader password s3cret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    url, http = http_options(prom(url=backend["url"]))
+    http.use_environment(url)
+    monkeypatch.delenv("HTTP_PROXY")  # looked up once: later changes to the environment do not apply
+    async with aiohttp.ClientSession() as session:
+        await PrometheusClient(session, url, retries=0, http=http).query("up")
+    assert proxied == [f"{backend['url']}/api/v1/query"]
+    basic = "Basic " + base64.b64encode(b"reader:s3cret").decode()
+    assert [h.get("Authorization") for h in backend["seen"]] == [basic]
+
+
+async def test_configured_credentials_win_over_netrc(backend: Any, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login reader password s3cret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    token = tmp_path / "token"
+    token.write_text("tok\n")
+    url, http = http_options(prom(url=backend["url"], authorization={"credentials_file": str(token)}))
+    http.use_environment(url)
+    async with aiohttp.ClientSession() as session:
+        await PrometheusClient(session, url, retries=0, http=http).query("up")
+    assert [h.get("Authorization") for h in backend["seen"]] == ["Bearer tok"]

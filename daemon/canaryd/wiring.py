@@ -103,7 +103,10 @@ async def assemble(config: Config, *, registry: CollectorRegistry | None = None,
         # trust_env: the environment's HTTP(S)_PROXY and NO_PROXY apply, as to any client in the cluster.
         session = await stack.enter_async_context(aiohttp.ClientSession(trust_env=True))
         url, http = http_options(config.prometheus)
-        prometheus = PrometheusClient(session, url, timeout=config.prometheus.timeout,
+        # Prometheus' session looks the environment up once (use_environment), not per query in a thread.
+        http.use_environment(url)
+        queries = await stack.enter_async_context(aiohttp.ClientSession())
+        prometheus = PrometheusClient(queries, url, timeout=config.prometheus.timeout,
                                       retries=config.prometheus.retries,
                                       on_error=lambda e: _count_error(metrics, e), http=http)
         notifier = _notifier(config, session, stack) if notify else None

@@ -105,7 +105,8 @@ async def _monitor(args: argparse.Namespace) -> int:
     window = Snapshot(t=started, canary=ArmSnapshot(), stable=ArmSnapshot())
     final: Judgement | None = None
     base, http = http_options(config.prometheus, url)
-    async with aiohttp.ClientSession(trust_env=True) as session:  # the environment's proxy settings apply
+    http.use_environment(base)  # the environment's proxy and ~/.netrc apply, looked up once
+    async with aiohttp.ClientSession() as session:
         client = PrometheusClient(session, base, timeout=config.prometheus.timeout, retries=1, http=http)
         deadline = started + 60.0 * args.duration
         while True:

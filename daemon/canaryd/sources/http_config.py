@@ -6,6 +6,10 @@ Secrets live in files and are read again whenever a file changes (its inode, siz
 rotated Kubernetes Secret is picked up without a restart. The secrets this module has read are known
 to `redact`, which the client applies to every error message and log line; a password written into
 the URL (user:pass@host) is moved out of it into basic auth, so the URL can be logged.
+
+The environment's proxy (HTTP(S)_PROXY, NO_PROXY) and a ~/.netrc entry for the host apply, as to any
+client; they are looked up once (`use_environment`), not on every request in a thread, as an aiohttp
+session with trust_env does (two thread hops a query, which the event loop's other work waits on).
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
+
+from aiohttp.helpers import basicauth_from_netrc, get_env_proxy_for_url, netrc_from_env
+from yarl import URL
 
 from canaryd.config.model import PrometheusConfig
 
@@ -89,7 +96,26 @@ class HttpOptions:
     url_auth: tuple[str, str] | None = None  # user:password taken out of the URL
     tls: _Watched[ssl.SSLContext] | None = None
     server_name: str | None = None
+    proxy: str | None = None  # from the environment (use_environment)
+    proxy_headers: dict[str, str] | None = None  # Proxy-Authorization, when the proxy URL has credentials
+    netrc_auth: str | None = None  # Authorization from ~/.netrc, when no other credentials are configured
     _secrets: set[str] = field(default_factory=set)
+
+    def use_environment(self, url: str) -> None:
+        """The proxy and ~/.netrc credentials the environment gives `url`'s host, looked up now, once."""
+        target = URL(url)
+        try:
+            proxy, auth = get_env_proxy_for_url(target)
+            self.proxy = str(proxy)
+            self.proxy_headers = None if auth is None else {"Proxy-Authorization": self._secret(auth.encode())}
+        except LookupError:  # no proxy for this host (or NO_PROXY says so)
+            self.proxy, self.proxy_headers = None, None
+        netrc = netrc_from_env()
+        if netrc is not None and target.host is not None:
+            try:
+                self.netrc_auth = self._secret(basicauth_from_netrc(netrc, target.host).encode())
+            except LookupError:
+                self.netrc_auth = None
 
     def request_headers(self) -> dict[str, str]:
         """The headers of one request. Raises CredentialsError when a secret file cannot be read."""
@@ -106,6 +132,8 @@ class HttpOptions:
                 user, password = self.url_auth
             token = base64.b64encode(f"{user}:{self._secret(password)}".encode()).decode()
             out["Authorization"] = f"Basic {self._secret(token)}"
+        elif self.netrc_auth is not None and "authorization" not in {k.lower() for k in out}:
+            out["Authorization"] = self.netrc_auth
         return out
 
     def ssl_context(self) -> ssl.SSLContext | None:

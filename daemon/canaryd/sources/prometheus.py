@@ -157,6 +157,7 @@ class PrometheusClient:
                 async with self._session.post(
                     url, data=form, timeout=aiohttp.ClientTimeout(total=self.timeout), headers=headers,
                     ssl=tls if tls is not None else True, server_hostname=self._http.server_name,
+                    proxy=self._http.proxy, proxy_headers=self._http.proxy_headers,
                 ) as resp:
                     status, body = resp.status, await resp.read()
                     encoding = resp.get_encoding()
