@@ -89,6 +89,7 @@ class Controller:
         self.last_tick_at: float | None = None
         self._round = (0, 1)  # (this tick's slot in the round, the round's number of slots): see _select
         self._base: tuple[Config | None, float] = (None, 0.0)  # the config and its shortest interval
+        self._interval = 0.0  # the last tick_interval (0: none yet)
         self._slots: dict[str, int] = {}  # the round's slot of each canary judged at its start
         self._viewed_at: dict[str, float] = {}  # when the leader last re-read a canary's route for its view
         self._index = CanaryIndex([])
@@ -127,7 +128,7 @@ class Controller:
         if worker is None:
             return
         totals, history = await asyncio.gather(
-            self.reader.prime([key], gauge_window=max(60.0, 2 * self.tick_interval())),
+            self.reader.prime([key], gauge_window=self._gauge_window()),
             self.reader.history(key, interval=worker.config.settings.interval, end=self.clock()),
             return_exceptions=True)
         if isinstance(totals, Exception):  # a failed prime only means the old behaviour: the first read sets it
@@ -173,7 +174,13 @@ class Controller:
         """Time between ticks: the shortest analysis interval, divided among the slots (see `slots`)."""
         base = self._base_interval()
         pos, k = self._round
-        return max(base / (k if pos else self.slots()), min(base, MIN_SLOT_TICK))
+        self._interval = max(base / (k if pos else self.slots()), min(base, MIN_SLOT_TICK))
+        return self._interval
+
+    def _gauge_window(self) -> float:
+        """The window of a read's gauges (CPU, memory): two ticks, a minute at least. From the last tick's
+        interval: `tick_interval` counts the judged canaries, a loop over all of them at a round's start."""
+        return max(60.0, 2 * (self._interval or self._base_interval()))
 
     def _base_interval(self) -> float:
         if self._base[0] is not self.config:  # once per config: a loop over 10,000 canaries is ~5 ms
@@ -247,7 +254,7 @@ class Controller:
         # The slot in parts of READ_PART canaries (MAX_READ_PARTS at most): decoding one answer of 200
         # canaries' series holds the loop for tens of ms; a part's, a few. Each part is posted once read.
         parts = min(MAX_READ_PARTS, math.ceil(len(active) / READ_PART))
-        window = max(60.0, 2 * self.tick_interval())
+        window = self._gauge_window()
         queries = 0
         for i in range(parts):
             if i:
