@@ -9,13 +9,14 @@ from typing import Any, cast, overload
 
 from .analysis.snapshot import ArmSnapshot, Buckets, Snapshot
 
+_UNKNOWN = ArmSnapshot()  # frozen: every rollout's start shares it
+
 
 def zero_snapshot(t: float, weight: float | None) -> Snapshot:
     # Every counter starts unknown, not at 0: the first increments then set them all at once, so that the
     # step's baseline never holds requests from one moment and 2xx or 5xx from a later one (that read
     # as a 0 % success rate), and a counter with no query (errors: null) stays "no data", not 0.
-    empty = ArmSnapshot()
-    return Snapshot(t=t, canary=empty, stable=empty, weight=weight)
+    return Snapshot(t=t, canary=_UNKNOWN, stable=_UNKNOWN, weight=weight)
 
 
 class PackedBuckets(Sequence[tuple[float, float]]):

@@ -45,7 +45,7 @@ __all__ = ["ACTIVE", "ROLLBACK_CAUSES", "AlreadyDone", "Effect", "Notify", "Phas
 # ---------------------------------------------------------------------------------------------- state
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # ~0.1 kB less a canary than an instance dict
 class Rollout:
     steps: tuple[int, ...]
     settings: JudgeSettings
@@ -189,10 +189,9 @@ def _record(r: Rollout, *, at: float, decision: str, trigger: Trigger, reasons: 
     entry = HistoryEntry(at, decision, trigger.value, r.step, r.weight, tuple(reasons))
     last = LastDecision(entry)
     if judgement is not None:
-        last = LastDecision({**entry, "metrics": None, "gates_met": judgement.gates_met,
-                             "canary_requests": judgement.canary_requests,
-                             "stable_requests": judgement.stable_requests},
-                            [m.to_json() for m in judgement.metrics])
+        last = LastDecision(entry, [m.to_json() for m in judgement.metrics],
+                            {"gates_met": judgement.gates_met, "canary_requests": judgement.canary_requests,
+                             "stable_requests": judgement.stable_requests})
     tick = timeline.entry(at=at, decision=decision, trigger=trigger.value, step=r.step, weight=r.weight,
                           reasons=reasons, judgement=judgement)
     history = r.history
@@ -282,6 +281,14 @@ def accumulate(r: Rollout, now: float, canary: ArmSnapshot, stable: ArmSnapshot)
                                         weight=r.weight))
 
 
+def _counters_at(counters: Snapshot, now: float, weight: int) -> Snapshot:
+    """The counters as read at `now` at `weight`: the rollout's own when they say so already (the tick's
+    accumulate made them), which the analysis then keeps as its last, rather than an equal copy (~0.3 kB)."""
+    if counters.t == now and counters.weight == weight:
+        return counters
+    return replace(counters, t=now, weight=weight)
+
+
 def judge_tick(r: Rollout, now: float) -> tuple[Rollout, list[Effect], Judgement | None]:
     """Judge the counters accumulated so far, and act on the decision."""
     if r.phase is Phase.PAUSED and judged(r):
@@ -289,7 +296,7 @@ def judge_tick(r: Rollout, now: float) -> tuple[Rollout, list[Effect], Judgement
     if r.phase is not Phase.PROGRESSING or r.preparing or r.analysis is None or r.counters is None:
         return r, [], None
     r = data_back(r, now)
-    snap = replace(r.counters, t=now, weight=r.weight)
+    snap = _counters_at(r.counters, now, r.weight)
     judgement, analysis = judge.observe(_counted_from_start(r.analysis, snap), snap, r.settings)
     r = replace(r, analysis=analysis, last_judged_at=now)
     d = judgement.decision
@@ -330,7 +337,7 @@ def _judge_paused(r: Rollout, now: float) -> tuple[Rollout, list[Effect], Judgem
     back on a failure, else it stays paused; its holds are recorded compactly and notify nobody."""
     if r.analysis is None or r.counters is None:  # paused before any analysis: it starts from now
         return replace(r, **_fresh_analysis(r.settings, now, r.weight), last_judged_at=now), [], None
-    snap = replace(r.counters, t=now, weight=r.weight)
+    snap = _counters_at(r.counters, now, r.weight)
     judgement, analysis = judge.observe(_counted_from_start(r.analysis, snap), snap, r.settings, paused=True)
     r = replace(r, analysis=analysis, last_judged_at=now, source_down_since=None)
     if judgement.decision is Decision.ROLLBACK:
