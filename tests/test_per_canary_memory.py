@@ -14,7 +14,7 @@ from canaryd.analysis.snapshot import ArmSnapshot, Snapshot
 from canaryd.arm_totals import PackedBuckets, add_arm
 from canaryd.config import parse_config
 from canaryd.rollout import Rollout
-from canaryd.rollout_types import Phase
+from canaryd.rollout_types import HistoryEntry, LastDecision, Phase
 from canaryd.routers import DryRunRouter
 from canaryd.worker_delivery import rollout_for
 
@@ -93,3 +93,14 @@ def test_canaries_configured_alike_share_their_sections() -> None:
     assert a.crash_loop is c.crash_loop and a.settings is not c.settings and c.settings.interval == 10.0
     assert a.key == "ns/a" and a.key is a.key
     assert rollout_for(a).gates is rollout_for(b).gates and rollout_for(a).settings is rollout_for(b).settings
+
+
+def test_last_decision_reads_as_the_dict_it_was() -> None:
+    entry = HistoryEntry(5.0, "hold", "analysis", 0, 5, ("canary has 20 of the 100 requests needed",))
+    metrics = [{"name": "error_ratio", "verdict": "inconclusive", "p_value": 1.0, "ci": [0.0, None],
+                "reason": "error_ratio: canary 5xx 0.00 % vs stable 0.00 % – ×", "evidence": {"p0": 0.1}}]
+    last = LastDecision(entry, metrics, {"gates_met": True, "canary_requests": 20.0, "stable_requests": 400.0})
+    assert dict(last) == {**entry, "metrics": metrics, "gates_met": True, "canary_requests": 20.0,
+                          "stable_requests": 400.0}
+    assert list(last) == [*entry, "metrics", "gates_met", "canary_requests", "stable_requests"] and len(last) == 10
+    assert dict(LastDecision(entry)) == dict(entry) and LastDecision(entry).get("metrics") is None
