@@ -71,9 +71,10 @@ class CounterReader:
                                         gauge_window=gauge_window)
         if result.all_failed:
             return Reading({}, result.queries, failure=f"Prometheus unreachable: {result.errors[-1]}")
-        implausible = {k: why for k in keys if (why := _implausible(k, result)) is not None}
-        increments = {k: (self._advance(k, "canary", result), self._advance(k, "stable", result))
-                      for k in keys if k not in implausible}
+        async with self.prometheus.turn():  # the totals made increments, for a part of a slot: a turn too
+            implausible = {k: why for k in keys if (why := _implausible(k, result)) is not None}
+            increments = {k: (self._advance(k, "canary", result), self._advance(k, "stable", result))
+                          for k in keys if k not in implausible}
         return Reading(increments, result.queries, errors=[str(e) for e in result.errors], implausible=implausible)
 
     async def prime(self, keys: Sequence[str], *, gauge_window: float) -> None:
