@@ -29,7 +29,7 @@ STATES = 8
 @dataclass(frozen=True, slots=True)
 class _Write:
     canary_weight: int
-    resource_version: str
+    resource_version: int
     state: _Saved | None  # shared with the route's state at the time, never copied again
 
 
@@ -60,6 +60,9 @@ def _value(saved: _Saved | None) -> dict[str, Any] | None:
 
 
 class DryRunRouter:
+    __slots__ = ("what", "namespace", "route", "stable_backend", "canary_backend", "_rv", "_weight", "_state",
+                 "_writes")  # one per canary: no instance dict
+
     def __init__(
         self,
         *,
@@ -86,7 +89,7 @@ class DryRunRouter:
     @property
     def history(self) -> list[RouteState]:
         """The last HISTORY writes, oldest first; all but the last STATES have state None (not kept)."""
-        return [RouteState(w.canary_weight, 100 - w.canary_weight, _value(w.state), w.resource_version)
+        return [RouteState(w.canary_weight, 100 - w.canary_weight, _value(w.state), str(w.resource_version))
                 for w in self._writes]
 
     async def read(self) -> RouteState:
@@ -117,7 +120,7 @@ class DryRunRouter:
         self._weight = canary_percent
         if state is not None:
             self._state = _Saved.of(state)
-        self._writes.append(_Write(canary_percent, str(self._rv), self._state))
+        self._writes.append(_Write(canary_percent, self._rv, self._state))
         if len(self._writes) > HISTORY:
             del self._writes[0]
         if len(self._writes) > STATES:  # let the older state go (unless a later write shares it)
