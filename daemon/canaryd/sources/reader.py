@@ -79,7 +79,11 @@ class CounterReader:
 
     async def prime(self, keys: Sequence[str], *, gauge_window: float) -> None:
         """Read the totals of `keys` now (a rollout's analysis starts): their next read's increments cover
-        the time since. A failed read leaves them as they were: the next read sets the baseline then."""
+        the time since. After a failed read the next read sets the baseline: never an older rollout's
+        totals (keep() forgets those only once a round)."""
+        for k in keys:
+            for arm in ARMS:
+                self._totals.pop((k, arm), None)
         targets = [t for k in keys if k in self._targets for t in self._targets[k][0]]
         result = await fetch_increments(self.prometheus, targets, self._default_queries, None,
                                         gauge_window=gauge_window)
