@@ -19,6 +19,7 @@ from .plausible import implausible
 from .prometheus import ArmTarget, FetchResult, PrometheusClient, fetch_increments
 
 ARMS = ("canary", "stable")
+TURN_KEYS = 10  # canaries whose totals are made increments in one turn of the pacer (~1 ms)
 
 # An arm's counter totals as kept between reads: requests, errors, successes, the bucket bounds (one shared
 # tuple per layout) and the bucket counts packed. As an ArmSnapshot of pairs it was ~2 kB an arm.
@@ -71,10 +72,16 @@ class CounterReader:
                                         gauge_window=gauge_window)
         if result.all_failed:
             return Reading({}, result.queries, failure=f"Prometheus unreachable: {result.errors[-1]}")
-        async with self.prometheus.turn():  # the totals made increments, for a part of a slot: a turn too
-            implausible = {k: why for k in keys if (why := _implausible(k, result)) is not None}
-            increments = {k: (self._advance(k, "canary", result), self._advance(k, "stable", result))
-                          for k in keys if k not in implausible}
+        implausible: dict[str, str] = {}
+        increments: dict[str, tuple[ArmSnapshot, ArmSnapshot]] = {}
+        for i in range(0, len(keys), TURN_KEYS):  # the totals made increments: a turn of the pacer each few
+            async with self.prometheus.turn():
+                for k in keys[i:i + TURN_KEYS]:
+                    why = _implausible(k, result)
+                    if why is not None:
+                        implausible[k] = why
+                    else:
+                        increments[k] = (self._advance(k, "canary", result), self._advance(k, "stable", result))
         return Reading(increments, result.queries, errors=[str(e) for e in result.errors], implausible=implausible)
 
     async def prime(self, keys: Sequence[str], *, gauge_window: float) -> None:
