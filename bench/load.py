@@ -7,7 +7,7 @@ of ALERT_POOL alert targets `svc-j`, all at a 5 s analysis interval. Then, in th
 
 1. **idle**: no canary progressing, nothing scraped. One alert every ALERT_EVERY seconds (20 ms; 1000
    of them span four analysis intervals). For each alert, untimed, the target canary is
-   started; timed, `GET /healthz`, then the webhook (`CanaryHighErrorRate` for that canary), which
+   started (the start answers once that canary's first reads from Prometheus are done); timed, `GET /healthz`, then the webhook (`CanaryHighErrorRate` for that canary), which
    answers once the rollback is applied; untimed, the answer and the canary's state are checked.
 2. **load**: the N load canaries are started (progressing; at 5 rps the canary never reaches
    `min_requests`, so each judgement is a hold and they stay progressing), the daemon runs two intervals
