@@ -104,3 +104,14 @@ def test_last_decision_reads_as_the_dict_it_was() -> None:
                           "stable_requests": 400.0}
     assert list(last) == [*entry, "metrics", "gates_met", "canary_requests", "stable_requests"] and len(last) == 10
     assert dict(LastDecision(entry)) == dict(entry) and LastDecision(entry).get("metrics") is None
+
+
+def test_history_entries_keep_long_reasons_compressed() -> None:
+    long = ("step running 1m of its minimum 24h", "canary has 300 of the 1000 requests needed",
+            "error_ratio: canary 5xx 0.50 % vs stable 0.50 %, ratio 1.31×, 95 % CI 0.07–4.66")
+    entry = HistoryEntry(60.0, "hold", "analysis", 0, 5, long)
+    assert isinstance(entry._reasons, bytes) and entry.reasons == long and entry["reasons"] == list(long)
+    assert dict(entry) == {"at": 60.0, "decision": "hold", "trigger": "analysis", "step": 0, "weight": 5,
+                           "reasons": list(long)}
+    short = HistoryEntry(0.0, "start", "start", 0, 5, ("rollout started at step 1 of 4: 5 %",))
+    assert short.reasons == ("rollout started at step 1 of 4: 5 %",) and isinstance(short._reasons, tuple)

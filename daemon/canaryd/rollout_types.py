@@ -160,16 +160,26 @@ class SavedState:
 
 class HistoryEntry(Mapping[str, Any]):
     """One decision of the history, read as the dict the API and the route's state show
-    ({"at", "decision", "trigger", "step", "weight", "reasons"}); kept as slots and a tuple of reasons (a
+    ({"at", "decision", "trigger", "step", "weight", "reasons"}); kept as slots, the reasons as a tuple, or
+    when long (a judgement's, ~0.8 kB) serialized and compressed (~0.2 kB, see _packed), decoded when read (a
     dict and a list were ~0.4 kB more an entry, and a daemon keeps up to HISTORY of them per canary)."""
 
-    __slots__ = ("at", "decision", "trigger", "step", "weight", "reasons")
+    __slots__ = ("at", "decision", "trigger", "step", "weight", "_reasons")
     KEYS = ("at", "decision", "trigger", "step", "weight", "reasons")
+    PACK_CHARS = 100  # reasons longer than this in all are kept compressed
 
     def __init__(self, at: float, decision: str, trigger: str, step: int, weight: int,
                  reasons: tuple[str, ...]) -> None:
-        for k, v in zip(self.KEYS, (at, decision, trigger, step, weight, tuple(reasons)), strict=True):
+        kept: tuple[str, ...] | bytes = tuple(reasons)
+        if sum(map(len, kept)) > self.PACK_CHARS and all(type(r) is str for r in kept):
+            kept = _packed(kept)
+        for k, v in zip(self.__slots__, (at, decision, trigger, step, weight, kept), strict=True):
             object.__setattr__(self, k, v)
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        kept = self._reasons
+        return kept if isinstance(kept, tuple) else _unpacked(kept)  # type: ignore[no-any-return]
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"a history entry is read-only: {name}")
@@ -194,7 +204,7 @@ class LastDecision(Mapping[str, Any]):
     """A rollout's last decision, as the API shows it: its history entry's keys (the entry itself, shared
     with the history), then `metrics` and `more` when the analysis decided. The per-metric results (8 kB as
     dicts) are kept serialized and compressed (~1 kB; marshal: plain dicts, lists, strings and numbers,
-    several times faster than JSON; zlib primed with the words they repeat, _METRIC_WORDS), decoded when
+    several times faster than JSON; zlib primed with the words they repeat: _packed), decoded when
     read: only the API and the report read them, and a daemon keeps one last decision per canary."""
 
     __slots__ = ("_entry", "_more", "_metrics")
@@ -203,15 +213,11 @@ class LastDecision(Mapping[str, Any]):
                  more: Mapping[str, Any] | None = None) -> None:
         self._entry = entry
         self._more = dict(more) if more else None
-        self._metrics: bytes | None = None
-        if metrics is not None:
-            packer = zlib.compressobj(1, zlib.DEFLATED, _WINDOW_BITS, zdict=_METRIC_WORDS)
-            self._metrics = packer.compress(marshal.dumps(metrics)) + packer.flush()
+        self._metrics = None if metrics is None else _packed(metrics)
 
     def __getitem__(self, key: str) -> Any:
         if self._metrics is not None and key == "metrics":
-            unpacker = zlib.decompressobj(_WINDOW_BITS, zdict=_METRIC_WORDS)
-            return marshal.loads(unpacker.decompress(self._metrics) + unpacker.flush())
+            return _unpacked(self._metrics)
         if self._more is not None and key in self._more:
             return self._more[key]
         return self._entry[key]
@@ -230,10 +236,21 @@ class LastDecision(Mapping[str, Any]):
         return f"LastDecision({dict(self)!r})"
 
 
+def _packed(value: Any) -> bytes:
+    """Plain data (marshal: dicts, lists, tuples, strings, numbers), serialized and compressed."""
+    packer = zlib.compressobj(1, zlib.DEFLATED, _WINDOW_BITS, zdict=_WORDS)
+    return packer.compress(marshal.dumps(value)) + packer.flush()
+
+
+def _unpacked(data: bytes) -> Any:
+    unpacker = zlib.decompressobj(_WINDOW_BITS, zdict=_WORDS)
+    return marshal.loads(unpacker.decompress(data) + unpacker.flush())
+
+
 _WINDOW_BITS = 13  # an 8 kB window, enough for a decision's results: set up in ~5 us (the default's 32 kB ~50 us)
-# What every decision's per-metric results repeat (keys, verdicts, the checks' wording): zlib's preset
-# dictionary for LastDecision, so that a canary's results do not each spell them out again (~0.3 kB less).
-_METRIC_WORDS = marshal.dumps([{k: None for k in (
+# What every decision's per-metric results and reasons repeat (keys, verdicts, the checks' wording): zlib's
+# preset dictionary for them, so that each canary's do not spell them out again (~0.3 kB less a decision).
+_WORDS = marshal.dumps([{k: None for k in (
     "name", "verdict", "action", "p_value", "anytime_p_value", "adjusted_p_value", "ratio", "ci", "canary",
     "stable", "limit", "unit", "reason", "evidence", "canary_errors", "canary_requests", "stable_errors",
     "stable_requests", "upper_bound_pct", "p0", "dispersion_phi", "dispersion_detected", "lower_pct",
@@ -250,7 +267,8 @@ _METRIC_WORDS = marshal.dumps([{k: None for k in (
     " ms vs stable ", " ms (limit 500 ms); within the limit", "latency_p99: canary P99 ", " ms (limit 1000 ms)",
     "cpu: skipped, no data source (no cpu utilisation for the canary)", "memory: skipped, no data source "
     "(no memory utilisation for the canary)", "no data, ", "but not significantly so yet", "significantly above",
-    "waiting for the gates", "exceeds the warning limit"])
+    "waiting for the gates", "exceeds the warning limit", "step running ", " of its minimum ", "canary has ",
+    " of the ", " requests needed"])
 
 
 def _float(x: object) -> float | None:
