@@ -166,14 +166,16 @@ class SizeResult:
     period: float = 0.0  # seconds between ticks
     judge_bytes: float = 0.0  # per canary: the judge's state (analysis.judge.AnalysisState)
     rollout_bytes: float = 0.0  # per canary: the rest of its rollout state (history, report ticks, counters)
+    other_bytes: dict[str, float] | None = None  # per canary: its route, config and metrics (see state_bytes)
 
 
 _SHARED = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.CodeType, enum.Enum)
 
 
-def state_bytes(workers: Sequence[Any]) -> tuple[float, float]:
-    """Bytes per canary of (the judge's state, the rest of the rollout's state), by a walk of their objects
-    (sys.getsizeof; an object shared by several canaries, like the settings, counted once)."""
+def state_bytes(workers: Sequence[Any], metrics: Any = None) -> tuple[float, float, dict[str, float]]:
+    """Bytes per canary of (the judge's state, the rest of the rollout's state, {its route (the dry-run
+    router's saved states), its config, its metrics}), by a walk of their objects, in that order
+    (sys.getsizeof; an object shared by several canaries, like the settings, counted once, where first met)."""
     seen: set[int] = {id(w.rollout.settings) for w in workers}
 
     def walk(root: object) -> int:
@@ -189,7 +191,11 @@ def state_bytes(workers: Sequence[Any]) -> tuple[float, float]:
 
     n = max(1, len(workers))
     judge = sum(walk(w.rollout.analysis) for w in workers)
-    return judge / n, sum(walk(w.rollout) for w in workers) / n
+    rollout = sum(walk(w.rollout) for w in workers)
+    canaries = {} if metrics is None else metrics._canaries  # a census of what it holds per canary
+    other = {"route": sum(walk(w.actuator) for w in workers), "config": sum(walk(w.config) for w in workers),
+             "metrics": sum(walk(canaries.get((w.config.namespace, w.config.name))) for w in workers)}
+    return judge / n, rollout / n, {k: v / n for k, v in other.items()}
 
 
 def memory_mb() -> tuple[float, float]:
@@ -292,7 +298,8 @@ async def run_size(canaries: int, prometheus_url: str, args: argparse.Namespace,
             progressing = sum(1 for w in ticker.workers if w.rollout.phase is Phase.PROGRESSING
                               and w.config.name.startswith("svc-"))
             rss, hwm = memory_mb()
-            judge_bytes, rollout_bytes = state_bytes([w for w in ticker.workers if w.config.name.startswith("svc-")])
+            judge_bytes, rollout_bytes, other_bytes = state_bytes(
+                [w for w in ticker.workers if w.config.name.startswith("svc-")], controller.metrics)
         finally:
             if client is not None and client.poll() is None:
                 client.kill()
@@ -300,7 +307,8 @@ async def run_size(canaries: int, prometheus_url: str, args: argparse.Namespace,
                 tending.cancel()
             await runner.cleanup()
             await controller.stop()
-    return SizeResult(canaries, out, progressing, rss, hwm, slots, measures, ticker.period, judge_bytes, rollout_bytes)
+    return SizeResult(canaries, out, progressing, rss, hwm, slots, measures, ticker.period, judge_bytes, rollout_bytes,
+                      other_bytes)
 
 
 def _size_process(size: int, prometheus_url: str, args: argparse.Namespace, workdir: Path) -> tuple[SizeResult, float]:
@@ -439,8 +447,9 @@ def report(results: Sequence[SizeResult], baseline_mb: float, meta: str) -> str:
               f"| daemon RSS after the ticks at {big.canaries} | {big.rss_mb:.0f} MB (peak {big.hwm_mb:.0f} MB; "
               f"{baseline_mb:.0f} MB after imports) | ≤ {RSS_TARGET_MB:.0f} MB | "
               f"{verdict(big.rss_mb <= RSS_TARGET_MB)} |",
-              f"| (of which per canary: the judge's state, the rest of its rollout state) | "
-              f"{big.judge_bytes / 1000:.1f} kB, {big.rollout_bytes / 1000:.1f} kB | | |",
+              f"| (of which per canary: the judge's state, the rest of its rollout state; its route, config, "
+              f"metrics) | {big.judge_bytes / 1000:.1f} kB, {big.rollout_bytes / 1000:.1f} kB; "
+              f"{', '.join(f'{v / 1000:.1f} kB' for v in (big.other_bytes or {}).values())} | | |",
               f"| webhook p99 during the ticks at {big.canaries} ({problems} answers not applied) | {p99:.1f} ms "
               f"| ≤ {WEBHOOK_P99_TARGET_MS:.0f} ms | {verdict(p99 <= WEBHOOK_P99_TARGET_MS and problems == 0)} |",
               f"| (the daemon's own CPU per tick at {big.canaries}) | p50 {np.median(cpus) * 1000:.0f} ms, "
