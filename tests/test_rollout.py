@@ -472,3 +472,20 @@ def test_outage_time_moves_the_step_timers_forward() -> None:
     back = ro.data_back(r, 40.0)
     assert back.source_down_since is None and back.step_started_at == 35.0
     assert back.analysis is not None and back.analysis.step_started_at == 35.0
+
+
+def test_a_rollout_s_position_is_its_saved_state_s() -> None:
+    """worker.py compares positions at every judgement without building the saved state: the same triple."""
+    from canaryd.rollout_types import rollout_position, saved_position
+
+    r = rollout()
+    seen = [r]
+    r, _ = ro.start(r, 0.0)
+    seen.append(r)
+    r, _ = ro.command(r, "pause", 10.0, trigger=Trigger.MANUAL, reason="hold on")
+    seen.append(r)
+    r, _ = ro.command(r, "rollback", 20.0, trigger=Trigger.MANUAL, reason="bad")
+    seen.append(r)
+    for one in seen:
+        assert rollout_position(one) == saved_position(one.persisted())
+    assert len({rollout_position(one) for one in seen}) == len(seen)

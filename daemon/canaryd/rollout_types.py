@@ -281,3 +281,9 @@ def _float(x: object) -> float | None:
 def saved_position(state: Mapping[str, Any]) -> tuple[object, object, object]:
     """Where a rollout stands; a saved state that differs here was changed by someone else."""
     return state.get("phase"), state.get("step"), state.get("weight")
+
+
+def rollout_position(r: Any) -> tuple[object, object, object]:
+    """`saved_position(r.persisted())` of a Rollout without building its whole saved state (compared at
+    every judgement)."""
+    return r.phase.value, r.step, r.weight

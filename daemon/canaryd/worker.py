@@ -28,7 +28,7 @@ from .notify import Event, Notifier
 from .notify_formats import transitions
 from .pacing import Pacer
 from .rollout import Phase, Rollout, Trigger
-from .rollout_types import METRIC_TRIGGER, saved_position
+from .rollout_types import METRIC_TRIGGER, rollout_position, saved_position
 from .worker_delivery import CanaryDelivery, DeliveryMessage, rollout_for
 from .worker_messages import Command, Item, ObserveRoute, Refresh, SourceDown, Tick
 from .worker_pods import CanaryPods, CheckPods, NewVersion
@@ -172,7 +172,7 @@ class CanaryWorker(CanaryDelivery, CanaryPods):
     async def restore(self) -> None:
         """Resume from the state saved on the route, if any (a restarted daemon continues, never restarts)."""
         saved = await self.actuator.read_state()
-        if saved and saved_position(saved) != saved_position(self.rollout.persisted()):
+        if saved and saved_position(saved) != rollout_position(self.rollout):
             self.rollout = ro.resume(self.rollout, saved, self.clock())
             # The route's state wins over a rollback this replica never managed to write (it was not the
             # leader, say): retrying it later would undo whatever the leader has done since.
@@ -339,7 +339,7 @@ class CanaryWorker(CanaryDelivery, CanaryPods):
             started = time.perf_counter()
             new, effects, judgement = ro.judge_tick(r, tick.now)
             self.metrics.observe_analysis(time.perf_counter() - started)
-            if not effects and saved_position(new.persisted()) != saved_position(r.persisted()):
+            if not effects and rollout_position(new) != rollout_position(r):
                 effects = [ro.SetWeight(new.weight)]  # a pause (max_step_duration, last step) is saved on the route
             try:
                 await self._commit(r, new, effects, judgement)
@@ -372,7 +372,7 @@ class CanaryWorker(CanaryDelivery, CanaryPods):
                                   emergency=cmd.emergency, step=cmd.step)
         if cmd.verb == "start":  # valid (ro.command raised otherwise): first the canary's pods
             new, effects = await self._start(old, now, cmd)
-        if not effects and saved_position(new.persisted()) != saved_position(old.persisted()):
+        if not effects and rollout_position(new) != rollout_position(old):
             effects = [ro.SetWeight(new.weight)]  # a pause or resume is saved on the route: every replica sees it
         await self._commit(old, new, effects, None)
         if self.pending == "rollback" or (self.error and any(isinstance(e, ro.SetWeight) for e in effects)):
@@ -382,12 +382,12 @@ class CanaryWorker(CanaryDelivery, CanaryPods):
 
     async def _adopt_route(self) -> bool:
         """Take the route's saved state if it differs from this view; whether the view changed."""
-        before = saved_position(self.rollout.persisted())
+        before = rollout_position(self.rollout)
         try:
             await self.restore()
         except ActuationError as e:
             log.warning("cannot read the route's saved state", extra={"canary": self.key, "error": str(e)})
-        return saved_position(self.rollout.persisted()) != before
+        return rollout_position(self.rollout) != before
 
     async def _commit(self, old: Rollout, new: Rollout, effects: list[ro.Effect], judgement: Judgement | None) -> None:
         """Perform a transition's effects; keep the transition only if they worked (rollback excepted).
