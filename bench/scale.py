@@ -33,8 +33,10 @@ Workarounds and choices:
 - Canaries are judged on real, advancing counters; at 5 rps the canary cannot reach `min_requests`
   (1000) within the run, so every judgement is a hold and every canary stays progressing: the work per
   tick stays the same from tick to tick. The number judged is checked.
-- Sizes run one after the other in one process, the largest last: its RSS includes what the smaller
-  ones left in Python's allocator (an upper bound).
+- Each size runs in a fresh (spawned) process, as a replica with that many canaries starts: its RSS is
+  its own, not what the smaller sizes left in Python's allocator. Beside it, a walk of each canary's
+  objects (state_bytes) says what a canary holds: its judge's state, the rest of its rollout, its route,
+  config and metrics.
 """
 
 from __future__ import annotations
