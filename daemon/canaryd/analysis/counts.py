@@ -153,6 +153,13 @@ def _limit(limit: float) -> float:
     return v
 
 
+def limit_p_value(x: float, n: float, limit: float, *, alpha: float = 0.05) -> float:
+    """`rate_limit_test(...).p_value` alone, without the interval (two inverse betas) it does not need."""
+    x, n, lim = _count("x", x), _count("n", n), _limit(limit)
+    _alpha(alpha)
+    return 1.0 if n == 0 else _sf_at_least(min(x, n), n, lim)
+
+
 def rate_limit_test(x: float, n: float, limit: float, *, alpha: float = 0.05) -> LimitTest:
     """Is the rate x/n above `limit`? ("error rate > 5 %", "more than 1 % of requests above 1 s").
 
@@ -213,6 +220,21 @@ class MixturePrior:
             rows.flags.writeable = False
             if len(self._limit_rows) < 64:
                 self._limit_rows[q0] = rows
+        return rows
+
+    @cached_property
+    def _limit_costs(self) -> dict[tuple[float, ...], np.ndarray]:
+        return {}
+
+    def limit_costs(self, limits: tuple[float, ...]) -> np.ndarray:
+        """The −log(1 + q0·(e^u − 1)) row of each limit, stacked: a canary's limit tests are the same few
+        limits every tick, so kept per tuple of limits (a handful per prior, read-only)."""
+        rows = self._limit_costs.get(limits)
+        if rows is None:
+            rows = np.array([self.limit_rows(q0)[1] for q0 in limits])
+            rows.flags.writeable = False
+            if len(self._limit_costs) < 64:
+                self._limit_costs[limits] = rows
         return rows
 
 
@@ -467,7 +489,7 @@ def limit_sequential_update_many(states: Sequence[LimitSequential], dx: Sequence
         return out
     assert prior is not None
     u, _, log_weights = prior.arrays
-    minus_cost = np.array([prior.limit_rows(states[i].limit)[1] for i, _, _ in rows])
+    minus_cost = prior.limit_costs(tuple([states[i].limit for i, _, _ in rows]))
     x = np.array([x for _, x, _ in rows])[:, None]
     n = np.array([n for _, _, n in rows])[:, None]
     for (i, xi, ni), e in zip(rows, log_sum_exp_rows(x * u + n * minus_cost + log_weights), strict=True):

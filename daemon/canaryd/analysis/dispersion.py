@@ -244,6 +244,11 @@ def _reread(state: RobustRatio, binomial: RatioSequential, dx_c: float, dn_c: fl
     ticks = state.ticks
     if dx_c + dx_s > 0 and dn_c > 0 and dn_s > 0:
         ticks = (ticks + pack(np.array((dx_c, dx_s, dn_c, dn_s), dtype=float)))[-HISTORY * _TICK_BYTES:]
+    elif state.binomial.ticks:
+        # A tick without errors leaves the kept ticks, and so the estimate, and the grid as they were: the
+        # tempered evidence is the previous tick's (re-reading it would give the same numbers).
+        return RobustRatio(binomial=binomial, ticks=ticks, history=state.history, log_e=state.log_e,
+                           max_log_e=state.max_log_e, phi=state.phi, detected=state.detected)
     est = estimate(tick_array(ticks), binomial.r0, history_rows(state.history))
     phi = max(1.0, est.phi)
     prior = binomial.prior

@@ -118,8 +118,20 @@ def _fresh_sequentials(s: JudgeSettings, history: Sequence[ArmSnapshot] | None =
 def _update_sequentials(seq: Sequentials, inc_c: ArmWindow, inc_s: ArmWindow, s: JudgeSettings, *,
                         has_successes: bool) -> Sequentials:
     inputs = _sequential_inputs(seq, inc_c, inc_s, s, has_successes=has_successes)
-    return _with_updates(seq, {name: _UPDATE[_KIND[name]](getattr(seq, name), *args)  # type: ignore[operator]
-                               for name, args in inputs.items()})
+    updates: dict[str, object] = {}
+    limits = []
+    for name, args in inputs.items():
+        kind = _KIND[name]
+        if kind == "limit":
+            limits.append(name)
+        else:
+            updates[name] = _UPDATE[kind](getattr(seq, name), *args)  # type: ignore[operator]
+    if limits:  # the canary's limit tests in one pass over their grids
+        new = limit_sequential_update_many([getattr(seq, name) for name in limits],
+                                           [inputs[name][0] for name in limits],  # type: ignore[misc]
+                                           [inputs[name][1] for name in limits])  # type: ignore[misc]
+        updates.update(zip(limits, new, strict=True))
+    return _with_updates(seq, updates)
 
 
 def _update_sequentials_many(seqs: Sequence[Sequentials], incs: Sequence[tuple[ArmWindow, ArmWindow, bool]],
@@ -265,12 +277,12 @@ def _settle(check: Check, adjusted: float | None, *, alpha: float, canary_gate: 
             gates_met: bool) -> tuple[MetricResult, bool]:
     """The metric's verdict, and whether it is inconclusive only because the gates are not met yet."""
     significant = adjusted is not None and adjusted <= alpha and check.significant_ok
-    verdict, reason, waiting = _verdict(check, _p_text(check, adjusted), significant=significant,
-                                        canary_gate=canary_gate, gates_met=gates_met)
+    verdict, tail, waiting = _verdict(check, significant=significant, canary_gate=canary_gate, gates_met=gates_met)
     result = build(
-        MetricResult, name=check.name, verdict=verdict, reason=reason, action=check.action, p_value=check.p_value,
-        anytime_p_value=check.anytime_p_value, adjusted_p_value=adjusted, ratio=check.ratio, ci=check.ci,
-        canary=check.canary, stable=check.stable, limit=check.limit, unit=check.unit, evidence=check.evidence,
+        MetricResult, lazy={"reason": lambda: _reason(check, tail, adjusted)}, name=check.name, verdict=verdict,
+        action=check.action, p_value=check.p_value, anytime_p_value=check.anytime_p_value, adjusted_p_value=adjusted,
+        ratio=check.ratio, ci=check.ci, canary=check.canary, stable=check.stable, limit=check.limit, unit=check.unit,
+        evidence=check.evidence,
     )
     return result, waiting
 
@@ -282,23 +294,33 @@ def _p_text(check: Check, adjusted: float | None) -> str:
     return text + (f", Holm-adjusted {checks.fmt_p(adjusted)})" if adjusted is not None else ")")
 
 
-def _verdict(check: Check, p_txt: str, *, significant: bool, canary_gate: bool,
-             gates_met: bool) -> tuple[Verdict, str, bool]:
-    """(verdict, reason, held only by the gates)."""
+def _verdict(check: Check, *, significant: bool, canary_gate: bool, gates_met: bool) -> tuple[Verdict, str, bool]:
+    """(verdict, which words end its reason (see _reason), held only by the gates)."""
     if check.status is Status.SKIPPED:
-        return Verdict.SKIPPED, f"{check.name}: skipped, {check.summary}", False
+        return Verdict.SKIPPED, "skipped", False
     if check.status is Status.NO_DATA:
-        return Verdict.INCONCLUSIVE, f"{check.name}: no data, {check.summary}", False
+        return Verdict.INCONCLUSIVE, "no data", False
     if check.action is Action.ROLLBACK and significant and (canary_gate or not check.fail_needs_gate):
-        return Verdict.FAIL, f"{check.name}: {check.summary}; {check.fail_why}{p_txt}", False
+        return Verdict.FAIL, "fail", False
     if check.action is Action.WARN and check.exceeds and canary_gate:
-        return Verdict.WARN, f"{check.name}: {check.summary}; exceeds the warning limit", False
+        return Verdict.WARN, "warn", False
     if check.passes and gates_met:
-        return Verdict.PASS, f"{check.name}: {check.summary}; {check.pass_why}", False
+        return Verdict.PASS, "pass", False
     if check.passes or check.action is Action.WARN:
         # Nothing against this metric: only the gates keep it from passing, and they are reported once.
-        return Verdict.INCONCLUSIVE, f"{check.name}: {check.summary}; waiting for the gates", True
-    return Verdict.INCONCLUSIVE, f"{check.name}: {check.summary}; {check.hold_why}{p_txt}", False
+        return Verdict.INCONCLUSIVE, "waiting", True
+    return Verdict.INCONCLUSIVE, "hold", False
+
+
+def _reason(check: Check, tail: str, adjusted: float | None) -> str:
+    """The verdict's reason, formatted when it is first read."""
+    summary, pass_why, hold_why, fail_why = check.words()
+    if tail in ("skipped", "no data"):
+        return f"{check.name}: {tail}, {summary}"
+    ends = {"fail": lambda: fail_why + _p_text(check, adjusted), "warn": lambda: "exceeds the warning limit",
+            "pass": lambda: pass_why, "waiting": lambda: "waiting for the gates",
+            "hold": lambda: hold_why + _p_text(check, adjusted)}
+    return f"{check.name}: {summary}; {ends[tail]()}"
 
 
 def _duration(seconds: float) -> str:

@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass, field
 from enum import Enum
 
+from .frozen import lazy_fields
+
 
 class Verdict(str, Enum):
     PASS = "pass"
@@ -63,6 +65,10 @@ class MetricResult:
             "reason": self.reason,
             "evidence": {k: _num(v) for k, v in self.evidence.items()},
         }
+
+
+# The judge formats a verdict's reason on its first read (most are never read within the daemon's tick).
+lazy_fields(MetricResult, "reason")
 
 
 @dataclass(frozen=True)
