@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 from .counts import RatioTest, limit_p_value, rate_limit_test, rate_ratio_test, upper_bound
@@ -47,7 +47,7 @@ class Check:
     exceeds: bool = False  # for warn metrics: the limit is exceeded
     significant_ok: bool = True  # extra condition a significant p-value needs before it fails
     fail_needs_gate: bool = False  # absolute thresholds fail only once the canary has min_requests
-    evidence: dict[str, float | None] = field(default_factory=dict)
+    evidence: Callable[[], dict[str, float | None]] = dict  # made when read, like the words
 
     @property
     def summary(self) -> str:
@@ -150,7 +150,7 @@ def error_ratio(canary: ArmWindow, stable: ArmWindow, *, r0: float, alpha: float
         name=name, action=action, status=Status.OK, words=words, unit="%", limit=r0,
         canary=rate_c, stable=rate_s, p_value=test.p_value, anytime_p_value=anytime_p,
         ratio=ratio, ci=test.ci, passes=passes,
-        evidence={"canary_errors": x_c, "canary_requests": n_c, "stable_errors": x_s,
+        evidence=lambda: {"canary_errors": x_c, "canary_requests": n_c, "stable_errors": x_s,
                   "stable_requests": n_s, "upper_bound_pct": ok.ub, "p0": test.p0, "dispersion_phi": phi,
                   "dispersion_detected": float(detected)},
     )
@@ -176,7 +176,7 @@ def rate_limit(name: str, action: Action, x: float | None, n: float | None, *, l
     """An absolute limit on a share of the canary's requests (5xx, or not-2xx for the success rate)."""
     if x is None or n is None:
         return no_data(name, action, f"no {what} counts for the canary", unit="%")
-    test = rate_limit_test(x, n, limit_fraction(limit_pct), alpha=alpha)
+    p_value = limit_p_value(x, n, limit_fraction(limit_pct), alpha=alpha)
     rate = _rate(x, n)
     if shown_as_success:
         value = None if rate is None else 100.0 - rate
@@ -195,10 +195,16 @@ def rate_limit(name: str, action: Action, x: float | None, n: float | None, *, l
 
     return Check(
         name=name, action=action, status=Status.OK, words=words, unit="%", limit=limit,
-        canary=value, p_value=test.p_value, anytime_p_value=anytime_p, passes=within,
+        canary=value, p_value=p_value, anytime_p_value=anytime_p, passes=within,
         exceeds=rate is not None and not within, fail_needs_gate=True,
-        evidence={"events": x, "requests": n, "lower_pct": 100 * test.lower, "upper_pct": 100 * test.upper},
+        evidence=lambda: _limit_evidence(x, n, limit_pct, alpha),
     )
+
+
+def _limit_evidence(x: float, n: float, limit_pct: float, alpha: float) -> dict[str, float | None]:
+    test = rate_limit_test(x, n, limit_fraction(limit_pct), alpha=alpha)  # its interval only when read
+    return {"events": x, "requests": n, "lower_pct": 100 * test.lower,
+            "upper_pct": 100 * test.upper}
 
 
 # ---------------------------------------------------------------------------------------------- latency
@@ -227,7 +233,7 @@ def latency_limit(name: str, action: Action, canary: ArmWindow, stable: ArmWindo
         name=name, action=action, status=Status.OK, unit="ms", limit=limit_ms, words=words,
         canary=value_c, stable=value_s, p_value=p_value, anytime_p_value=anytime_p,
         passes=within, exceeds=value_c is not None and not within, fail_needs_gate=True,
-        evidence={"requests_over_limit": above, "requests": total},
+        evidence=lambda: {"requests_over_limit": above, "requests": total},
     )
 
 

@@ -122,6 +122,6 @@ def latency_ratio(canary: ArmWindow, stable: ArmWindow, *, max_ratio: float, alp
         name=name, action=action, status=Status.OK, unit="ms", limit=max_ratio, words=words,
         canary=1000 * p95_c, stable=1000 * p95_s, p_value=mw.p_value, anytime_p_value=anytime_p,
         ratio=ratio, passes=passes,
-        evidence={"mann_whitney_u": mw.u, "mann_whitney_effect": mw.effect, "mann_whitney_z": mw.z,
-                  **_bounds("canary", bucket_c), **_bounds("stable", bucket_s), "buckets_too_coarse": float(coarse)},
+        evidence=lambda: {"mann_whitney_u": mw.u, "mann_whitney_effect": mw.effect, "mann_whitney_z": mw.z,
+                          **_bounds("canary", bucket_c), **_bounds("stable", bucket_s), "buckets_too_coarse": float(coarse)},
     )

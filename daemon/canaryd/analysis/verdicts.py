@@ -67,8 +67,8 @@ class MetricResult:
         }
 
 
-# The judge formats a verdict's reason on its first read (most are never read within the daemon's tick).
-lazy_fields(MetricResult, "reason")
+# The judge formats a verdict's reason, and gathers its evidence, on the first read (a daemon's tick reads few).
+lazy_fields(MetricResult, "reason", "evidence")
 
 
 @dataclass(frozen=True)
@@ -104,3 +104,6 @@ def _num(x: float | None) -> float | None:
     if x is None or not math.isfinite(x):
         return None
     return float(x)
+
+
+lazy_fields(Judgement, "reasons")  # the decision's reasons too: formatted when read
