@@ -475,24 +475,28 @@ def limit_sequential_update_many(states: Sequence[LimitSequential], dx: Sequence
     """`limit_sequential_update` of each state with its own increments (many tests at once): the same
     results within rounding, the grid arithmetic of the states on the first state's prior in one pass."""
     out = list(states)
-    rows: list[tuple[int, float, float]] = []  # (index, x, n) after this tick
+    rows: list[int] = []  # the states that step, and their totals after this tick
+    xs: list[float] = []
+    ns: list[float] = []
     prior = states[0].prior if states else None
-    for i, st in enumerate(states):
-        inc = _increments(dx[i], dn[i])
-        if inc is None or inc[1] == 0:
+    for i, (st, a, b) in enumerate(zip(states, dx, dn, strict=True)):
+        a, b = float(a), float(b)
+        if not (0.0 <= a < math.inf and 0.0 < b < math.inf):  # as _increments, and no requests: no step
             continue
         if st.prior is not prior:
-            out[i] = limit_sequential_update(st, dx[i], dn[i])
+            out[i] = limit_sequential_update(st, a, b)
             continue
-        rows.append((i, st.x + min(inc[0], inc[1]), st.n + inc[1]))
+        rows.append(i)
+        xs.append(st.x + min(a, b))
+        ns.append(st.n + b)
     if not rows:
         return out
     assert prior is not None
     u, _, log_weights = prior.arrays
-    minus_cost = prior.limit_costs(tuple([states[i].limit for i, _, _ in rows]))
-    x = np.array([x for _, x, _ in rows])[:, None]
-    n = np.array([n for _, _, n in rows])[:, None]
-    for (i, xi, ni), e in zip(rows, log_sum_exp_rows(x * u + n * minus_cost + log_weights), strict=True):
+    minus_cost = prior.limit_costs(tuple([states[i].limit for i in rows]))
+    totals = np.array((xs, ns))
+    weighted = totals[0][:, None] * u + totals[1][:, None] * minus_cost + log_weights
+    for i, xi, ni, e in zip(rows, xs, ns, log_sum_exp_rows(weighted), strict=True):
         st = states[i]
         out[i] = LimitSequential(limit=st.limit, prior=prior, log_e=e, max_log_e=max(st.max_log_e, e), x=xi,
                                  n=ni, ticks=st.ticks + 1)
