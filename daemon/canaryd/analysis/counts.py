@@ -222,19 +222,15 @@ class MixturePrior:
                 self._limit_rows[q0] = rows
         return rows
 
-    @cached_property
-    def _limit_costs(self) -> dict[tuple[float, ...], np.ndarray]:
-        return {}
-
     def limit_costs(self, limits: tuple[float, ...]) -> np.ndarray:
-        """The −log(1 + q0·(e^u − 1)) row of each limit, stacked: a canary's limit tests are the same few
-        limits every tick, so kept per tuple of limits (a handful per prior, read-only)."""
-        rows = self._limit_costs.get(limits)
+        """Each limit's −log(1 + q0·(e^u − 1)) row, stacked: a canary's limit tests have the same few limits
+        every tick, so kept per tuple of limits (with limit_rows', read-only)."""
+        rows = self._limit_rows.get(limits)  # type: ignore[call-overload]
         if rows is None:
             rows = np.array([self.limit_rows(q0)[1] for q0 in limits])
             rows.flags.writeable = False
-            if len(self._limit_costs) < 64:
-                self._limit_costs[limits] = rows
+            if len(self._limit_rows) < 64:
+                self._limit_rows[limits] = rows  # type: ignore[index]
         return rows
 
 
