@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from .counts import RatioTest, limit_p_value, rate_limit_test, rate_ratio_test, upper_bound
-from .distribution import fraction_above, histogram_quantile
+from .distribution import fraction_above
 from .verdicts import Action
 from .windows import ArmWindow
 
@@ -216,8 +216,7 @@ def latency_limit(name: str, action: Action, canary: ArmWindow, stable: ArmWindo
     if canary.buckets is None:
         return no_data(name, action, "no latency histogram for the canary", unit="ms")
     above, total = fraction_above(canary.buckets, limit_ms / 1000.0)
-    q_c = histogram_quantile(quantile, canary.buckets)
-    q_s = histogram_quantile(quantile, stable.buckets) if stable.buckets is not None else None
+    q_c, q_s = canary.quantile(quantile), stable.quantile(quantile)
     value_c = None if q_c is None else 1000.0 * q_c
     value_s = None if q_s is None else 1000.0 * q_s
     p_value = limit_p_value(above, total, 1.0 - quantile, alpha=alpha)

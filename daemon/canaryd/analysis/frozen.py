@@ -6,14 +6,13 @@ judge returns every tick (eight metric results and the judgement), that costs mo
 the state kept per canary: an object built so carries a dict of its own, where __init__ keeps the values
 compactly, so the anytime tests' states are made by their __init__.
 
-A field declared `Lazy` may be given to `build` as a maker instead (`lazy={name: maker}`): the text of a
+A field declared `Lazy` may be given to `build` as a maker instead (`_make_<name>=maker`): the text of a
 verdict that nobody reads is not formatted. Its first read calls the maker and keeps the value; to every
 reader (getattr, dataclasses' eq, repr, replace, asdict, copy and pickle) it is the field's value.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import fields
 from typing import Any, TypeVar
 
@@ -56,18 +55,14 @@ def lazy_fields(cls: type[T], *names: str) -> type[T]:
     return cls
 
 
-def build(cls: type[T], lazy: dict[str, Callable[[], Any]] | None = None, **values: Any) -> T:
-    """An instance of the frozen dataclass `cls` (no __post_init__, no slots) with these field values;
-    `lazy`: makers of fields `cls` declares Lazy (see lazy_fields), called on the field's first read.
+def build(cls: type[T], **values: Any) -> T:
+    """An instance of the frozen dataclass `cls` (no __post_init__, no slots) with these field values; a field
+    `cls` declares Lazy (see lazy_fields) may be given as `_make_<field>=maker` instead, called on first read.
 
     Every field must be given (a test checks the judge's calls against the classes' fields).
     """
     obj = object.__new__(cls)
-    d = obj.__dict__
-    d.update(values)
-    if lazy:
-        for name, maker in lazy.items():
-            d[f"_make_{name}"] = maker
+    obj.__dict__.update(values)
     return obj
 
 

@@ -279,7 +279,7 @@ def _settle(check: Check, adjusted: float | None, *, alpha: float, canary_gate: 
     significant = adjusted is not None and adjusted <= alpha and check.significant_ok
     verdict, tail, waiting = _verdict(check, significant=significant, canary_gate=canary_gate, gates_met=gates_met)
     result = build(
-        MetricResult, lazy={"reason": lambda: _reason(check, tail, adjusted), "evidence": check.evidence},
+        MetricResult, _make_reason=lambda: _reason(check, tail, adjusted), _make_evidence=check.evidence,
         name=check.name, verdict=verdict, action=check.action, p_value=check.p_value,
         anytime_p_value=check.anytime_p_value, adjusted_p_value=adjusted, ratio=check.ratio, ci=check.ci,
         canary=check.canary, stable=check.stable, limit=check.limit, unit=check.unit,
@@ -428,7 +428,7 @@ def _judge_tick(state: AnalysisState, snap: Snapshot, s: JudgeSettings, w: _Wind
         decision, reasons, timed_out = _decide_paused(results)
     else:
         decision, reasons, timed_out = _decide(results, waiting, gate_reasons, elapsed, s)
-    judgement = build(Judgement, lazy={"reasons": lambda: tuple(reasons())}, decision=decision, at=snap.t,
+    judgement = build(Judgement, _make_reasons=lambda: tuple(reasons()), decision=decision, at=snap.t,
                       metrics=results,
                       gates_met=gates_met, timed_out=timed_out, canary_requests=c.requests or 0.0,
                       stable_requests=st.requests or 0.0, elapsed=elapsed)

@@ -18,7 +18,7 @@ import math
 from scipy import special
 
 from .checks import Check, Status, Words, fmt_p, ms, no_data
-from .distribution import bucket_counts, histogram_quantile, mann_whitney_buckets
+from .distribution import bucket_counts, mann_whitney_buckets
 from .latency import ScaleSequential, best_pair, quantile_bucket, too_coarse
 from .snapshot import Buckets
 from .verdicts import Action
@@ -92,8 +92,7 @@ def latency_ratio(canary: ArmWindow, stable: ArmWindow, *, max_ratio: float, alp
     name, action = "latency_ratio", Action.ROLLBACK
     if canary.buckets is None or stable.buckets is None:
         return no_data(name, action, "no latency histogram for one of the arms", unit="ms")
-    p95_c = histogram_quantile(0.95, canary.buckets)
-    p95_s = histogram_quantile(0.95, stable.buckets)
+    p95_c, p95_s = canary.quantile(0.95), stable.quantile(0.95)
     why_not = _unusable(canary.buckets, stable.buckets, p95_c, p95_s)
     if why_not:
         return no_data(name, action, why_not, unit="ms")
