@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
-from .counts import RatioTest, limit_p_value, rate_limit_test, rate_ratio_test, upper_bound
+from .counts import RatioTest, limit_p_value, rate_interval, rate_ratio_test, upper_bound
 from .distribution import fraction_above
 from .verdicts import Action
 from .windows import ArmWindow
@@ -25,8 +25,9 @@ class Status(str, Enum):
     SKIPPED = "skipped"  # no source at all, disabled, or not applicable: does not block
 
 
-Words = tuple[str, str, str, str]
-"""A check's text: what was measured, in words and numbers (the summary), and why it passes, holds, fails."""
+Words = Callable[[str], str]
+"""A check's text, one part at a time: "summary" (what was measured, in words and numbers), and why it
+"pass"es, "hold"s or "fail"s. Only the parts a verdict's reason needs are formatted, when it is read."""
 
 
 @dataclass(slots=True)  # made every tick and never kept: not frozen, whose __init__ costs µs per field
@@ -34,7 +35,7 @@ class Check:
     name: str
     action: Action
     status: Status
-    words: Callable[[], Words]  # the text, formatted when a verdict's reason is read (most never are)
+    words: Words  # the text, formatted when a verdict's reason is read
     unit: str = ""
     limit: float | None = None
     canary: float | None = None
@@ -51,12 +52,11 @@ class Check:
 
     @property
     def summary(self) -> str:
-        return self.words()[0]
+        return self.words("summary")
 
 
-def _fixed(summary: str) -> Callable[[], Words]:
-    words = (summary, "", "", "")
-    return lambda: words
+def _fixed(summary: str) -> Words:
+    return lambda part: summary if part == "summary" else ""
 
 
 def skipped(name: str, action: Action, why: str, unit: str = "") -> Check:
@@ -135,16 +135,17 @@ def error_ratio(canary: ArmWindow, stable: ArmWindow, *, r0: float, alpha: float
     ratio = test.ratio if x_c + x_s > 0 else None
     passes = n_c > 0 and n_s > 0 and (ok.ratio_within or ok.rate_within) and not (strict and ok.worse)
 
-    def words() -> Words:
-        summary = f"canary 5xx {pct(rate_c)} vs stable {pct(rate_s)}, ratio {_ratio_text(ratio, test.ci, alpha)}"
-        if detected:
-            summary += (f"; errors overdispersed (tick-to-tick variance ×{phi:.1f} of binomial), "
-                        "evidence discounted")
-        return (summary,
-                (f"ratio upper bound within {r0:g}×" if ok.ratio_within and not ok.rate_within else
-                 f"upper bound {pct(ok.ub)} within stable + {tolerance_pp:g} pp = {pct(ok.bound)}"),
-                _ratio_hold_why(ok.ub, ok.bound, r0, tolerance_pp, strict_worse=strict and ok.worse),
-                f"ratio above {r0:g}× is significant")
+    def words(part: str) -> str:
+        if part == "summary":
+            summary = f"canary 5xx {pct(rate_c)} vs stable {pct(rate_s)}, ratio {_ratio_text(ratio, test.ci, alpha)}"
+            return summary + (f"; errors overdispersed (tick-to-tick variance ×{phi:.1f} of binomial), "
+                              "evidence discounted" if detected else "")
+        if part == "pass":
+            return (f"ratio upper bound within {r0:g}×" if ok.ratio_within and not ok.rate_within else
+                    f"upper bound {pct(ok.ub)} within stable + {tolerance_pp:g} pp = {pct(ok.bound)}")
+        if part == "hold":
+            return _ratio_hold_why(ok.ub, ok.bound, r0, tolerance_pp, strict_worse=strict and ok.worse)
+        return f"ratio above {r0:g}× is significant"
 
     return Check(
         name=name, action=action, status=Status.OK, words=words, unit="%", limit=r0,
@@ -185,26 +186,27 @@ def rate_limit(name: str, action: Action, x: float | None, n: float | None, *, l
         value, limit = rate, limit_pct
     within = rate is not None and rate <= limit_pct
 
-    def words() -> Words:
-        if shown_as_success:
-            summary, over = f"canary success rate {pct(value)} (limit ≥ {limit:g} %)", f"below {limit:g} %"
-        else:
-            summary, over = f"canary {what} rate {pct(value)} (limit {limit:g} %)", f"above {limit:g} %"
-        return (summary, f"within the limit over {n:.0f} requests", f"{over} but not significantly so yet",
-                f"significantly {over}")
+    def words(part: str) -> str:
+        if part == "summary":
+            if shown_as_success:
+                return f"canary success rate {pct(value)} (limit ≥ {limit:g} %)"
+            return f"canary {what} rate {pct(value)} (limit {limit:g} %)"
+        if part == "pass":
+            return f"within the limit over {n:.0f} requests"
+        over = f"below {limit:g} %" if shown_as_success else f"above {limit:g} %"
+        return f"{over} but not significantly so yet" if part == "hold" else f"significantly {over}"
 
     return Check(
         name=name, action=action, status=Status.OK, words=words, unit="%", limit=limit,
         canary=value, p_value=p_value, anytime_p_value=anytime_p, passes=within,
         exceeds=rate is not None and not within, fail_needs_gate=True,
-        evidence=lambda: _limit_evidence(x, n, limit_pct, alpha),
+        evidence=lambda: _limit_evidence(x, n, alpha),
     )
 
 
-def _limit_evidence(x: float, n: float, limit_pct: float, alpha: float) -> dict[str, float | None]:
-    test = rate_limit_test(x, n, limit_fraction(limit_pct), alpha=alpha)  # its interval only when read
-    return {"events": x, "requests": n, "lower_pct": 100 * test.lower,
-            "upper_pct": 100 * test.upper}
+def _limit_evidence(x: float, n: float, alpha: float) -> dict[str, float | None]:
+    lower, upper = rate_interval(x, n, alpha=alpha)  # rate_limit_test's interval, only when read
+    return {"events": x, "requests": n, "lower_pct": 100 * lower, "upper_pct": 100 * upper}
 
 
 # ---------------------------------------------------------------------------------------------- latency
@@ -222,11 +224,14 @@ def latency_limit(name: str, action: Action, canary: ArmWindow, stable: ArmWindo
     p_value = limit_p_value(above, total, 1.0 - quantile, alpha=alpha)
     within = value_c is not None and value_c <= limit_ms
 
-    def words() -> Words:
-        return (f"canary P{round(quantile * 100)} {ms(value_c)} vs stable {ms(value_s)} (limit {limit_ms:g} ms)",
-                "within the limit", f"above {limit_ms:g} ms but not significantly so yet",
-                (f"significantly above {limit_ms:g} ms "
-                 f"({100 * above / total if total else 0:.2f} % of requests over it)"))
+    def words(part: str) -> str:
+        if part == "summary":
+            return f"canary P{round(quantile * 100)} {ms(value_c)} vs stable {ms(value_s)} (limit {limit_ms:g} ms)"
+        if part == "pass":
+            return "within the limit"
+        if part == "hold":
+            return f"above {limit_ms:g} ms but not significantly so yet"
+        return f"significantly above {limit_ms:g} ms ({100 * above / total if total else 0:.2f} % of requests over it)"
 
     return Check(
         name=name, action=action, status=Status.OK, unit="ms", limit=limit_ms, words=words,
@@ -246,9 +251,10 @@ def utilisation(name: str, canary: ArmWindow, stable: ArmWindow, *, limit_pct: f
         return no_data(name, Action.WARN, f"no {name} utilisation for the canary", unit="%")
     over = value > limit_pct
 
-    def words() -> Words:
-        return (f"canary {name} {pct(value, 1)} vs stable {pct(other, 1)} (limit {limit_pct:g} %)",
-                "within the limit", "", "")
+    def words(part: str) -> str:
+        if part == "summary":
+            return f"canary {name} {pct(value, 1)} vs stable {pct(other, 1)} (limit {limit_pct:g} %)"
+        return "within the limit" if part == "pass" else ""
 
     return Check(name=name, action=Action.WARN, status=Status.OK, unit="%", limit=limit_pct, words=words,
                  canary=value, stable=other, passes=not over, exceeds=over)

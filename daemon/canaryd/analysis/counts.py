@@ -153,10 +153,15 @@ def _limit(limit: float) -> float:
     return v
 
 
+def rate_interval(x: float, n: float, *, alpha: float = 0.05) -> tuple[float, float]:
+    """`rate_limit_test`'s interval alone."""
+    x, n, a = _count("x", x), _count("n", n), _alpha(alpha)
+    return (0.0, 1.0) if n == 0 else (_cp_lower(min(x, n), n, a / 2), _cp_upper(min(x, n), n, a / 2))
+
+
 def limit_p_value(x: float, n: float, limit: float, *, alpha: float = 0.05) -> float:
-    """`rate_limit_test(...).p_value` alone, without the interval (two inverse betas) it does not need."""
-    x, n, lim = _count("x", x), _count("n", n), _limit(limit)
-    _alpha(alpha)
+    """`rate_limit_test`'s p-value alone."""
+    x, n, lim, _ = _count("x", x), _count("n", n), _limit(limit), _alpha(alpha)
     return 1.0 if n == 0 else _sf_at_least(min(x, n), n, lim)
 
 
@@ -364,18 +369,9 @@ def ratio_sequential_update(
     log_lr, log_e = state.log_lr, state.log_e
     if dx_c + dx_s > 0:
         log_lr, log_e = _mixture_step(state.log_lr, state.prior, dx_c, dx_c + dx_s, q0)
-    return RatioSequential(
-        r0=state.r0,
-        prior=state.prior,
-        log_lr=log_lr,
-        log_e=log_e,
-        max_log_e=max(state.max_log_e, log_e),
-        x_c=state.x_c + dx_c,
-        n_c=state.n_c + dn_c,
-        x_s=state.x_s + dx_s,
-        n_s=state.n_s + dn_s,
-        ticks=state.ticks + 1,
-    )
+    return RatioSequential(r0=state.r0, prior=state.prior, log_lr=log_lr, log_e=log_e,
+                           max_log_e=max(state.max_log_e, log_e), x_c=state.x_c + dx_c, n_c=state.n_c + dn_c,
+                           x_s=state.x_s + dx_s, n_s=state.n_s + dn_s, ticks=state.ticks + 1)
 
 
 def ratio_sequential_update_many(states: Sequence[RatioSequential], dx_c: Sequence[float], dn_c: float,

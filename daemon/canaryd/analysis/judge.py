@@ -314,13 +314,14 @@ def _verdict(check: Check, *, significant: bool, canary_gate: bool, gates_met: b
 
 def _reason(check: Check, tail: str, adjusted: float | None) -> str:
     """The verdict's reason, formatted when it is first read."""
-    summary, pass_why, hold_why, fail_why = check.words()
+    summary = check.words("summary")
     if tail in ("skipped", "no data"):
         return f"{check.name}: {tail}, {summary}"
-    ends = {"fail": lambda: fail_why + _p_text(check, adjusted), "warn": lambda: "exceeds the warning limit",
-            "pass": lambda: pass_why, "waiting": lambda: "waiting for the gates",
-            "hold": lambda: hold_why + _p_text(check, adjusted)}
-    return f"{check.name}: {summary}; {ends[tail]()}"
+    if tail in ("fail", "hold"):
+        end = check.words(tail) + _p_text(check, adjusted)
+    else:
+        end = {"warn": "exceeds the warning limit", "waiting": "waiting for the gates"}.get(tail) or check.words(tail)
+    return f"{check.name}: {summary}; {end}"
 
 
 def _duration(seconds: float) -> str:

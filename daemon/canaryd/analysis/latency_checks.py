@@ -17,7 +17,7 @@ import math
 
 from scipy import special
 
-from .checks import Check, Status, Words, fmt_p, ms, no_data
+from .checks import Check, Status, fmt_p, ms, no_data
 from .distribution import bucket_counts, mann_whitney_buckets
 from .latency import ScaleSequential, best_pair, quantile_bucket, too_coarse
 from .snapshot import Buckets
@@ -105,16 +105,19 @@ def latency_ratio(canary: ArmWindow, stable: ArmWindow, *, max_ratio: float, alp
     slower_at = slower_at_an_edge(canary.buckets, stable.buckets, alpha) if coarse else None
     passes = p95_c <= max_ratio * p95_s and slower_at is None
 
-    def words() -> Words:
-        effect = "n/a" if mw.effect is None else f"{mw.effect:.2f}"
-        summary = (f"canary P95 {ms(1000 * p95_c)} in {_bucket_text(bucket_c)} vs stable {ms(1000 * p95_s)} in "
-                   f"{_bucket_text(bucket_s)}, interpolated ratio {'n/a' if ratio is None else f'{ratio:.2f}×'}; "
-                   f"Mann-Whitney A={effect} (p={fmt_p(mw.p_value)})")
-        if coarse:
-            summary += f"; buckets too coarse: stable P95 in {_bucket_text(bucket_s)}"
-        return (summary, ("not slower than stable at any bucket edge" if coarse else
-                          f"within {max_ratio:g}× stable (interpolated inside a bucket narrower than the limit)"),
-                _hold_why(slower_at, max_ratio), _fail_why(canary_b, stable_b, sequential, max_ratio))
+    def words(part: str) -> str:
+        if part == "summary":
+            effect = "n/a" if mw.effect is None else f"{mw.effect:.2f}"
+            summary = (f"canary P95 {ms(1000 * p95_c)} in {_bucket_text(bucket_c)} vs stable {ms(1000 * p95_s)} "
+                       f"in {_bucket_text(bucket_s)}, interpolated ratio "
+                       f"{'n/a' if ratio is None else f'{ratio:.2f}×'}; Mann-Whitney A={effect} (p={fmt_p(mw.p_value)})")
+            return summary + (f"; buckets too coarse: stable P95 in {_bucket_text(bucket_s)}" if coarse else "")
+        if part == "pass":
+            return ("not slower than stable at any bucket edge" if coarse else
+                    f"within {max_ratio:g}× stable (interpolated inside a bucket narrower than the limit)")
+        if part == "hold":
+            return _hold_why(slower_at, max_ratio)
+        return _fail_why(canary_b, stable_b, sequential, max_ratio)
 
     canary_b, stable_b = canary.buckets, stable.buckets
     return Check(
