@@ -12,6 +12,9 @@ tick i judged in one call, and its results compared the same way. The memory fig
 `AnalysisState` after the last tick (objects followed through fields and containers; the shared priors not
 counted): a daemon keeps one per canary.
 
+A second pair of figures times `observe` with each judgement's `to_json()` read as well (its reasons, and every
+metric's reason and evidence), as a daemon's tick records it: the judge leaves those to be made when first read.
+
 Run: python bench/judge_speed.py [--baseline REV] [--rollouts 48] [--ticks 40] [--rounds 3]
 """
 
@@ -109,7 +112,10 @@ def _kept(j: Any) -> list[Any]:
     return [j.decision.value, [[m.name, m.verdict.value, *(getattr(m, k) for k in NUMBERS)] for m in j.metrics]]
 
 
-def _judge_all(runs: list[list[tuple[Any, dict[str, Any]]]], keep: bool) -> tuple[int, list[Any]]:
+def _judge_all(runs: list[list[tuple[Any, dict[str, Any]]]], keep: bool,
+               read: bool = False) -> tuple[int, list[Any]]:
+    """`read`: also each judgement's JSON (its reasons and every metric's reason and evidence), as a daemon's
+    tick records it (rollout history, last decision): the judge may leave those to be made when first read."""
     from canaryd.analysis import judge
     from canaryd.analysis.settings import JudgeSettings
 
@@ -123,6 +129,8 @@ def _judge_all(runs: list[list[tuple[Any, dict[str, Any]]]], keep: bool) -> tupl
             verdicts += len(j.metrics)
             if keep:
                 kept.append(_kept(j))
+            if read:
+                j.to_json()
             if raw["next_step"]:
                 state = judge.next_step(state, snap.t, weight=STEPS[STEPS.index(raw["weight"]) + 1])
     return verdicts, kept
@@ -225,6 +233,7 @@ def worker(corpus_path: str, rounds: int, expect: str) -> None:
     verdicts, kept = _judge_all(runs, keep=True)  # also warms up imports and caches
     out: dict[str, Any] = {"verdicts": verdicts, "observes": sum(len(r) for r in runs), "results": kept,
                            "seconds": _best(lambda: _judge_all(runs, keep=False), rounds),
+                           "read_seconds": _best(lambda: _judge_all(runs, keep=False, read=True), rounds),
                            "memory": _memory(_final_states(runs))}
     if hasattr(judge, "observe_many"):
         _, out["batch_results"], _ = _judge_batched(runs, keep=True)
@@ -322,6 +331,8 @@ def report(args: argparse.Namespace, base: dict[str, Any], cur: dict[str, Any]) 
     rows = [(f"baseline {args.baseline[:12]}, observe", base["seconds"]), ("current, observe", cur["seconds"])]
     if "batch_seconds" in cur:
         rows.append((f"current, observe_many ({args.rollouts} canaries a call)", cur["batch_seconds"]))
+    read = [(f"baseline {args.baseline[:12]}, observe + to_json", base.get("read_seconds")),
+            ("current, observe + to_json", cur.get("read_seconds"))]
     print(f"judge speed: {args.rollouts} rollouts × {args.ticks} ticks = {cur['observes']} observes, "
           f"{cur['verdicts']} metric verdicts, best of {args.rounds}, one core each")
     rates = []
@@ -329,6 +340,12 @@ def report(args: argparse.Namespace, base: dict[str, Any], cur: dict[str, Any]) 
         rates.append(cur["verdicts"] / seconds)
         print(f"  {label:<46} {rates[-1]:>10,.0f} verdicts/s  {1e3 * seconds / cur['observes']:.3f} ms per canary "
               f"tick  {rates[-1] / rates[0]:.2f}x")
+    if None not in (read[0][1], read[1][1]):
+        # Each judgement's JSON read too (reasons, evidence), as a daemon's tick records it: ratios to the first.
+        for label, seconds in read:
+            rate = cur["verdicts"] / seconds
+            print(f"  {label:<46} {rate:>10,.0f} verdicts/s  {1e3 * seconds / cur['observes']:.3f} ms per canary "
+                  f"tick  {rate * read[0][1] / cur['verdicts']:.2f}x")
     same = _identical("observe", base["results"], cur["results"])
     if "batch_results" in cur:
         same = _identical("observe_many", base["results"], cur["batch_results"]) and same

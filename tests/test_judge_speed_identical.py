@@ -232,3 +232,34 @@ def test_records_built_without_init_are_whole() -> None:
         assert type(obj)(**{f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}) == obj
         with pytest.raises(dataclasses.FrozenInstanceError):
             obj.__setattr__(dataclasses.fields(obj)[0].name, None)
+
+
+def test_lazily_made_fields_read_as_values() -> None:
+    """A judgement's reasons and each verdict's reason and evidence are made on first read (analysis.frozen.Lazy):
+    every reader sees the values, copies and pickles hold them, and a record read once keeps them."""
+    import copy
+    import dataclasses
+    import pickle
+
+    from canaryd.analysis import judge
+    from canaryd.analysis.settings import JudgeSettings
+    from canaryd.analysis.verdicts import Judgement, MetricResult
+
+    js = _bench()
+    s = JudgeSettings()
+    runs = js._snapshots(js.build_corpus(3, 12))
+    for run in runs:
+        state = judge.start(s, 0.0, weight=5.0)
+        for snap, _ in run:
+            j, state = judge.observe(state, snap, s)
+            fresh = [pickle.loads(pickle.dumps(j)), copy.deepcopy(j), copy.copy(j)]
+            as_dict = dataclasses.asdict(j)
+            assert all(isinstance(r, str) for r in j.reasons) and j.reasons
+            for m, d in zip(j.metrics, as_dict["metrics"], strict=True):
+                assert isinstance(m.reason, str) and m.reason.startswith(m.name + ": ")
+                assert isinstance(m.evidence, dict) and (m.reason, m.evidence) == (d["reason"], d["evidence"])
+                assert dataclasses.replace(m) == m
+                assert set(vars(m)) == {f.name for f in dataclasses.fields(MetricResult)}  # kept once read
+            for other in fresh:
+                assert other == j and other.to_json() == j.to_json()
+                assert set(vars(other)) == {f.name for f in dataclasses.fields(Judgement)}

@@ -9,11 +9,12 @@ if its p-value is significant.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum
 
-from .counts import RatioTest, rate_limit_test, rate_ratio_test, upper_bound
-from .distribution import fraction_above, histogram_quantile
+from .counts import RatioTest, limit_p_value, rate_interval, rate_ratio_test, upper_bound
+from .distribution import fraction_above
 from .verdicts import Action
 from .windows import ArmWindow
 
@@ -24,12 +25,17 @@ class Status(str, Enum):
     SKIPPED = "skipped"  # no source at all, disabled, or not applicable: does not block
 
 
+Words = Callable[[str], str]
+"""A check's text, one part at a time: "summary" (what was measured, in words and numbers), and why it
+"pass"es, "hold"s or "fail"s. Only the parts a verdict's reason needs are formatted, when it is read."""
+
+
 @dataclass(slots=True)  # made every tick and never kept: not frozen, whose __init__ costs µs per field
 class Check:
     name: str
     action: Action
     status: Status
-    summary: str  # what was measured, in words and numbers
+    words: Words  # the text, formatted when a verdict's reason is read
     unit: str = ""
     limit: float | None = None
     canary: float | None = None
@@ -42,18 +48,23 @@ class Check:
     exceeds: bool = False  # for warn metrics: the limit is exceeded
     significant_ok: bool = True  # extra condition a significant p-value needs before it fails
     fail_needs_gate: bool = False  # absolute thresholds fail only once the canary has min_requests
-    pass_why: str = ""
-    hold_why: str = ""
-    fail_why: str = ""
-    evidence: dict[str, float | None] = field(default_factory=dict)
+    evidence: Callable[[], dict[str, float | None]] = dict  # made when read, like the words
+
+    @property
+    def summary(self) -> str:
+        return self.words("summary")
+
+
+def _fixed(summary: str) -> Words:
+    return lambda part: summary if part == "summary" else ""
 
 
 def skipped(name: str, action: Action, why: str, unit: str = "") -> Check:
-    return Check(name=name, action=action, status=Status.SKIPPED, summary=why, unit=unit)
+    return Check(name=name, action=action, status=Status.SKIPPED, words=_fixed(why), unit=unit)
 
 
 def no_data(name: str, action: Action, why: str, unit: str = "") -> Check:
-    return Check(name=name, action=action, status=Status.NO_DATA, summary=why, unit=unit)
+    return Check(name=name, action=action, status=Status.NO_DATA, words=_fixed(why), unit=unit)
 
 
 def pct(x: float | None, digits: int = 2) -> str:
@@ -123,19 +134,24 @@ def error_ratio(canary: ArmWindow, stable: ArmWindow, *, r0: float, alpha: float
     # With no 5xx in either arm the +½ estimate is only the traffic split: show no ratio at all.
     ratio = test.ratio if x_c + x_s > 0 else None
     passes = n_c > 0 and n_s > 0 and (ok.ratio_within or ok.rate_within) and not (strict and ok.worse)
-    summary = f"canary 5xx {pct(rate_c)} vs stable {pct(rate_s)}, ratio {_ratio_text(ratio, test.ci, alpha)}"
-    if detected:
-        summary += (f"; errors overdispersed (tick-to-tick variance ×{phi:.1f} of binomial), "
-                    "evidence discounted")
+
+    def words(part: str) -> str:
+        if part == "summary":
+            summary = f"canary 5xx {pct(rate_c)} vs stable {pct(rate_s)}, ratio {_ratio_text(ratio, test.ci, alpha)}"
+            return summary + (f"; errors overdispersed (tick-to-tick variance ×{phi:.1f} of binomial), "
+                              "evidence discounted" if detected else "")
+        if part == "pass":
+            return (f"ratio upper bound within {r0:g}×" if ok.ratio_within and not ok.rate_within else
+                    f"upper bound {pct(ok.ub)} within stable + {tolerance_pp:g} pp = {pct(ok.bound)}")
+        if part == "hold":
+            return _ratio_hold_why(ok.ub, ok.bound, r0, tolerance_pp, strict_worse=strict and ok.worse)
+        return f"ratio above {r0:g}× is significant"
+
     return Check(
-        name=name, action=action, status=Status.OK, summary=summary, unit="%", limit=r0,
+        name=name, action=action, status=Status.OK, words=words, unit="%", limit=r0,
         canary=rate_c, stable=rate_s, p_value=test.p_value, anytime_p_value=anytime_p,
         ratio=ratio, ci=test.ci, passes=passes,
-        pass_why=(f"ratio upper bound within {r0:g}×" if ok.ratio_within and not ok.rate_within else
-                  f"upper bound {pct(ok.ub)} within stable + {tolerance_pp:g} pp = {pct(ok.bound)}"),
-        hold_why=_ratio_hold_why(ok.ub, ok.bound, r0, tolerance_pp, strict_worse=strict and ok.worse),
-        fail_why=f"ratio above {r0:g}× is significant",
-        evidence={"canary_errors": x_c, "canary_requests": n_c, "stable_errors": x_s,
+        evidence=lambda: {"canary_errors": x_c, "canary_requests": n_c, "stable_errors": x_s,
                   "stable_requests": n_s, "upper_bound_pct": ok.ub, "p0": test.p0, "dispersion_phi": phi,
                   "dispersion_detected": float(detected)},
     )
@@ -161,27 +177,36 @@ def rate_limit(name: str, action: Action, x: float | None, n: float | None, *, l
     """An absolute limit on a share of the canary's requests (5xx, or not-2xx for the success rate)."""
     if x is None or n is None:
         return no_data(name, action, f"no {what} counts for the canary", unit="%")
-    test = rate_limit_test(x, n, limit_fraction(limit_pct), alpha=alpha)
+    p_value = limit_p_value(x, n, limit_fraction(limit_pct), alpha=alpha)
     rate = _rate(x, n)
     if shown_as_success:
         value = None if rate is None else 100.0 - rate
         limit = 100.0 - limit_pct
-        summary = f"canary success rate {pct(value)} (limit ≥ {limit:g} %)"
-        over = f"below {limit:g} %"
     else:
         value, limit = rate, limit_pct
-        summary = f"canary {what} rate {pct(value)} (limit {limit:g} %)"
-        over = f"above {limit:g} %"
     within = rate is not None and rate <= limit_pct
+
+    def words(part: str) -> str:
+        if part == "summary":
+            if shown_as_success:
+                return f"canary success rate {pct(value)} (limit ≥ {limit:g} %)"
+            return f"canary {what} rate {pct(value)} (limit {limit:g} %)"
+        if part == "pass":
+            return f"within the limit over {n:.0f} requests"
+        over = f"below {limit:g} %" if shown_as_success else f"above {limit:g} %"
+        return f"{over} but not significantly so yet" if part == "hold" else f"significantly {over}"
+
     return Check(
-        name=name, action=action, status=Status.OK, summary=summary, unit="%", limit=limit,
-        canary=value, p_value=test.p_value, anytime_p_value=anytime_p, passes=within,
+        name=name, action=action, status=Status.OK, words=words, unit="%", limit=limit,
+        canary=value, p_value=p_value, anytime_p_value=anytime_p, passes=within,
         exceeds=rate is not None and not within, fail_needs_gate=True,
-        pass_why=f"within the limit over {n:.0f} requests",
-        hold_why=f"{over} but not significantly so yet",
-        fail_why=f"significantly {over}",
-        evidence={"events": x, "requests": n, "lower_pct": 100 * test.lower, "upper_pct": 100 * test.upper},
+        evidence=lambda: _limit_evidence(x, n, alpha),
     )
+
+
+def _limit_evidence(x: float, n: float, alpha: float) -> dict[str, float | None]:
+    lower, upper = rate_interval(x, n, alpha=alpha)  # rate_limit_test's interval, only when read
+    return {"events": x, "requests": n, "lower_pct": 100 * lower, "upper_pct": 100 * upper}
 
 
 # ---------------------------------------------------------------------------------------------- latency
@@ -193,23 +218,26 @@ def latency_limit(name: str, action: Action, canary: ArmWindow, stable: ArmWindo
     if canary.buckets is None:
         return no_data(name, action, "no latency histogram for the canary", unit="ms")
     above, total = fraction_above(canary.buckets, limit_ms / 1000.0)
-    q_c = histogram_quantile(quantile, canary.buckets)
-    q_s = histogram_quantile(quantile, stable.buckets) if stable.buckets is not None else None
+    q_c, q_s = canary.quantile(quantile), stable.quantile(quantile)
     value_c = None if q_c is None else 1000.0 * q_c
     value_s = None if q_s is None else 1000.0 * q_s
-    test = rate_limit_test(above, total, 1.0 - quantile, alpha=alpha)
+    p_value = limit_p_value(above, total, 1.0 - quantile, alpha=alpha)
     within = value_c is not None and value_c <= limit_ms
-    label = f"P{round(quantile * 100)}"
+
+    def words(part: str) -> str:
+        if part == "summary":
+            return f"canary P{round(quantile * 100)} {ms(value_c)} vs stable {ms(value_s)} (limit {limit_ms:g} ms)"
+        if part == "pass":
+            return "within the limit"
+        if part == "hold":
+            return f"above {limit_ms:g} ms but not significantly so yet"
+        return f"significantly above {limit_ms:g} ms ({100 * above / total if total else 0:.2f} % of requests over it)"
+
     return Check(
-        name=name, action=action, status=Status.OK, unit="ms", limit=limit_ms,
-        summary=f"canary {label} {ms(value_c)} vs stable {ms(value_s)} (limit {limit_ms:g} ms)",
-        canary=value_c, stable=value_s, p_value=test.p_value, anytime_p_value=anytime_p,
+        name=name, action=action, status=Status.OK, unit="ms", limit=limit_ms, words=words,
+        canary=value_c, stable=value_s, p_value=p_value, anytime_p_value=anytime_p,
         passes=within, exceeds=value_c is not None and not within, fail_needs_gate=True,
-        pass_why="within the limit",
-        hold_why=f"above {limit_ms:g} ms but not significantly so yet",
-        fail_why=(f"significantly above {limit_ms:g} ms "
-                  f"({100 * above / total if total else 0:.2f} % of requests over it)"),
-        evidence={"requests_over_limit": above, "requests": total},
+        evidence=lambda: {"requests_over_limit": above, "requests": total},
     )
 
 
@@ -222,9 +250,11 @@ def utilisation(name: str, canary: ArmWindow, stable: ArmWindow, *, limit_pct: f
     if value is None:
         return no_data(name, Action.WARN, f"no {name} utilisation for the canary", unit="%")
     over = value > limit_pct
-    return Check(
-        name=name, action=Action.WARN, status=Status.OK, unit="%", limit=limit_pct,
-        summary=f"canary {name} {pct(value, 1)} vs stable {pct(other, 1)} (limit {limit_pct:g} %)",
-        canary=value, stable=other, passes=not over, exceeds=over,
-        pass_why="within the limit", hold_why="", fail_why="",
-    )
+
+    def words(part: str) -> str:
+        if part == "summary":
+            return f"canary {name} {pct(value, 1)} vs stable {pct(other, 1)} (limit {limit_pct:g} %)"
+        return "within the limit" if part == "pass" else ""
+
+    return Check(name=name, action=Action.WARN, status=Status.OK, unit="%", limit=limit_pct, words=words,
+                 canary=value, stable=other, passes=not over, exceeds=over)

@@ -153,6 +153,18 @@ def _limit(limit: float) -> float:
     return v
 
 
+def rate_interval(x: float, n: float, *, alpha: float = 0.05) -> tuple[float, float]:
+    """`rate_limit_test`'s interval alone."""
+    x, n, a = _count("x", x), _count("n", n), _alpha(alpha)
+    return (0.0, 1.0) if n == 0 else (_cp_lower(min(x, n), n, a / 2), _cp_upper(min(x, n), n, a / 2))
+
+
+def limit_p_value(x: float, n: float, limit: float, *, alpha: float = 0.05) -> float:
+    """`rate_limit_test`'s p-value alone."""
+    x, n, lim, _ = _count("x", x), _count("n", n), _limit(limit), _alpha(alpha)
+    return 1.0 if n == 0 else _sf_at_least(min(x, n), n, lim)
+
+
 def rate_limit_test(x: float, n: float, limit: float, *, alpha: float = 0.05) -> LimitTest:
     """Is the rate x/n above `limit`? ("error rate > 5 %", "more than 1 % of requests above 1 s").
 
@@ -213,6 +225,17 @@ class MixturePrior:
             rows.flags.writeable = False
             if len(self._limit_rows) < 64:
                 self._limit_rows[q0] = rows
+        return rows
+
+    def limit_costs(self, limits: tuple[float, ...]) -> np.ndarray:
+        """Each limit's −log(1 + q0·(e^u − 1)) row, stacked: a canary's limit tests have the same few limits
+        every tick, so kept per tuple of limits (with limit_rows', read-only)."""
+        rows = self._limit_rows.get(limits)  # type: ignore[call-overload]
+        if rows is None:
+            rows = np.array([self.limit_rows(q0)[1] for q0 in limits])
+            rows.flags.writeable = False
+            if len(self._limit_rows) < 64:
+                self._limit_rows[limits] = rows  # type: ignore[index]
         return rows
 
 
@@ -346,18 +369,9 @@ def ratio_sequential_update(
     log_lr, log_e = state.log_lr, state.log_e
     if dx_c + dx_s > 0:
         log_lr, log_e = _mixture_step(state.log_lr, state.prior, dx_c, dx_c + dx_s, q0)
-    return RatioSequential(
-        r0=state.r0,
-        prior=state.prior,
-        log_lr=log_lr,
-        log_e=log_e,
-        max_log_e=max(state.max_log_e, log_e),
-        x_c=state.x_c + dx_c,
-        n_c=state.n_c + dn_c,
-        x_s=state.x_s + dx_s,
-        n_s=state.n_s + dn_s,
-        ticks=state.ticks + 1,
-    )
+    return RatioSequential(r0=state.r0, prior=state.prior, log_lr=log_lr, log_e=log_e,
+                           max_log_e=max(state.max_log_e, log_e), x_c=state.x_c + dx_c, n_c=state.n_c + dn_c,
+                           x_s=state.x_s + dx_s, n_s=state.n_s + dn_s, ticks=state.ticks + 1)
 
 
 def ratio_sequential_update_many(states: Sequence[RatioSequential], dx_c: Sequence[float], dn_c: float,
@@ -453,24 +467,28 @@ def limit_sequential_update_many(states: Sequence[LimitSequential], dx: Sequence
     """`limit_sequential_update` of each state with its own increments (many tests at once): the same
     results within rounding, the grid arithmetic of the states on the first state's prior in one pass."""
     out = list(states)
-    rows: list[tuple[int, float, float]] = []  # (index, x, n) after this tick
+    rows: list[int] = []  # the states that step, and their totals after this tick
+    xs: list[float] = []
+    ns: list[float] = []
     prior = states[0].prior if states else None
-    for i, st in enumerate(states):
-        inc = _increments(dx[i], dn[i])
-        if inc is None or inc[1] == 0:
+    for i, (st, a, b) in enumerate(zip(states, dx, dn, strict=True)):
+        a, b = float(a), float(b)
+        if not (0.0 <= a < math.inf and 0.0 < b < math.inf):  # as _increments, and no requests: no step
             continue
         if st.prior is not prior:
-            out[i] = limit_sequential_update(st, dx[i], dn[i])
+            out[i] = limit_sequential_update(st, a, b)
             continue
-        rows.append((i, st.x + min(inc[0], inc[1]), st.n + inc[1]))
+        rows.append(i)
+        xs.append(st.x + min(a, b))
+        ns.append(st.n + b)
     if not rows:
         return out
     assert prior is not None
     u, _, log_weights = prior.arrays
-    minus_cost = np.array([prior.limit_rows(states[i].limit)[1] for i, _, _ in rows])
-    x = np.array([x for _, x, _ in rows])[:, None]
-    n = np.array([n for _, _, n in rows])[:, None]
-    for (i, xi, ni), e in zip(rows, log_sum_exp_rows(x * u + n * minus_cost + log_weights), strict=True):
+    minus_cost = prior.limit_costs(tuple([states[i].limit for i in rows]))
+    totals = np.array((xs, ns))
+    weighted = totals[0][:, None] * u + totals[1][:, None] * minus_cost + log_weights
+    for i, xi, ni, e in zip(rows, xs, ns, log_sum_exp_rows(weighted), strict=True):
         st = states[i]
         out[i] = LimitSequential(limit=st.limit, prior=prior, log_e=e, max_log_e=max(st.max_log_e, e), x=xi,
                                  n=ni, ticks=st.ticks + 1)

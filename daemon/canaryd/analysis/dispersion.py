@@ -244,11 +244,18 @@ def _reread(state: RobustRatio, binomial: RatioSequential, dx_c: float, dn_c: fl
     ticks = state.ticks
     if dx_c + dx_s > 0 and dn_c > 0 and dn_s > 0:
         ticks = (ticks + pack(np.array((dx_c, dx_s, dn_c, dn_s), dtype=float)))[-HISTORY * _TICK_BYTES:]
+    elif state.binomial.ticks:
+        # A tick without errors leaves the kept ticks, and so the estimate, and the grid as they were: the
+        # tempered evidence is the previous tick's (re-reading it would give the same numbers).
+        return RobustRatio(binomial=binomial, ticks=ticks, history=state.history, log_e=state.log_e,
+                           max_log_e=state.max_log_e, phi=state.phi, detected=state.detected)
     est = estimate(tick_array(ticks), binomial.r0, history_rows(state.history))
     phi = max(1.0, est.phi)
-    prior = binomial.prior
-    weighted = unpack(binomial.log_lr) / phi + prior.arrays[2]  # the log weights, as an array
-    top = float(weighted.max())
-    log_e = top + math.log(float(np.exp(weighted - top).sum()))
+    if phi == 1.0 and math.isfinite(binomial.log_e):
+        log_e = binomial.log_e  # untempered: the binomial mixture's own log E, the same sum of the same grid
+    else:
+        weighted = unpack(binomial.log_lr) / phi + binomial.prior.arrays[2]  # the log weights, as an array
+        top = float(weighted.max())
+        log_e = top + math.log(float(np.exp(weighted - top).sum()))
     return RobustRatio(binomial=binomial, ticks=ticks, history=state.history, log_e=log_e,
                        max_log_e=max(state.max_log_e, log_e), phi=phi, detected=est.detected)

@@ -118,8 +118,20 @@ def _fresh_sequentials(s: JudgeSettings, history: Sequence[ArmSnapshot] | None =
 def _update_sequentials(seq: Sequentials, inc_c: ArmWindow, inc_s: ArmWindow, s: JudgeSettings, *,
                         has_successes: bool) -> Sequentials:
     inputs = _sequential_inputs(seq, inc_c, inc_s, s, has_successes=has_successes)
-    return _with_updates(seq, {name: _UPDATE[_KIND[name]](getattr(seq, name), *args)  # type: ignore[operator]
-                               for name, args in inputs.items()})
+    updates: dict[str, object] = {}
+    limits = []
+    for name, args in inputs.items():
+        kind = _KIND[name]
+        if kind == "limit":
+            limits.append(name)
+        else:
+            updates[name] = _UPDATE[kind](getattr(seq, name), *args)  # type: ignore[operator]
+    if limits:  # the canary's limit tests in one pass over their grids
+        new = limit_sequential_update_many([getattr(seq, name) for name in limits],
+                                           [inputs[name][0] for name in limits],  # type: ignore[misc]
+                                           [inputs[name][1] for name in limits])  # type: ignore[misc]
+        updates.update(zip(limits, new, strict=True))
+    return _with_updates(seq, updates)
 
 
 def _update_sequentials_many(seqs: Sequence[Sequentials], incs: Sequence[tuple[ArmWindow, ArmWindow, bool]],
@@ -265,12 +277,12 @@ def _settle(check: Check, adjusted: float | None, *, alpha: float, canary_gate: 
             gates_met: bool) -> tuple[MetricResult, bool]:
     """The metric's verdict, and whether it is inconclusive only because the gates are not met yet."""
     significant = adjusted is not None and adjusted <= alpha and check.significant_ok
-    verdict, reason, waiting = _verdict(check, _p_text(check, adjusted), significant=significant,
-                                        canary_gate=canary_gate, gates_met=gates_met)
+    verdict, tail, waiting = _verdict(check, significant=significant, canary_gate=canary_gate, gates_met=gates_met)
     result = build(
-        MetricResult, name=check.name, verdict=verdict, reason=reason, action=check.action, p_value=check.p_value,
+        MetricResult, _make_reason=lambda: _reason(check, tail, adjusted), _make_evidence=check.evidence,
+        name=check.name, verdict=verdict, action=check.action, p_value=check.p_value,
         anytime_p_value=check.anytime_p_value, adjusted_p_value=adjusted, ratio=check.ratio, ci=check.ci,
-        canary=check.canary, stable=check.stable, limit=check.limit, unit=check.unit, evidence=check.evidence,
+        canary=check.canary, stable=check.stable, limit=check.limit, unit=check.unit,
     )
     return result, waiting
 
@@ -282,23 +294,34 @@ def _p_text(check: Check, adjusted: float | None) -> str:
     return text + (f", Holm-adjusted {checks.fmt_p(adjusted)})" if adjusted is not None else ")")
 
 
-def _verdict(check: Check, p_txt: str, *, significant: bool, canary_gate: bool,
-             gates_met: bool) -> tuple[Verdict, str, bool]:
-    """(verdict, reason, held only by the gates)."""
+def _verdict(check: Check, *, significant: bool, canary_gate: bool, gates_met: bool) -> tuple[Verdict, str, bool]:
+    """(verdict, which words end its reason (see _reason), held only by the gates)."""
     if check.status is Status.SKIPPED:
-        return Verdict.SKIPPED, f"{check.name}: skipped, {check.summary}", False
+        return Verdict.SKIPPED, "skipped", False
     if check.status is Status.NO_DATA:
-        return Verdict.INCONCLUSIVE, f"{check.name}: no data, {check.summary}", False
+        return Verdict.INCONCLUSIVE, "no data", False
     if check.action is Action.ROLLBACK and significant and (canary_gate or not check.fail_needs_gate):
-        return Verdict.FAIL, f"{check.name}: {check.summary}; {check.fail_why}{p_txt}", False
+        return Verdict.FAIL, "fail", False
     if check.action is Action.WARN and check.exceeds and canary_gate:
-        return Verdict.WARN, f"{check.name}: {check.summary}; exceeds the warning limit", False
+        return Verdict.WARN, "warn", False
     if check.passes and gates_met:
-        return Verdict.PASS, f"{check.name}: {check.summary}; {check.pass_why}", False
+        return Verdict.PASS, "pass", False
     if check.passes or check.action is Action.WARN:
         # Nothing against this metric: only the gates keep it from passing, and they are reported once.
-        return Verdict.INCONCLUSIVE, f"{check.name}: {check.summary}; waiting for the gates", True
-    return Verdict.INCONCLUSIVE, f"{check.name}: {check.summary}; {check.hold_why}{p_txt}", False
+        return Verdict.INCONCLUSIVE, "waiting", True
+    return Verdict.INCONCLUSIVE, "hold", False
+
+
+def _reason(check: Check, tail: str, adjusted: float | None) -> str:
+    """The verdict's reason, formatted when it is first read."""
+    summary = check.words("summary")
+    if tail in ("skipped", "no data"):
+        return f"{check.name}: {tail}, {summary}"
+    if tail in ("fail", "hold"):
+        end = check.words(tail) + _p_text(check, adjusted)
+    else:
+        end = {"warn": "exceeds the warning limit", "waiting": "waiting for the gates"}.get(tail) or check.words(tail)
+    return f"{check.name}: {summary}; {end}"
 
 
 def _duration(seconds: float) -> str:
@@ -306,27 +329,28 @@ def _duration(seconds: float) -> str:
 
 
 def _gate_reasons(c: ArmWindow, st: ArmWindow, elapsed: float, s: JudgeSettings, *,
-                  stable_expected: bool, weight: float | None) -> tuple[list[str], bool]:
-    reasons: list[str] = []
+                  stable_expected: bool, weight: float | None) -> tuple[list[Callable[[], str]], bool]:
+    """The gates not met yet, each as the maker of its reason (formatted when the judgement's are read)."""
+    reasons: list[Callable[[], str]] = []
     canary_gate = c.requests is not None and c.requests >= s.min_requests
     if elapsed < s.step_duration:
-        reasons.append(f"step running {_duration(elapsed)} of its minimum {_duration(s.step_duration)}")
+        reasons.append(lambda: f"step running {_duration(elapsed)} of its minimum {_duration(s.step_duration)}")
     if c.requests is None:
-        reasons.append("no request counts for the canary")
+        reasons.append(lambda: "no request counts for the canary")
     elif not canary_gate:
-        reasons.append(f"canary has {c.requests:.0f} of the {s.min_requests} requests needed")
+        reasons.append(lambda: f"canary has {c.requests:.0f} of the {s.min_requests} requests needed")
     if stable_expected:
         if st.requests is None:
-            reasons.append("no request counts for stable")
+            reasons.append(lambda: "no request counts for stable")
         elif st.requests < s.min_requests:
-            reasons.append(f"stable has {st.requests:.0f} of the {s.min_requests} requests needed")
+            reasons.append(lambda: f"stable has {st.requests:.0f} of the {s.min_requests} requests needed")
     if weight is not None and 0 < weight < 100 and c.requests is not None and st.requests is not None:
         total = c.requests + st.requests
         share = 100.0 * c.requests / total if total > 0 else 0.0
         # Only once there is enough traffic for the share to mean something.
         if total >= max(100.0, s.min_requests / 10) and share < weight * s.min_traffic_share:
-            reasons.append(f"canary not receiving traffic: it served {share:.2f} % of requests "
-                           f"while its weight is {weight:g} %")
+            reasons.append(lambda: f"canary not receiving traffic: it served {share:.2f} % of requests "
+                                   f"while its weight is {weight:g} %")
     return reasons, canary_gate
 
 
@@ -405,7 +429,8 @@ def _judge_tick(state: AnalysisState, snap: Snapshot, s: JudgeSettings, w: _Wind
         decision, reasons, timed_out = _decide_paused(results)
     else:
         decision, reasons, timed_out = _decide(results, waiting, gate_reasons, elapsed, s)
-    judgement = build(Judgement, decision=decision, at=snap.t, reasons=tuple(reasons), metrics=results,
+    judgement = build(Judgement, _make_reasons=lambda: tuple(reasons()), decision=decision, at=snap.t,
+                      metrics=results,
                       gates_met=gates_met, timed_out=timed_out, canary_requests=c.requests or 0.0,
                       stable_requests=st.requests or 0.0, elapsed=elapsed)
     # The kept state is made by its own __init__: built without it, it would carry a dict per object.
@@ -428,26 +453,30 @@ def _settle_all(raw: list[Check], seen: frozenset[str], s: JudgeSettings, *, can
     return tuple(r for r, _ in settled), {r.name for r, w in settled if w}
 
 
-def _decide(results: Iterable[MetricResult], waiting: set[str], gate_reasons: list[str], elapsed: float,
-            s: JudgeSettings) -> tuple[Decision, list[str], bool]:
+Reasons = Callable[[], list[str]]  # a judgement's reasons, made when they are first read
+
+
+def _decide(results: Iterable[MetricResult], waiting: set[str], gates: list[Callable[[], str]], elapsed: float,
+            s: JudgeSettings) -> tuple[Decision, Reasons, bool]:
     results = list(results)
-    failed = [m.reason for m in results if m.verdict is Verdict.FAIL]
-    if failed:
-        return Decision.ROLLBACK, failed, False
-    warnings = [m.reason for m in results if m.verdict is Verdict.WARN]
-    if not gate_reasons and not any(m.verdict is Verdict.INCONCLUSIVE for m in results):
-        return Decision.ADVANCE, [_advance_head(results), *warnings], False
+    if any(m.verdict is Verdict.FAIL for m in results):
+        return Decision.ROLLBACK, lambda: [m.reason for m in results if m.verdict is Verdict.FAIL], False
+
+    def warnings() -> list[str]:
+        return [m.reason for m in results if m.verdict is Verdict.WARN]
+
+    if not gates and not any(m.verdict is Verdict.INCONCLUSIVE for m in results):
+        return Decision.ADVANCE, lambda: [_advance_head(results), *warnings()], False
     # Metrics held only by the gates are not repeated: the gate reasons say it once.
-    reasons = [*gate_reasons, *(m.reason for m in results
-                                if m.verdict is Verdict.INCONCLUSIVE and m.name not in waiting), *warnings]
-    return _hold_or_timeout(reasons, elapsed, s)
+    return _hold_or_timeout(lambda: [*(gate() for gate in gates), *(
+        m.reason for m in results if m.verdict is Verdict.INCONCLUSIVE and m.name not in waiting), *warnings()],
+        elapsed, s)
 
 
-def _decide_paused(results: tuple[MetricResult, ...]) -> tuple[Decision, list[str], bool]:
-    failed = [m.reason for m in results if m.verdict is Verdict.FAIL]
-    if failed:
-        return Decision.ROLLBACK, failed, False
-    return Decision.HOLD, [PAUSED_REASON, *(m.reason for m in results if m.verdict is Verdict.WARN)], False
+def _decide_paused(results: tuple[MetricResult, ...]) -> tuple[Decision, Reasons, bool]:
+    if any(m.verdict is Verdict.FAIL for m in results):
+        return Decision.ROLLBACK, lambda: [m.reason for m in results if m.verdict is Verdict.FAIL], False
+    return Decision.HOLD, lambda: [PAUSED_REASON, *(m.reason for m in results if m.verdict is Verdict.WARN)], False
 
 
 def observe_failure_only(state: AnalysisState, snap: Snapshot,
@@ -461,11 +490,10 @@ def _advance_head(results: list[MetricResult]) -> str:
     return f"all judged metrics pass ({', '.join(judged)})" if judged else "no metric to judge"
 
 
-def _hold_or_timeout(reasons: list[str], elapsed: float, s: JudgeSettings) -> tuple[Decision, list[str], bool]:
+def _hold_or_timeout(reasons: Reasons, elapsed: float, s: JudgeSettings) -> tuple[Decision, Reasons, bool]:
     if s.max_step_duration is None or elapsed < s.max_step_duration:
         return Decision.HOLD, reasons, False
     why = f"step held for {_duration(elapsed)}, past max_step_duration {_duration(s.max_step_duration)}"
     if s.timeout_rollback:
-        return Decision.ROLLBACK, [why + ": rolling back", *reasons], True
-    return Decision.HOLD, [why + ": pausing", *reasons], True
-
+        return Decision.ROLLBACK, lambda: [why + ": rolling back", *reasons()], True
+    return Decision.HOLD, lambda: [why + ": pausing", *reasons()], True

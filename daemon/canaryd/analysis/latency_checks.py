@@ -18,7 +18,7 @@ import math
 from scipy import special
 
 from .checks import Check, Status, fmt_p, ms, no_data
-from .distribution import bucket_counts, histogram_quantile, mann_whitney_buckets
+from .distribution import bucket_counts, mann_whitney_buckets
 from .latency import ScaleSequential, best_pair, quantile_bucket, too_coarse
 from .snapshot import Buckets
 from .verdicts import Action
@@ -92,8 +92,7 @@ def latency_ratio(canary: ArmWindow, stable: ArmWindow, *, max_ratio: float, alp
     name, action = "latency_ratio", Action.ROLLBACK
     if canary.buckets is None or stable.buckets is None:
         return no_data(name, action, "no latency histogram for one of the arms", unit="ms")
-    p95_c = histogram_quantile(0.95, canary.buckets)
-    p95_s = histogram_quantile(0.95, stable.buckets)
+    p95_c, p95_s = canary.quantile(0.95), stable.quantile(0.95)
     why_not = _unusable(canary.buckets, stable.buckets, p95_c, p95_s)
     if why_not:
         return no_data(name, action, why_not, unit="ms")
@@ -102,23 +101,29 @@ def latency_ratio(canary: ArmWindow, stable: ArmWindow, *, max_ratio: float, alp
     bucket_c, bucket_s = quantile_bucket(0.95, canary.buckets), quantile_bucket(0.95, stable.buckets)
     coarse = bucket_s is not None and too_coarse(bucket_s, max_ratio)
     ratio = p95_c / p95_s if p95_s > 0 else None
-    effect = "n/a" if mw.effect is None else f"{mw.effect:.2f}"
-    summary = (f"canary P95 {ms(1000 * p95_c)} in {_bucket_text(bucket_c)} vs stable {ms(1000 * p95_s)} in "
-               f"{_bucket_text(bucket_s)}, interpolated ratio {'n/a' if ratio is None else f'{ratio:.2f}×'}; "
-               f"Mann-Whitney A={effect} (p={fmt_p(mw.p_value)})")
-    if coarse:
-        summary += f"; buckets too coarse: stable P95 in {_bucket_text(bucket_s)}"
     anytime_p = 1.0 if sequential is None else sequential.p_value
     slower_at = slower_at_an_edge(canary.buckets, stable.buckets, alpha) if coarse else None
     passes = p95_c <= max_ratio * p95_s and slower_at is None
+
+    def words(part: str) -> str:
+        if part == "summary":
+            effect = "n/a" if mw.effect is None else f"{mw.effect:.2f}"
+            summary = (f"canary P95 {ms(1000 * p95_c)} in {_bucket_text(bucket_c)} vs stable {ms(1000 * p95_s)} "
+                       f"in {_bucket_text(bucket_s)}, interpolated ratio "
+                       f"{'n/a' if ratio is None else f'{ratio:.2f}×'}; Mann-Whitney A={effect} (p={fmt_p(mw.p_value)})")
+            return summary + (f"; buckets too coarse: stable P95 in {_bucket_text(bucket_s)}" if coarse else "")
+        if part == "pass":
+            return ("not slower than stable at any bucket edge" if coarse else
+                    f"within {max_ratio:g}× stable (interpolated inside a bucket narrower than the limit)")
+        if part == "hold":
+            return _hold_why(slower_at, max_ratio)
+        return _fail_why(canary_b, stable_b, sequential, max_ratio)
+
+    canary_b, stable_b = canary.buckets, stable.buckets
     return Check(
-        name=name, action=action, status=Status.OK, unit="ms", limit=max_ratio, summary=summary,
+        name=name, action=action, status=Status.OK, unit="ms", limit=max_ratio, words=words,
         canary=1000 * p95_c, stable=1000 * p95_s, p_value=mw.p_value, anytime_p_value=anytime_p,
         ratio=ratio, passes=passes,
-        pass_why=("not slower than stable at any bucket edge" if coarse else
-                  f"within {max_ratio:g}× stable (interpolated inside a bucket narrower than the limit)"),
-        hold_why=_hold_why(slower_at, max_ratio),
-        fail_why=_fail_why(canary.buckets, stable.buckets, sequential, max_ratio),
-        evidence={"mann_whitney_u": mw.u, "mann_whitney_effect": mw.effect, "mann_whitney_z": mw.z,
-                  **_bounds("canary", bucket_c), **_bounds("stable", bucket_s), "buckets_too_coarse": float(coarse)},
+        evidence=lambda: {"mann_whitney_u": mw.u, "mann_whitney_effect": mw.effect, "mann_whitney_z": mw.z,
+                          **_bounds("canary", bucket_c), **_bounds("stable", bucket_s), "buckets_too_coarse": float(coarse)},
     )

@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass, field
 from enum import Enum
 
+from .frozen import lazy_fields
+
 
 class Verdict(str, Enum):
     PASS = "pass"
@@ -65,6 +67,10 @@ class MetricResult:
         }
 
 
+# The judge formats a verdict's reason, and gathers its evidence, on the first read (a daemon's tick reads few).
+lazy_fields(MetricResult, "reason", "evidence")
+
+
 @dataclass(frozen=True)
 class Judgement:
     decision: Decision
@@ -98,3 +104,6 @@ def _num(x: float | None) -> float | None:
     if x is None or not math.isfinite(x):
         return None
     return float(x)
+
+
+lazy_fields(Judgement, "reasons")  # the decision's reasons too: formatted when read

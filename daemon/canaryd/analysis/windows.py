@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .distribution import delta_buckets
+from .distribution import delta_buckets, histogram_quantile
 from .snapshot import ArmSnapshot, Snapshot
 
 COUNTER_FIELDS = ("requests", "errors", "successes", "buckets")
@@ -20,6 +20,16 @@ class ArmWindow:
     buckets: tuple[tuple[float, float], ...] | None
     cpu: float | None
     memory: float | None
+    quantiles: dict[float, float | None] | None = None  # histogram_quantile of the buckets, as read (quantile)
+
+    def quantile(self, q: float) -> float | None:
+        """histogram_quantile(q, buckets), computed once per window: two checks read the same P95s."""
+        if self.quantiles is None:
+            self.quantiles = {}
+        elif q in self.quantiles:
+            return self.quantiles[q]
+        value = self.quantiles[q] = None if self.buckets is None else histogram_quantile(q, self.buckets)
+        return value
 
     @property
     def non_successes(self) -> float | None:
