@@ -18,9 +18,9 @@ from canaryd.sources.prometheus import (
     ArmTarget,
     PrometheusClient,
     SourceError,
-    equality_matchers,
     fetch_increments,
 )
+from canaryd.sources.promql import equality_matchers
 from exporter import Service, Settings
 from servers import free_port, wait_until
 

@@ -5,10 +5,9 @@ on 5xx / timeouts / connection errors (never on 4xx), and one exception type, `S
 never lets an aiohttp error through. Non-finite sample values (NaN, ±Inf) are dropped as "no data".
 
 `fetch_increments` reads requests, errors, successes and latency buckets for ALL arms with one query
-per metric: arms whose selectors are plain equality matchers on the same labels (the default,
-`job="..."`) are merged into `label=~"v1|v2|..."`, summed `by` those labels and split again. Any other
-selector gets a query of its own. CPU and memory are whole expressions, queried per arm. Counter totals
-keep NaN and ±Inf for the reader's plausibility check; two series for one target are a bad_response.
+per metric, as query_plans.py plans them, and splits the answers among the arms again, a few arms a turn
+of the daemon's pacer. Counter totals keep NaN and ±Inf for the reader's plausibility check; two series
+for one target are a bad_response.
 """
 
 from __future__ import annotations
@@ -20,28 +19,33 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 import aiohttp
 
 from canaryd.analysis.durations import promql_duration
 from canaryd.analysis.snapshot import ArmSnapshot
-from canaryd.config.queries import LATENCY_UNITS
 from canaryd.sources import samples
 from canaryd.sources.http_config import CredentialsError, HttpOptions, split_userinfo
-from canaryd.sources.promql import equality_matchers, regex_any, render_template, sum_by, template_of
+from canaryd.sources.query_plans import (  # noqa: F401 - ArmTarget and the metric names are this module's API too
+    COUNTER_METRICS,
+    GAUGE_METRICS,
+    SETTINGS,
+    ArmTarget,
+    FetchPlan,
+    Plan,
+    Plans,
+)
 
 log = logging.getLogger("canaryd.prometheus")
 
 # bad_response: an answer whose content cannot be right (a malformed result, two series where one is summed).
 ErrorKind = Literal["prometheus", "connection", "timeout", "http", "credentials", "bad_response"]
-COUNTER_METRICS = ("requests", "errors", "successes", "latency_buckets")
-GAUGE_METRICS = ("cpu", "memory")
-SETTINGS = ("latency_unit",)  # keys of the queries that are not queries
 # errors/successes with no series while requests has data mean "none happened", not "no data":
 # client libraries create a status series only when the first such response is served.
 _ZERO_WHEN_REQUESTS = ("errors", "successes")
+SPLIT_TURN = 12  # targets (arms) given their rows of one answer in one turn of the pacer (see _assemble_fetch)
 
 
 class SourceError(Exception):
@@ -95,7 +99,7 @@ class PrometheusClient:
         # Each answer is decoded as a turn of the daemon's Pacer (wiring sets it): a tick's answers arrive
         # together, and decoded back to back they would hold the loop for tens of ms.
         self.turn = turn if turn is not None else contextlib.nullcontext
-        self.plans = _Plans()  # fetch_increments' queries, by what they were planned for
+        self.plans = Plans()  # fetch_increments' queries, by what they were planned for
 
     async def query(self, expr: str, at: float | None = None, *, finite: bool = True) -> list[Series]:
         """Instant query. A vector or scalar result becomes Series; an empty result is []. With `finite`
@@ -230,17 +234,6 @@ def _parse_response(status: int, raw: bytes, encoding: str, expr: str) -> tuple[
 
 
 @dataclass(frozen=True)
-class ArmTarget:
-    key: str  # "orion/auth-service"
-    arm: str  # "canary" | "stable"
-    selector: str  # label matchers without braces: job="auth-service-canary"
-    namespace: str
-    deployment: str
-    # Per-target templates overriding the shared ones, for a canary with its own queries.
-    queries: Mapping[str, str | None] | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True)
 class FetchResult:
     increments: dict[tuple[str, str], ArmSnapshot]  # (key, arm) → this window's increments
     errors: list[SourceError]
@@ -250,84 +243,6 @@ class FetchResult:
     def all_failed(self) -> bool:
         """Every query failed: treat Prometheus as down."""
         return self.queries > 0 and len(self.errors) >= self.queries
-
-
-_SENTINEL = "\x00selector\x00"
-
-
-@dataclass
-class _Plan:
-    """One query to issue and how to split its answer among targets."""
-
-    metric: str
-    expr: str
-    by: tuple[str, ...]  # split labels; () means the single result belongs to all `targets`
-    targets: Mapping[tuple[str, ...], Sequence[ArmTarget]]  # split-label values → targets
-    scale: float = 1.0  # latency buckets: le × scale = seconds
-
-
-def _plan_counters(targets: Sequence[ArmTarget], queries: Mapping[str, str | None],
-                   window: float | None) -> list[_Plan]:
-    win = None if window is None else promql_duration(window)
-    groups: dict[tuple[str, str, tuple[str, ...], float], _Plan] = {}
-    plans: list[_Plan] = []
-    matchers_of, values_of = _parsed_selectors(targets)
-    for metric in COUNTER_METRICS:
-        le = ("le",) if metric == "latency_buckets" else ()
-        for t in targets:
-            template = template_of(metric, t, queries)
-            if template is None:
-                continue
-            shape = render_template(template, metric, t, selector=_SENTINEL)
-            matchers = matchers_of[t.selector]
-            scale = _le_scale(metric, t, queries)
-            if matchers is None or _SENTINEL not in shape:
-                expr = sum_by(shape.replace(_SENTINEL, t.selector), le, win)
-                plans.append(_Plan(metric, expr, (), {(): [t]}, scale))
-                continue
-            labels = tuple(name for name, _ in matchers)
-            plan = groups.get((metric, shape, labels, scale))
-            if plan is None:
-                plan = groups[(metric, shape, labels, scale)] = _Plan(metric, shape, labels, defaultdict(list), scale)
-                plans.append(plan)
-            plan.targets[values_of[t.selector]].append(t)
-    alike: dict[tuple[object, ...], Mapping[tuple[str, ...], Sequence[ArmTarget]]] = {}
-    for (_, shape, labels, _), plan in groups.items():
-        plan.targets = _shared_split(plan.targets, alike)
-        values = list(plan.targets)
-        merged = ",".join(f"{name}=~{regex_any([v[i] for v in values])}" for i, name in enumerate(labels))
-        le = ("le",) if plan.metric == "latency_buckets" else ()
-        plan.expr = sum_by(shape.replace(_SENTINEL, merged), labels + le, win)
-    return plans
-
-
-def _shared_split(targets: Mapping[tuple[str, ...], Sequence[ArmTarget]],
-                  alike: dict[tuple[object, ...], Mapping[tuple[str, ...], Sequence[ArmTarget]]],
-                  ) -> Mapping[tuple[str, ...], Sequence[ArmTarget]]:
-    """The metrics' plans of a part mostly split among the same targets: one map of tuples for them all
-    (the cached plans of a fleet's parts hold every canary's: ~0.8 kB a canary less than a map each)."""
-    split = {values: tuple(group) for values, group in targets.items()}
-    return alike.setdefault(tuple((v, *map(id, g)) for v, g in split.items()), split)
-
-
-def _parsed_selectors(targets: Sequence[ArmTarget],
-                      ) -> tuple[dict[str, tuple[tuple[str, str], ...] | None], dict[str, tuple[str, ...]]]:
-    """Each selector's equality matchers, and their values as one tuple (the split key), parsed once for all
-    the metrics' plans: the cached plans of a fleet's parts hold every canary's (~0.7 kB a canary less than a
-    tuple and strings a metric)."""
-    matchers_of = {t.selector: equality_matchers(t.selector) for t in targets}
-    return matchers_of, {s: tuple(v for _, v in m) for s, m in matchers_of.items() if m is not None}
-
-
-def _le_scale(metric: str, target: ArmTarget, queries: Mapping[str, str | None]) -> float:
-    """The factor from the latency buckets' `le` to seconds (Istio and Linkerd count milliseconds)."""
-    if metric != "latency_buckets":
-        return 1.0
-    return LATENCY_UNITS.get(template_of("latency_unit", target, queries) or "seconds", 1.0)
-
-
-
-
 
 
 async def fetch_increments(client: PrometheusClient, targets: Sequence[ArmTarget], queries: Mapping[str, str | None],
@@ -343,57 +258,11 @@ async def fetch_increments(client: PrometheusClient, targets: Sequence[ArmTarget
     """
     fetch = client.plans.get(targets, queries, window, gauge_window)
     answers = await _execute_fetch(client, fetch, concurrency=concurrency)
-    async with client.turn():  # a part's answers split among its canaries: a turn too
-        result = _assemble_fetch(targets, fetch, answers)
+    result = await _assemble_fetch(client, targets, fetch, answers)
     await asyncio.sleep(0)  # and what the caller does with them runs at the next pass of the loop
     for error in result.errors[len(answers.errors):]:  # found while splitting: logged and counted as the others
         client._fail(error, 1)
     return result
-
-
-@dataclass(frozen=True)
-class _Gauge:
-    """One per-arm gauge query (cpu, memory): a whole expression, never merged."""
-
-    metric: str
-    target: ArmTarget
-    expr: str
-
-
-@dataclass(frozen=True)
-class _FetchPlan:
-    """Every query of one fetch: merged counter queries first, then per-arm gauges."""
-
-    counters: list[_Plan]
-    gauges: list[_Gauge]
-
-    @property
-    def queries(self) -> int:
-        return len(self.counters) + len(self.gauges)
-
-
-class _Plans:
-    """`_plan_fetch`'s plans kept by their arguments: a tick's parts are the same canaries every interval,
-    and planning a part of 25 (rendering and merging 200 selectors) took ~2 ms of the loop. A read of
-    one canary (its analysis starts) is planned afresh: it is rarely read alone again."""
-
-    SIZE = 256  # plans kept at most (parts of many thousand canaries); then they are planned anew
-
-    def __init__(self) -> None:
-        self._plans: dict[tuple[Any, ...], _FetchPlan] = {}
-
-    def get(self, targets: Sequence[ArmTarget], queries: Mapping[str, str | None], window: float | None,
-            gauge_window: float) -> _FetchPlan:
-        if len(targets) <= 2:
-            return _plan_fetch(targets, queries, window, gauge_window=gauge_window)
-        key = (tuple((t, None if t.queries is None else tuple(t.queries.items())) for t in targets),
-               tuple(queries.items()), window, gauge_window)
-        plan = self._plans.get(key)
-        if plan is None:
-            if len(self._plans) >= self.SIZE:
-                self._plans.clear()
-            plan = self._plans[key] = _plan_fetch(targets, queries, window, gauge_window=gauge_window)
-        return plan
 
 
 @dataclass(frozen=True)
@@ -405,25 +274,7 @@ class _FetchAnswers:
     errors: list[SourceError]
 
 
-def _plan_fetch(targets: Sequence[ArmTarget], queries: Mapping[str, str | None], window: float | None,
-               *, gauge_window: float = 60.0) -> _FetchPlan:
-    """The queries for `fetch_increments` (pure). Raises ValueError for an unknown metric or bad template."""
-    unknown = sorted(set(queries) - set(COUNTER_METRICS) - set(GAUGE_METRICS) - set(SETTINGS))
-    if unknown:
-        raise ValueError(f"unknown metrics {unknown}; allowed: {', '.join(COUNTER_METRICS + GAUGE_METRICS)}")
-    plans = _plan_counters(targets, queries, window)
-    gauges: list[_Gauge] = []
-    for metric in GAUGE_METRICS:
-        for t in targets:
-            template = template_of(metric, t, queries)
-            if template is not None:
-                win = promql_duration(gauge_window if window is None else window)
-                expr = render_template(template, metric, t, selector=t.selector, window=win)
-                gauges.append(_Gauge(metric, t, expr))
-    return _FetchPlan(plans, gauges)
-
-
-async def _execute_fetch(client: PrometheusClient, fetch: _FetchPlan, *,
+async def _execute_fetch(client: PrometheusClient, fetch: FetchPlan, *,
                          concurrency: int = 16) -> _FetchAnswers:
     """Issue every planned query, at most `concurrency` at a time; failures are collected, not raised."""
     gate = asyncio.Semaphore(concurrency)
@@ -443,31 +294,42 @@ async def _execute_fetch(client: PrometheusClient, fetch: _FetchPlan, *,
     return _FetchAnswers(list(counters), list(gauges), errors)
 
 
-def _assemble_fetch(targets: Sequence[ArmTarget], fetch: _FetchPlan, answers: _FetchAnswers) -> FetchResult:
-    """Split the answers among targets and zero-fill (pure)."""
+async def _assemble_fetch(client: PrometheusClient, targets: Sequence[ArmTarget], fetch: FetchPlan,
+                          answers: _FetchAnswers) -> FetchResult:
+    """Split the answers among targets and zero-fill, SPLIT_TURN targets' groups a turn of the pacer (a
+    part's latency buckets alone are ~1-3 ms of parsing)."""
     fields: dict[tuple[str, str], dict[str, Any]] = {(t.key, t.arm): {} for t in targets}
     answered: dict[tuple[str, str], set[str]] = defaultdict(set)  # metrics whose query succeeded
     malformed: list[SourceError] = []
     for plan, result in zip(fetch.counters, answers.counters, strict=True):
-        if result is not None and (error := _split_counter(plan, result, fields, answered)) is not None:
-            malformed.append(error)
+        if result is None:
+            continue
+        rows: dict[tuple[str, ...], list[Series]] = defaultdict(list)
+        for s in result:
+            rows[tuple(s.labels.get(name, "") for name in plan.by)].append(s)
+        groups = list(plan.targets.items())
+        for i in range(0, len(groups), SPLIT_TURN):
+            async with client.turn():
+                error = _split_counter(plan, rows, groups[i:i + SPLIT_TURN], fields, answered)
+            if error is not None:
+                malformed.append(error)
     for gauge, result in zip(fetch.gauges, answers.gauges, strict=True):
         if result:
             # A percentage per arm is expected; if the template yields several series, be conservative.
             fields[(gauge.target.key, gauge.target.arm)][gauge.metric] = max(s.value for s in result)
-    increments = {key: ArmSnapshot(**_zero_fill(values, answered[key])) for key, values in fields.items()}
+    async with client.turn():
+        increments = {key: ArmSnapshot(**_zero_fill(values, answered[key])) for key, values in fields.items()}
     return FetchResult(increments=increments, errors=[*answers.errors, *malformed], queries=fetch.queries)
 
 
-def _split_counter(plan: _Plan, result: list[Series], fields: dict[tuple[str, str], dict[str, Any]],
+def _split_counter(plan: Plan, rows: Mapping[tuple[str, ...], list[Series]],
+                   groups: Sequence[tuple[tuple[str, ...], Sequence[ArmTarget]]],
+                   fields: dict[tuple[str, str], dict[str, Any]],
                    answered: dict[tuple[str, str], set[str]]) -> SourceError | None:
-    """Give each target of `plan` its rows of `result`, recording that the metric was answered. Targets
+    """Give each target of `groups` (of `plan`) its rows, recording that the metric was answered. Targets
     with duplicate series stay unanswered (the reader keeps their baseline), and the error says so."""
-    rows: dict[tuple[str, ...], list[Series]] = defaultdict(list)
-    for s in result:
-        rows[tuple(s.labels.get(name, "") for name in plan.by)].append(s)
     error = None
-    for values, group in plan.targets.items():
+    for values, group in groups:
         got = rows.get(values, [])
         if (twice := _duplicates(plan, values, group, got)) is not None:
             error = error or twice
@@ -484,7 +346,8 @@ def _split_counter(plan: _Plan, result: list[Series], fields: dict[tuple[str, st
     return error
 
 
-def _duplicates(plan: _Plan, values: tuple[str, ...], group: list[ArmTarget], got: list[Series]) -> SourceError | None:
+def _duplicates(plan: Plan, values: tuple[str, ...], group: Sequence[ArmTarget], got: list[Series],
+                ) -> SourceError | None:
     """The error of an answer no `sum by` gives (see samples.malformed), or None."""
     if (why := samples.malformed([(s.labels, s.value) for s in got], buckets=plan.metric == "latency_buckets")) is None:
         return None

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from canaryd.config import render_query
 
 if TYPE_CHECKING:
-    from canaryd.sources.prometheus import ArmTarget
+    from canaryd.sources.query_plans import ArmTarget
 
 _MATCHER_RE = re.compile(
     r"""\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`)\s*(,|$)""",
