@@ -187,6 +187,11 @@ class Controller:
         self._interval = max(base / (k if pos else self.slots()), min(base, MIN_SLOT_TICK))
         return self._interval
 
+    @property
+    def round_position(self) -> tuple[int, int]:
+        """(the next tick's slot, the slots of the round it is in): 0 is a round's first tick."""
+        return self._round
+
     def _gauge_window(self) -> float:
         """The window of a read's gauges (CPU, memory): two ticks, a minute at least. From the last tick's
         interval: `tick_interval` counts the judged canaries, a loop over all of them at a round's start."""
