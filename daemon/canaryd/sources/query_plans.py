@@ -30,7 +30,6 @@ class ArmTarget:
     queries: Mapping[str, str | None] | None = field(default=None, compare=False)
 
 
-
 _SENTINEL = "\x00selector\x00"
 
 
@@ -103,10 +102,6 @@ def _le_scale(metric: str, target: ArmTarget, queries: Mapping[str, str | None])
     if metric != "latency_buckets":
         return 1.0
     return LATENCY_UNITS.get(template_of("latency_unit", target, queries) or "seconds", 1.0)
-
-
-
-
 
 
 @dataclass(frozen=True)
