@@ -465,7 +465,7 @@ def report(results: Sequence[SizeResult], baseline_mb: float, meta: str) -> str:
     problems = len(big.client["problems"]) if big.client else -1
     limit = f"≤ {TICK_WALL_TARGET * 1000:.0f} ms"
     lines += ["", "| target | measured | limit | result |", "|---|---:|---:|---|",
-              f"| Prometheus queries per tick independent of N | {shown} | ≤ {bound}, the same once slots are full "
+              f"| Prometheus queries per tick independent of N | {shown} | ≤ {bound} at every size "
               f"| {verdict(constant)} |",
               f"| every canary judged once per interval at {big.canaries} ({'/'.join(map(str, big.rounds or []))} slot "
               "ticks a round) "
