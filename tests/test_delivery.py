@@ -301,10 +301,15 @@ async def test_a_canary_pod_in_crashloopbackoff_with_4_restarts_is_rolled_back_w
             seen = time.monotonic()
             await until(lambda: worker.rollout.phase.value == "rolled_back", timeout=3.0, what="the rollback")
             assert time.monotonic() - seen <= 1.0 + 0.3  # one interval (1s), and a little scheduling
+            # The phase says rolled_back once decided; the route's write follows (status `pending` meanwhile).
+
+            def weights() -> list[int]:
+                vs = fake.get_object("virtualservices", NS, "crash")
+                return [d["weight"] for d in [r for r in vs["spec"]["http"] if "match" not in r][0]["route"]]
+
+            await until(lambda: weights() == [100, 0], timeout=3.0, what="the rollback's route write")
         last = worker.status()["last_decision"]
         assert last["trigger"] == "pods" and "CrashLoopBackOff after 4 restarts" in last["reasons"][0]
-        vs = fake.get_object("virtualservices", NS, "crash")
-        assert [d["weight"] for d in [r for r in vs["spec"]["http"] if "match" not in r][0]["route"]] == [100, 0]
 
 
 async def test_a_pre_rollout_job_that_succeeds_lets_the_first_weight_through(tmp_path: Path) -> None:
