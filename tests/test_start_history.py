@@ -4,6 +4,7 @@ gets them before its first tick (controller._prime_read → worker.take_history 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -36,6 +37,17 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
+@contextlib.asynccontextmanager
+async def _running(session: aiohttp.ClientSession, url: str) -> AsyncIterator[Controller]:
+    """The one canary's controller, started, reading Prometheus at `url`; stopped afterwards."""
+    controller = _controller(session, url)
+    await controller.start()
+    try:
+        yield controller
+    finally:
+        await controller.stop()
+
+
 def _controller(session: aiohttp.ClientSession, url: str) -> Controller:
     config = parse_config({"canaries": [_canary()]}, "test")
 
@@ -61,9 +73,7 @@ async def test_a_start_gives_the_judge_stable_s_last_intervals(
     exporter = exporter_factory(["pay-stable", "pay-canary"], rps=200, error_rate=0.01)
     prom = prometheus_factory([exporter.address])
     await asyncio.to_thread(prom.wait_for_scrapes, 12)
-    controller = _controller(session, prom.url)
-    await controller.start()
-    try:
+    async with _running(session, prom.url) as controller:
         await controller.command("orion", "pay", "start")
         await controller.primed()
         await controller.workers[KEY].barrier()
@@ -71,22 +81,16 @@ async def test_a_start_gives_the_judge_stable_s_last_intervals(
         assert rows is not None and len(rows) >= 5, rows  # 20 one-second intervals asked, scrapes 1 s apart
         for errors, requests in rows:
             assert 0 < requests < 1000 and 0 <= errors <= 0.1 * requests, rows
-    finally:
-        await controller.stop()
 
 
 async def test_without_prometheus_the_start_goes_on_without_history(session: aiohttp.ClientSession,
                                                                     free_port: int) -> None:
-    controller = _controller(session, f"http://127.0.0.1:{free_port}")
-    await controller.start()
-    try:
+    async with _running(session, f"http://127.0.0.1:{free_port}") as controller:
         status = await controller.command("orion", "pay", "start")
         assert status["phase"] == "progressing"
         await controller.primed()
         await controller.workers[KEY].barrier()
         assert _history(controller) is None  # the first ticks are read as a little bursty, as before
-    finally:
-        await controller.stop()
 
 
 async def _slow_prometheus(aiohttp_server: Any, delay: float) -> tuple[str, list[str], list[str]]:
@@ -112,15 +116,11 @@ async def test_a_start_answers_once_its_first_reads_are_done(session: aiohttp.Cl
                                                             aiohttp_server: Any) -> None:
     # The counters' totals and stable's history are read at once, and the start's answer waits for both.
     url, received, answered = await _slow_prometheus(aiohttp_server, 0.2)
-    controller = _controller(session, url)
-    await controller.start()
-    try:
+    async with _running(session, url) as controller:
         status = await controller.command("orion", "pay", "start")
         assert status["phase"] == "progressing"
         assert "/api/v1/query" in answered and answered.count("/api/v1/query_range") == 2, answered
         assert sorted(received) == sorted(answered)
-    finally:
-        await controller.stop()
 
 
 async def test_a_start_does_not_wait_for_a_stuck_prometheus_beyond_prime_wait(
@@ -128,12 +128,8 @@ async def test_a_start_does_not_wait_for_a_stuck_prometheus_beyond_prime_wait(
 ) -> None:
     monkeypatch.setattr(controller_module, "PRIME_WAIT", 0.1)
     url, received, answered = await _slow_prometheus(aiohttp_server, 30.0)
-    controller = _controller(session, url)
-    await controller.start()
-    try:
+    async with _running(session, url) as controller:
         status = await controller.command("orion", "pay", "start")
         assert status["phase"] == "progressing"
         assert received and not answered  # answered while its reads still wait: they go on, not cancelled
         assert controller.workers[KEY].rollout.phase.value == "progressing"
-    finally:
-        await controller.stop()
