@@ -71,6 +71,10 @@ async def worker_for(fake: FakeKube, tmp_path: Path, config: Any,
         task = asyncio.create_task(worker.run())
         try:
             yield worker, clock
+            # What the worker has queued (a rollback's route writes, say) is finished, as the daemon's stop
+            # drains before it cancels: a cancel could cut a write in half.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(worker.barrier(), 5.0)
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
