@@ -14,6 +14,7 @@ from canaryd.analysis.counts import (
     RatioSequential,
     limit_sequential_start,
     limit_sequential_update,
+    limit_sequential_update_many,
     rate_limit_test,
     rate_ratio_test,
     ratio_sequential_start,
@@ -278,3 +279,21 @@ def test_limit_sequential_state_rules() -> None:
     assert bad.p_value < 0.05
     capped = limit_sequential_update(s0, 130, 100)  # x > n treated as x == n
     assert capped.x == 100
+
+
+@pytest.mark.parametrize(("rate", "limit"), [(0.01, 0.05), (0.05, 0.05), (0.07, 0.05), (0.3, 0.05), (0.011, 0.01),
+                                             (1.0, 0.05)])
+def test_limit_sequential_keeps_the_maximum_of_every_ticks_mixture(rate: float, limit: float) -> None:
+    """A tick computes the mixture only where its bound may exceed the maximum so far: the maximum (the
+    p-value) is still that of every tick's log E, read from the totals, alone and in the batched update."""
+    rng = np.random.default_rng(11)
+    one = many = limit_sequential_start(limit)
+    top = 0.0
+    for _ in range(60):
+        n = float(rng.integers(1, 3000)) * float(rng.choice((0.01, 1.0)))
+        x = float(rng.binomial(int(n) + 1, rate))  # x > n now and then: read as x = n
+        one = limit_sequential_update(one, x, n)
+        (many,) = limit_sequential_update_many([many], [x], [n])
+        top = max(top, one.log_e)
+        assert one.max_log_e == pytest.approx(top, abs=1e-9) and many.max_log_e == pytest.approx(top, abs=1e-9)
+        assert (one.x, one.n, one.ticks) == (many.x, many.n, many.ticks)
