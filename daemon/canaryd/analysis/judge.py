@@ -214,54 +214,44 @@ def _latency_inputs(seq: Sequentials, inc_c: ArmWindow, inc_s: ArmWindow,
 def _checks(c: ArmWindow, st: ArmWindow, seq: Sequentials, s: JudgeSettings, *, stable_expected: bool) -> list[Check]:
     """Every metric's check; one that cannot be computed becomes no-data with the error, never a crash."""
     out: list[Check] = []
-    for name, action, compute in _check_plan(c, st, seq, s, stable_expected=stable_expected):
-        try:
-            out.append(compute())
-        except (ValueError, ArithmeticError) as e:
-            out.append(checks.no_data(name, action, f"cannot be computed: {e}"))
+    for name, action, setting, comparison, compute in _PLAN:
+        if getattr(s, setting) is None:
+            out.append(checks.skipped(name, action, "disabled in the config"))
+        elif comparison and not stable_expected:
+            out.append(checks.skipped(name, action, "no stable arm to compare with at 100 % canary weight"))
+        else:
+            try:
+                out.append(compute(c, st, seq, s))
+            except (ValueError, ArithmeticError) as e:
+                out.append(checks.no_data(name, action, f"cannot be computed: {e}"))
     return out
 
 
-def _check_plan(c: ArmWindow, st: ArmWindow, seq: Sequentials, s: JudgeSettings, *,
-                stable_expected: bool) -> list[tuple[str, Action, Callable[[], Check]]]:
-    a = s.alpha
-    R, W = Action.ROLLBACK, Action.WARN
-
-    def disabled(name: str, action: Action) -> Callable[[], Check]:
-        return lambda: checks.skipped(name, action, "disabled in the config")
-
-    def comparison(name: str, limit: float | None, compute: Callable[[], Check]) -> Callable[[], Check]:
-        if limit is None:
-            return disabled(name, R)
-        if not stable_expected:
-            return lambda: checks.skipped(name, R, "no stable arm to compare with at 100 % canary weight")
-        return compute
-
-    def limited(name: str, action: Action, limit: float | None, compute: Callable[[], Check]) -> Callable[[], Check]:
-        return disabled(name, action) if limit is None else compute
-
-    return [
-        ("error_ratio", R, comparison("error_ratio", s.error_ratio, lambda: checks.error_ratio(
-            c, st, r0=s.error_ratio, alpha=a, tolerance_pp=s.tolerance_pp, anytime_p=seq.p("error_ratio"),
-            dispersion=_dispersion(seq), strict=s.strict))),
-        ("latency_ratio", R, comparison("latency_ratio", s.latency_ratio, lambda: latency_checks.latency_ratio(
-            c, st, max_ratio=s.latency_ratio, alpha=a, sequential=seq.latency_ratio))),
-        ("error_rate", R, limited("error_rate", R, s.error_rate, lambda: checks.rate_limit(
-            "error_rate", R, c.errors, c.requests, limit_pct=s.error_rate, alpha=a,
-            anytime_p=seq.p("error_rate"), what="5xx"))),
-        ("success_rate", R, limited("success_rate", R, s.success_rate, lambda: checks.rate_limit(
-            "success_rate", R, c.non_successes, c.requests, limit_pct=100.0 - s.success_rate, alpha=a,
-            anytime_p=seq.p("success_rate"), what="non-2xx", shown_as_success=True))),
-        ("latency_p95", W, limited("latency_p95", W, s.latency_p95_ms, lambda: checks.latency_limit(
-            "latency_p95", W, c, st, quantile=0.95, limit_ms=s.latency_p95_ms, alpha=a,
-            anytime_p=seq.p("latency_p95")))),
-        ("latency_p99", R, limited("latency_p99", R, s.latency_p99_ms, lambda: checks.latency_limit(
-            "latency_p99", R, c, st, quantile=0.99, limit_ms=s.latency_p99_ms, alpha=a,
-            anytime_p=seq.p("latency_p99")))),
-        ("cpu", W, limited("cpu", W, s.cpu, lambda: checks.utilisation("cpu", c, st, limit_pct=s.cpu))),
-        ("memory", W, limited("memory", W, s.memory,
-                              lambda: checks.utilisation("memory", c, st, limit_pct=s.memory))),
-    ]
+Compute = Callable[[ArmWindow, ArmWindow, Sequentials, JudgeSettings], Check]
+_R, _W = Action.ROLLBACK, Action.WARN
+# (metric, action, the setting that enables it, whether it compares with stable, its check): a table, not
+# closures made every tick.
+_PLAN: tuple[tuple[str, Action, str, bool, Compute], ...] = (
+    ("error_ratio", _R, "error_ratio", True, lambda c, st, seq, s: checks.error_ratio(
+        c, st, r0=s.error_ratio, alpha=s.alpha, tolerance_pp=s.tolerance_pp, anytime_p=seq.p("error_ratio"),
+        dispersion=_dispersion(seq), strict=s.strict)),
+    ("latency_ratio", _R, "latency_ratio", True, lambda c, st, seq, s: latency_checks.latency_ratio(
+        c, st, max_ratio=s.latency_ratio, alpha=s.alpha, sequential=seq.latency_ratio)),
+    ("error_rate", _R, "error_rate", False, lambda c, st, seq, s: checks.rate_limit(
+        "error_rate", _R, c.errors, c.requests, limit_pct=s.error_rate, alpha=s.alpha,
+        anytime_p=seq.p("error_rate"), what="5xx")),
+    ("success_rate", _R, "success_rate", False, lambda c, st, seq, s: checks.rate_limit(
+        "success_rate", _R, c.non_successes, c.requests, limit_pct=100.0 - s.success_rate, alpha=s.alpha,
+        anytime_p=seq.p("success_rate"), what="non-2xx", shown_as_success=True)),
+    ("latency_p95", _W, "latency_p95_ms", False, lambda c, st, seq, s: checks.latency_limit(
+        "latency_p95", _W, c, st, quantile=0.95, limit_ms=s.latency_p95_ms, alpha=s.alpha,
+        anytime_p=seq.p("latency_p95"))),
+    ("latency_p99", _R, "latency_p99_ms", False, lambda c, st, seq, s: checks.latency_limit(
+        "latency_p99", _R, c, st, quantile=0.99, limit_ms=s.latency_p99_ms, alpha=s.alpha,
+        anytime_p=seq.p("latency_p99"))),
+    ("cpu", _W, "cpu", False, lambda c, st, seq, s: checks.utilisation("cpu", c, st, limit_pct=s.cpu)),
+    ("memory", _W, "memory", False, lambda c, st, seq, s: checks.utilisation("memory", c, st, limit_pct=s.memory)),
+)
 
 
 def _dispersion(seq: Sequentials) -> tuple[bool, float] | None:
@@ -273,17 +263,21 @@ def _dispersion(seq: Sequentials) -> tuple[bool, float] | None:
     return None if r is None or not r.ticks else (r.detected, r.phi if r.detected else 1.0)
 
 
+_set = object.__setattr__
+
+
 def _settle(check: Check, adjusted: float | None, *, alpha: float, canary_gate: bool,
             gates_met: bool) -> tuple[MetricResult, bool]:
     """The metric's verdict, and whether it is inconclusive only because the gates are not met yet."""
     significant = adjusted is not None and adjusted <= alpha and check.significant_ok
     verdict, tail, waiting = _verdict(check, significant=significant, canary_gate=canary_gate, gates_met=gates_met)
-    result = build(
-        MetricResult, _make_reason=lambda: _reason(check, tail, adjusted), _make_evidence=check.evidence,
-        name=check.name, verdict=verdict, action=check.action, p_value=check.p_value,
-        anytime_p_value=check.anytime_p_value, adjusted_p_value=adjusted, ratio=check.ratio, ci=check.ci,
-        canary=check.canary, stable=check.stable, limit=check.limit, unit=check.unit,
-    )
+    result = object.__new__(MetricResult)  # frozen.build's way, the fields given as one dict
+    _set(result, "__dict__", {
+        "_make_reason": lambda: _reason(check, tail, adjusted), "_make_evidence": check.evidence,
+        "name": check.name, "verdict": verdict, "action": check.action, "p_value": check.p_value,
+        "anytime_p_value": check.anytime_p_value, "adjusted_p_value": adjusted, "ratio": check.ratio,
+        "ci": check.ci, "canary": check.canary, "stable": check.stable, "limit": check.limit, "unit": check.unit,
+    })
     return result, waiting
 
 
