@@ -47,6 +47,8 @@ class ScaleSequential:
 
     Each edge pair is a rate-ratio test with r0 = 1 on one prior; the pairs share the tick's request counts,
     so all of them are one grid, updated in one pass and kept packed (see counts.pack): a row per pair.
+    Each pair's log E, their average and the best pair are read from the grid when asked; a tick computes
+    them only when the grid's maximum, their bound, may raise a running maximum (see _finish).
     """
 
     limit: float
@@ -54,17 +56,33 @@ class ScaleSequential:
     pairs: tuple[tuple[int, int], ...] = ()
     prior: MixturePrior = DEFAULT_RATIO_PRIOR
     log_lr: bytes = b""  # pairs × grid points: each pair's log L(rho) / L(1), packed float64
-    pair_stats: bytes = b""  # pairs × (log E, max log E, canary above e, stable above b), packed float64
+    pair_stats: bytes = b""  # pairs × (max log E, canary above e, stable above b), packed float64
     n_c: float = 0.0  # requests over the ticks that were used, shared by the pairs
     n_s: float = 0.0
     ticks: int = 0
-    log_e: float = 0.0
     max_log_e: float = 0.0
-    best: int = -1  # the pair with the most evidence, for the verdict's words
 
     @property
     def p_value(self) -> float:
         return min(1.0, math.exp(-self.max_log_e))
+
+    @property
+    def pair_log_e(self) -> list[float]:
+        """Each pair's log E now."""
+        if not self.pairs:
+            return []
+        return log_sum_exp_rows(unpack(self.log_lr).reshape(len(self.pairs), -1) + self.prior.arrays[2])
+
+    @property
+    def log_e(self) -> float:
+        """The pairs' e-values averaged with equal weights."""
+        return _average(self.pair_log_e)
+
+    @property
+    def best(self) -> int:
+        """The pair with the most evidence, for the verdict's words; -1 without pairs."""
+        logs = self.pair_log_e
+        return logs.index(max(logs)) if logs else -1
 
     @property
     def tests(self) -> tuple[RatioSequential, ...]:
@@ -75,10 +93,17 @@ class ScaleSequential:
         stats = unpack(self.pair_stats).reshape(len(self.pairs), _STATS).tolist()
         return tuple(RatioSequential(r0=1.0, prior=self.prior, log_lr=row.tobytes(), log_e=e, max_log_e=top,
                                      x_c=x_c, n_c=self.n_c, x_s=x_s, n_s=self.n_s, ticks=self.ticks)
-                     for row, (e, top, x_c, x_s) in zip(grid, stats, strict=True))
+                     for row, e, (top, x_c, x_s) in zip(grid, self.pair_log_e, stats, strict=True))
 
 
-_STATS = 4  # columns of ScaleSequential.pair_stats
+_STATS = 3  # columns of ScaleSequential.pair_stats
+
+
+def _average(logs: list[float]) -> float:
+    if not logs:
+        return 0.0
+    top = max(logs)
+    return top + math.log(sum([math.exp(v - top) for v in logs]) / len(logs))
 
 
 def scale_sequential_start(limit: float) -> ScaleSequential:
@@ -97,21 +122,6 @@ def _with_pairs(state: ScaleSequential, les: tuple[float, ...]) -> ScaleSequenti
     points = len(state.prior.log_effects)
     return ScaleSequential(limit=state.limit, les=les, pairs=pairs, prior=state.prior,
                            log_lr=bytes(8 * points * len(pairs)), pair_stats=bytes(8 * _STATS * len(pairs)))
-
-
-def _summary(state: ScaleSequential, stats: list[list[float]], log_lr: bytes | None = None,
-             n_c: float = 0.0, n_s: float = 0.0) -> ScaleSequential:
-    """The pairs' e-values averaged with equal weights, and the pair with the most evidence."""
-    logs = [row[0] for row in stats]
-    top = max(logs)
-    log_e = top + math.log(sum([math.exp(v - top) for v in logs]) / len(logs))
-    stepped = log_lr is not None
-    return ScaleSequential(
-        limit=state.limit, les=state.les, pairs=state.pairs, prior=state.prior,
-        log_lr=state.log_lr if log_lr is None else log_lr,
-        pair_stats=pack(np.array(stats)) if stepped else state.pair_stats,
-        n_c=state.n_c + n_c, n_s=state.n_s + n_s, ticks=state.ticks + stepped, log_e=log_e,
-        max_log_e=max(state.max_log_e, log_e), best=logs.index(top))
 
 
 @dataclass
@@ -148,11 +158,36 @@ def _prepare(state: ScaleSequential, canary: Buckets, stable: Buckets) -> ScaleS
         if not state.pairs:
             return state
     (n_c, above_c), (n_s, above_s) = _above_edges(canary), _above_edges(stable)
-    stats = unpack(state.pair_stats).reshape(len(state.pairs), _STATS).tolist()
     if not (0.0 < n_c < math.inf and 0.0 < n_s < math.inf):
-        return _summary(state, stats)  # a tick without requests in an arm (or unusable) carries nothing
+        return state  # a tick without requests in an arm (or unusable) carries nothing
+    stats = unpack(state.pair_stats).reshape(len(state.pairs), _STATS).tolist()
     return _Tick(state, stats, [above_c[e] for _, e in state.pairs], [above_s[b] for b, _ in state.pairs],
                  n_c, n_s)
+
+
+def _finish(t: _Tick, grid: np.ndarray, bounds: list[float]) -> ScaleSequential:
+    """The state after the tick, from its new grid and each row's maximum.
+
+    A pair's log E, log Σ w·exp(row), is at most its row's maximum (the weights sum to one), and the
+    average of the pairs' e-values at most the largest. Where no stepped pair's bound reaches its running
+    maximum and no bound reaches the test's, no maximum can change and the mixtures are left unread.
+    """
+    st = t.state
+    stepped = [a + b > 0 for a, b in zip(t.hits, t.others, strict=True)]
+    if max(bounds) > st.max_log_e or any(
+            s and bound > row[0] for s, bound, row in zip(stepped, bounds, t.stats, strict=True)):
+        logs = log_sum_exp_rows(grid + st.prior.arrays[2])
+        for row, s, e in zip(t.stats, stepped, logs, strict=True):
+            if s:
+                row[0] = max(row[0], e)
+        top = max(st.max_log_e, _average(logs))
+    else:
+        top = st.max_log_e
+    for row, a, b in zip(t.stats, t.hits, t.others, strict=True):
+        row[1], row[2] = row[1] + a, row[2] + b
+    return ScaleSequential(limit=st.limit, les=st.les, pairs=st.pairs, prior=st.prior, log_lr=grid.tobytes(),
+                           pair_stats=pack(np.array(t.stats)), n_c=st.n_c + t.n_c, n_s=st.n_s + t.n_s,
+                           ticks=st.ticks + 1, max_log_e=top)
 
 
 def _stacked(ticks: list[_Tick]) -> tuple[np.ndarray, np.ndarray]:
@@ -168,51 +203,25 @@ def _stacked(ticks: list[_Tick]) -> tuple[np.ndarray, np.ndarray]:
 
 def _grid_step(ticks: list[_Tick]) -> list[ScaleSequential]:
     """Each tick's pairs added to its grid, all the rows of all the ticks (one prior) in one pass."""
-    u, _, log_weights = ticks[0].state.prior.arrays
-    rows = [row for t in ticks for row in t.stats]
-    hit_list = [h for t in ticks for h in t.hits]
-    other_list = [o for t in ticks for o in t.others]
-    hits, others = np.array(hit_list)[:, None], np.array(other_list)[:, None]
+    u = ticks[0].state.prior.arrays[0]
+    hits = np.array([h for t in ticks for h in t.hits])[:, None]
+    others = np.array([o for t in ticks for o in t.others])[:, None]
     grid, cost = _stacked(ticks)
-    grid = grid + hits * u - (hits + others) * cost
     # A pair without errors this tick adds exactly zero (0·u, 0·cost), and keeps its previous log E.
-    stepped = [i for i, (a, b) in enumerate(zip(hit_list, other_list, strict=True)) if a + b > 0]
-    if stepped:
-        chosen = grid if len(stepped) == len(rows) else grid[stepped]
-        for i, e in zip(stepped, log_sum_exp_rows(chosen + log_weights), strict=True):
-            rows[i][0] = e
-    for row, a, b in zip(rows, hit_list, other_list, strict=True):
-        row[1], row[2], row[3] = max(row[1], row[0]), row[2] + a, row[3] + b
+    grid = grid + hits * u - (hits + others) * cost
+    bounds = grid.max(axis=1).tolist()
     out, start = [], 0
     for t in ticks:
-        out.append(_summary(t.state, t.stats, pack(grid[start:start + len(t.hits)]), t.n_c, t.n_s))
-        start += len(t.hits)
+        end = start + len(t.hits)
+        out.append(_finish(t, grid[start:end], bounds[start:end]))
+        start = end
     return out
-
-
-def _step_one(t: _Tick) -> ScaleSequential:
-    """`_grid_step([t])[0]` with fewer array operations: the same arithmetic on one state's rows."""
-    st = t.state
-    u, expm1_u, log_weights = st.prior.arrays
-    counts = np.array((t.hits, t.others))
-    hits = counts[0][:, None]
-    grid = unpack(st.log_lr).reshape(len(t.hits), -1)
-    grid = grid + hits * u - (hits + counts[1][:, None]) * np.log1p(1.0 * t.n_c / (1.0 * t.n_c + t.n_s) * expm1_u)
-    weighted = grid + log_weights
-    tops = weighted.max(axis=1)
-    sums = np.exp(weighted - tops[:, None]).sum(axis=1).tolist()
-    # A pair without errors this tick adds exactly zero (0·u, 0·cost), and keeps its previous log E.
-    for row, a, b, top, total in zip(t.stats, t.hits, t.others, tops.tolist(), sums, strict=True):
-        if a + b > 0:
-            row[0] = top + math.log(total) if math.isfinite(top) else top
-        row[1], row[2], row[3] = max(row[1], row[0]), row[2] + a, row[3] + b
-    return _summary(st, t.stats, grid.tobytes(), t.n_c, t.n_s)
 
 
 def scale_sequential_update(state: ScaleSequential, canary: Buckets, stable: Buckets) -> ScaleSequential:
     """Add one tick's (non-cumulative in time, cumulative over le) buckets of both arms."""
     tick = _prepare(state, canary, stable)
-    return _step_one(tick) if isinstance(tick, _Tick) else tick
+    return _grid_step([tick])[0] if isinstance(tick, _Tick) else tick
 
 
 def scale_sequential_update_many(states: Sequence[ScaleSequential], canary: Sequence[Buckets],
