@@ -436,15 +436,24 @@ def _judge_tick(state: AnalysisState, snap: Snapshot, s: JudgeSettings, w: _Wind
 def _settle_all(raw: list[Check], seen: frozenset[str], s: JudgeSettings, *, canary_gate: bool,
                 gates_met: bool) -> tuple[tuple[MetricResult, ...], set[str]]:
     """Every metric's verdict, with weighted Holm across the rollback metrics' anytime p-values."""
-    # A metric that never had data has no source: shown as skipped, it does not block.
-    raw = [checks.skipped(ch.name, ch.action, f"no data source ({ch.summary})", ch.unit)
-           if ch.status is Status.NO_DATA and ch.name not in seen else ch for ch in raw]
-    family = {ch.name: ch.anytime_p_value for ch in raw
-              if ch.status is Status.OK and ch.action is Action.ROLLBACK and ch.anytime_p_value is not None}
-    adjusted = weighted_holm(family, ALPHA_WEIGHTS)  # type: ignore[arg-type]
-    settled = [_settle(ch, adjusted.get(ch.name), alpha=s.alpha, canary_gate=canary_gate, gates_met=gates_met)
-               for ch in raw]
-    return tuple(r for r, _ in settled), {r.name for r, w in settled if w}
+    family: dict[str, float] = {}
+    for i, ch in enumerate(raw):
+        if ch.status is Status.OK:
+            if ch.action is Action.ROLLBACK and ch.anytime_p_value is not None:
+                family[ch.name] = ch.anytime_p_value
+        elif ch.status is Status.NO_DATA and ch.name not in seen:
+            # A metric that never had data has no source: shown as skipped, it does not block.
+            raw[i] = checks.skipped(ch.name, ch.action, f"no data source ({ch.summary})", ch.unit)
+    adjusted = weighted_holm(family, ALPHA_WEIGHTS)
+    results: list[MetricResult] = []
+    waiting: set[str] = set()
+    for ch in raw:
+        result, held = _settle(ch, adjusted.get(ch.name), alpha=s.alpha, canary_gate=canary_gate,
+                               gates_met=gates_met)
+        results.append(result)
+        if held:
+            waiting.add(ch.name)
+    return tuple(results), waiting
 
 
 Reasons = Callable[[], list[str]]  # a judgement's reasons, made when they are first read
