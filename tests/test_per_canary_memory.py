@@ -5,6 +5,8 @@ sections, the metrics' counters."""
 from __future__ import annotations
 
 import math
+import sys
+from collections.abc import Mapping
 from dataclasses import replace
 
 from canaryd import rollout as ro
@@ -14,7 +16,7 @@ from canaryd.analysis.snapshot import ArmSnapshot, Snapshot
 from canaryd.arm_totals import PackedBuckets, add_arm
 from canaryd.config import parse_config
 from canaryd.rollout import Rollout
-from canaryd.rollout_types import HistoryEntry, LastDecision, Phase
+from canaryd.rollout_types import HISTORY, History, HistoryEntry, LastDecision, Phase
 from canaryd.routers import DryRunRouter
 from canaryd.worker_delivery import rollout_for
 
@@ -115,3 +117,40 @@ def test_history_entries_keep_long_reasons_compressed() -> None:
                            "reasons": list(long)}
     short = HistoryEntry(0.0, "start", "start", 0, 5, ("rollout started at step 1 of 4: 5 %",))
     assert short.reasons == ("rollout started at step 1 of 4: 5 %",) and isinstance(short._reasons, tuple)
+
+
+def _holds(n: int) -> list[Mapping[str, object]]:
+    """Entries as a progressing canary records them: mostly holds whose reasons differ in their numbers, now
+    and then another decision, and a resumed rollout's plain dicts (from the route's annotation)."""
+    out: list[Mapping[str, object]] = []
+    for i in range(n):
+        if i % 17 == 3:
+            out.append({"at": 30.0 * i, "decision": "resume", "trigger": "manual", "step": 1, "weight": 25,
+                        "reasons": ["resumed by the API"], "extra": i})
+        else:
+            out.append(HistoryEntry(30.0 * i, "hold" if i % 11 else "advance", "analysis", i // 11, 5,
+                                    (f"step running {i}m of its minimum 5m",
+                                     f"canary has {150 + 7 * i} of the 1000 requests needed")))
+    return out
+
+
+def test_the_history_reads_as_the_last_decisions_it_was_given() -> None:
+    plain: tuple[Mapping[str, object], ...] = ()
+    history = History()
+    for entry in _holds(130):
+        plain, history = (*plain, entry)[-HISTORY:], history.appended(entry)
+        assert len(history) == len(plain) and [dict(h) for h in history] == [dict(h) for h in plain]
+        assert dict(history[0]) == dict(plain[0]) and dict(history[-1]) == dict(plain[-1])
+        assert history == plain and [dict(h) for h in history[-3:]] == [dict(h) for h in plain[-3:]]
+        dropped = history.without_last()
+        assert [dict(h) for h in dropped] == [dict(h) for h in plain[:-1]]
+    assert History(plain) == history and list(History(plain)) == list(history)
+    assert len(history._recent) < 2 * History.RECENT  # the others in the block
+
+
+def test_a_long_history_of_holds_is_kept_compressed() -> None:
+    history = History()
+    for entry in _holds(200):
+        history = history.appended(entry)
+    entries = sum(sys.getsizeof(h) + sys.getsizeof(getattr(h, "_reasons", b"")) for h in history._recent)
+    assert len(history) == HISTORY and len(history._block) + entries < 2500  # 50 entries were ~15 kB

@@ -24,6 +24,7 @@ from .rollout_types import (
     ROLLBACK_CAUSES,
     AlreadyDone,
     Effect,
+    History,
     HistoryEntry,
     LastDecision,
     Notify,
@@ -38,7 +39,7 @@ from .rollout_types import (
 )
 from .windows import Window, closed_reason
 
-__all__ = ["ACTIVE", "ROLLBACK_CAUSES", "AlreadyDone", "Effect", "Notify", "Phase", "Promote", "Rollback",
+__all__ = ["ACTIVE", "HISTORY", "ROLLBACK_CAUSES", "AlreadyDone", "Effect", "Notify", "Phase", "Promote", "Rollback",
            "Rollout", "RunGate", "SavedState", "SetWeight", "TransitionError", "Trigger"]
 
 
@@ -58,7 +59,7 @@ class Rollout:
     paused_reason: str | None = None
     awaiting_promotion: bool = False
     last_decision: Mapping[str, Any] | None = None
-    history: tuple[Mapping[str, Any], ...] = ()
+    history: Sequence[Mapping[str, Any]] = ()
     analysis: AnalysisState | None = field(default=None, repr=False)
     counters: Snapshot | None = field(default=None, repr=False)  # cumulative since the rollout began
     last_judged_at: float | None = None
@@ -194,11 +195,10 @@ def _record(r: Rollout, *, at: float, decision: str, trigger: Trigger, reasons: 
                              "stable_requests": judgement.stable_requests})
     tick = timeline.entry(at=at, decision=decision, trigger=trigger.value, step=r.step, weight=r.weight,
                           reasons=reasons, judgement=judgement)
-    history = r.history
+    history = r.history if isinstance(r.history, History) else History(r.history)
     if compact and history and (history[-1].get("reasons") or [None])[0] == judge.PAUSED_REASON:
-        history = history[:-1]
-    return replace(r, last_decision=last, history=(*history, entry)[-HISTORY:],
-                   ticks=timeline.appended(r.ticks, tick))
+        history = history.without_last()
+    return replace(r, last_decision=last, history=history.appended(entry), ticks=timeline.appended(r.ticks, tick))
 
 
 # ---------------------------------------------------------------------------------------------- transitions

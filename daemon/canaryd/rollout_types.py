@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import marshal
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
 from types import MappingProxyType
@@ -111,7 +111,7 @@ class SavedState:
     paused_reason: str | None = None
     awaiting_promotion: bool = False
     last_decision: Mapping[str, Any] | None = None
-    history: tuple[Mapping[str, Any], ...] = ()
+    history: Sequence[Mapping[str, Any]] = ()
     preparing: bool = False
     version: str | None = None
     gate: str | None = None  # the gate the rollout waits for (rollout_gates.py)
@@ -147,7 +147,7 @@ class SavedState:
                    started_at=_float(saved.get("started_at")), paused_reason=saved.get("paused_reason"),
                    awaiting_promotion=bool(saved.get("awaiting_promotion", False)),
                    last_decision=last if isinstance(last, Mapping) else None,
-                   history=tuple(h for h in saved.get("history") or () if isinstance(h, Mapping))[-HISTORY:],
+                   history=History(h for h in saved.get("history") or () if isinstance(h, Mapping)),
                    preparing=bool(saved.get("preparing", False)),
                    version=saved["version"] if isinstance(saved.get("version"), str) else None,
                    gate=saved["gate"] if isinstance(saved.get("gate"), str) else None)
@@ -198,6 +198,81 @@ class HistoryEntry(Mapping[str, Any]):
 
     def __repr__(self) -> str:
         return repr(dict(self))
+
+
+class History(Sequence[Mapping[str, Any]]):
+    """A rollout's last HISTORY decisions, oldest first, read as the API shows them (each a mapping).
+
+    A progressing canary records a hold every interval, so its history is mostly holds whose reasons differ
+    only in their numbers: all but the newest few are kept as one compressed block (~50 B an entry, where
+    entries were ~0.3 kB each: 15 kB a canary), and decoded when read. Appending keeps the newest entries as
+    they are; once there are 2 × RECENT of them, the older ones join the block (one re-compression every
+    RECENT decisions).
+    """
+
+    __slots__ = ("_block", "_folded", "_recent")
+    RECENT = 2
+
+    def __init__(self, entries: Iterable[Mapping[str, Any]] = ()) -> None:
+        kept = tuple(entries)[-HISTORY:]
+        older = kept[:-self.RECENT]
+        self._block = _packed([dict(h) for h in older]) if older else b""
+        self._folded = len(older)
+        self._recent: tuple[Mapping[str, Any], ...] = kept[len(older):]
+
+    @classmethod
+    def _made(cls, block: bytes, folded: int, recent: tuple[Mapping[str, Any], ...]) -> History:
+        out = cls.__new__(cls)
+        out._block, out._folded, out._recent = block, folded, recent
+        return out
+
+    def appended(self, entry: Mapping[str, Any]) -> History:
+        recent = (*self._recent, entry)
+        if len(recent) < 2 * self.RECENT:
+            return History._made(self._block, self._folded, recent)
+        older = [*self._older(), *(dict(h) for h in recent[:-self.RECENT])]
+        recent = recent[-self.RECENT:]
+        older = older[max(0, len(older) + len(recent) - HISTORY):]
+        return History._made(_packed(older) if older else b"", len(older), recent)
+
+    def without_last(self) -> History:
+        if self._recent and self._folded + len(self._recent) <= HISTORY:
+            return History._made(self._block, self._folded, self._recent[:-1])
+        return History(list(self)[:-1])  # an entry the block still holds would come back into the last HISTORY
+
+    def _older(self) -> list[dict[str, Any]]:
+        """The block's entries still within the last HISTORY (the oldest drop out before the next fold)."""
+        if not self._folded:
+            return []
+        older: list[dict[str, Any]] = _unpacked(self._block)
+        return older[max(0, self._folded + len(self._recent) - HISTORY):]
+
+    def __len__(self) -> int:
+        return min(HISTORY, self._folded + len(self._recent))
+
+    def __getitem__(self, i: int) -> Any:  # type: ignore[override]
+        if isinstance(i, slice):
+            return tuple(self)[i]
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError("history index out of range")
+        i %= n
+        older = n - len(self._recent)
+        return self._recent[i - older] if i >= older else self._older()[i]
+
+    def __iter__(self) -> Iterator[Mapping[str, Any]]:
+        yield from self._older()
+        yield from self._recent
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str):
+            return NotImplemented
+        return len(self) == len(other) and all(dict(a) == dict(b) for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"History({[dict(h) for h in self]!r})"
 
 
 class LastDecision(Mapping[str, Any]):
