@@ -13,12 +13,6 @@ from typing import NamedTuple
 
 from . import checks, latency_checks
 from .checks import Check, Status, limit_fraction
-from .counts import (
-    LimitSequential,
-    limit_sequential_start,
-    limit_sequential_update,
-    limit_sequential_update_many,
-)
 from .dispersion import RobustRatio, robust_ratio_start, robust_ratio_update, robust_ratio_update_many
 from .durations import format_duration
 from .frozen import build
@@ -29,6 +23,12 @@ from .latency import (
     scale_sequential_update,
     scale_sequential_update_many,
     surely_above,
+)
+from .limit_sequential import (
+    LimitSequential,
+    limit_sequential_start,
+    limit_sequential_update,
+    limit_sequential_update_many,
 )
 from .settings import JudgeSettings
 from .snapshot import ArmSnapshot, Snapshot
@@ -229,8 +229,7 @@ def _checks(c: ArmWindow, st: ArmWindow, seq: Sequentials, s: JudgeSettings, *, 
 
 Compute = Callable[[ArmWindow, ArmWindow, Sequentials, JudgeSettings], Check]
 _R, _W = Action.ROLLBACK, Action.WARN
-# (metric, action, the setting that enables it, whether it compares with stable, its check): a table, not
-# closures made every tick.
+# (metric, action, the setting that enables it, whether it compares with stable, its check): not closures each tick.
 _PLAN: tuple[tuple[str, Action, str, bool, Compute], ...] = (
     ("error_ratio", _R, "error_ratio", True, lambda c, st, seq, s: checks.error_ratio(
         c, st, r0=s.error_ratio, alpha=s.alpha, tolerance_pp=s.tolerance_pp, anytime_p=seq.p("error_ratio"),
@@ -263,16 +262,13 @@ def _dispersion(seq: Sequentials) -> tuple[bool, float] | None:
     return None if r is None or not r.ticks else (r.detected, r.phi if r.detected else 1.0)
 
 
-_set = object.__setattr__
-
-
 def _settle(check: Check, adjusted: float | None, *, alpha: float, canary_gate: bool,
             gates_met: bool) -> tuple[MetricResult, bool]:
     """The metric's verdict, and whether it is inconclusive only because the gates are not met yet."""
     significant = adjusted is not None and adjusted <= alpha and check.significant_ok
     verdict, tail, waiting = _verdict(check, significant=significant, canary_gate=canary_gate, gates_met=gates_met)
     result = object.__new__(MetricResult)  # frozen.build's way, the fields given as one dict
-    _set(result, "__dict__", {
+    object.__setattr__(result, "__dict__", {
         "_make_reason": lambda: _reason(check, tail, adjusted), "_make_evidence": check.evidence,
         "name": check.name, "verdict": verdict, "action": check.action, "p_value": check.p_value,
         "anytime_p_value": check.anytime_p_value, "adjusted_p_value": adjusted, "ratio": check.ratio,
