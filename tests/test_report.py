@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,38 @@ def test_every_decision_is_a_tick_entry_and_the_log_is_bounded() -> None:
     older = [t.at for t in long.ticks[1:-timeline.TICKS // 4]]
     gaps = {b - a for a, b in zip(older, older[1:], strict=False)}
     assert older[0] <= 8 and max(gaps) <= 2 * min(gaps)  # the oldest ticks are still drawn, evenly thinner
+
+
+def test_the_ticks_of_all_canaries_stay_within_the_budget() -> None:
+    per = [timeline.kept_per_rollout(n) for n in (1, 10, 100, 1000, 10_000, 100_000)]
+    assert per[0] == per[1] == timeline.TICKS and per == sorted(per, reverse=True) and per[-1] == timeline.MIN_TICKS
+    for n, keep in zip((100, 1000, 10_000), per[2:5], strict=True):
+        assert keep == timeline.MIN_TICKS or n * keep * timeline.ENTRY_BYTES <= timeline.BUDGET
+    long = _judged_rollout(100).ticks
+    for keep in (2, 5, 29):
+        short = timeline.trimmed(long, keep)
+        assert keep // 2 <= len(short) <= keep and short[-1] == long[-1] and set(short) <= set(long)
+        assert short[0] == long[0]  # the start marker stays; plain holds make room
+        assert timeline.trimmed(short, keep) is short
+        grown = timeline.appended(short, long[-1], keep)
+        assert len(grown) <= keep and grown[-1].n == long[-1].n + 1
+
+
+def test_the_controller_trims_each_canarys_ticks_to_its_share() -> None:
+    """With more canaries than the budget allows TICKS each, a round's look at them trims their report ticks."""
+    from test_tick_slots import _controller
+
+    async def main(n: int) -> int:
+        controller = await _controller(n)
+        await controller.command("ns", "c0", "start")
+        w = controller.workers["ns/c0"]
+        w.rollout = replace(w.rollout, ticks=_judged_rollout(60).ticks)
+        await controller._scan()
+        await controller.stop()
+        return len(w.rollout.ticks)
+
+    assert asyncio.run(main(3)) == 61  # a few canaries: each keeps TICKS
+    assert 2 <= asyncio.run(main(1500)) <= timeline.kept_per_rollout(1500) < 60
 
 
 def _status(**extra: Any) -> dict[str, Any]:

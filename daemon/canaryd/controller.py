@@ -15,7 +15,7 @@ import math
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .actuator import ActuationError, Actuator
@@ -27,6 +27,7 @@ from .leadership import Leadership
 from .metrics import Metrics
 from .notify import Notifier
 from .pacing import Pacer
+from .report import timeline
 from .rollout import Phase, TransitionError, Trigger, judged
 from .sources.prometheus import PrometheusClient
 from .sources.reader import CounterReader, Reading
@@ -285,12 +286,17 @@ class Controller:
 
     async def _scan(self) -> _Scan:
         """One look at every canary, SCAN_CHUNK of them a pass of the loop: at 10,000 canaries the tick's
-        looks together are ~10 ms, which a webhook arriving meanwhile would wait for."""
+        looks together are ~10 ms, which a webhook arriving meanwhile would wait for. A canary's report
+        ticks past its share of the budget are trimmed on the way (timeline.kept_per_rollout)."""
         scan = _Scan()
-        for i, w in enumerate(list(self.workers.values())):
+        workers = list(self.workers.values())
+        keep = timeline.kept_per_rollout(len(workers))  # the report's ticks of all canaries within a budget
+        for i, w in enumerate(workers):
             if i and not i % SCAN_CHUNK:
                 await self.pacer.pause()  # a command in flight goes first
             r = w.rollout
+            if len(r.ticks) > keep:
+                w.rollout = r = replace(r, ticks=timeline.trimmed(r.ticks, keep))
             if judged(r):
                 scan.judged.append(w)
             if r.phase is Phase.PAUSED:

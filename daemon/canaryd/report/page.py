@@ -195,8 +195,9 @@ def _history(report: Report, t0: float) -> str:
 def render_page(report: Report) -> str:
     entries = timeline_of(report)
     t0 = entries[0].at if entries else 0.0
-    footer = (f'<p class="muted">The charts hold at most {TICKS} ticks of the rollout (older ones thinned), kept in memory '
-              f'(a restart starts them again; the decisions above are saved on the route). Reload for new ticks.</p>')
+    footer = (f'<p class="muted">The charts hold at most {TICKS} ticks of the rollout (older ones thinned; fewer when '
+              f'the daemon runs many canaries), kept in memory (a restart starts them again; the decisions above are '
+              f'saved on the route). Reload for new ticks.</p>')
     body = (_header(report, t0) + _why(report, t0) + _charts(report, entries) + _verdicts(report)
             + _history(report, t0) + footer)
     return document(f"{report.title}: canary report", body)

@@ -3,7 +3,9 @@
 A rollout keeps the last `TICKS` entries in memory (rollout.Rollout.ticks); `canaryd analyze --report`
 builds them from a replay's judgements. Only what the page draws is kept: per metric its verdict,
 values, limit, band and p-values, and a reason only where a metric fails or warns; an entry is about
-1.2 kB, and at most TICKS are kept (thinned, see `appended`), about 300 kB per rollout. Entries are not saved on the route: after a restart
+1.1 kB, and at most TICKS are kept (thinned, see `appended`), about 260 kB per rollout, fewer when the
+daemon runs so many canaries that theirs together would pass BUDGET (see `kept_per_rollout`; the
+controller trims them once a round). Entries are not saved on the route: after a restart
 the page starts again from the restart (the decision history, which is saved, still lists every step).
 """
 
@@ -19,6 +21,11 @@ from typing import Any
 from ..analysis.verdicts import Judgement, MetricResult, Verdict
 
 TICKS = 240  # entries kept per rollout at most; older judged holds are thinned to make room (see `appended`)
+# The entries of all the rollouts together stay within BUDGET bytes: each rollout keeps kept_per_rollout(n)
+# of them, down to MIN_TICKS (the charts then show the last few ticks and the markers that fit).
+BUDGET = 32 * 2**20
+ENTRY_BYTES = 1100  # an entry of six metrics and a hold's reason, as measured
+MIN_TICKS = 2
 REASON_CHARS = 300  # a hold's reason is kept, shortened: it repeats every tick
 
 # The evidence keys of the error ratio check: the step window's counts, differenced into intervals.
@@ -182,23 +189,34 @@ def entry(*, at: float, decision: str, trigger: str, step: int, weight: float | 
                      metrics=metrics, judged=judgement is not None)
 
 
-def appended(ticks: tuple[TickEntry, ...], new: TickEntry) -> tuple[TickEntry, ...]:
-    """Add `new`; past TICKS entries, the judged holds before the newest quarter are thinned evenly.
+def appended(ticks: tuple[TickEntry, ...], new: TickEntry, keep: int = TICKS) -> tuple[TickEntry, ...]:
+    """Add `new`; past `keep` entries, the judged holds before the newest quarter are thinned evenly.
 
-    An entry costs about 1.2 kB (six metrics), so a rollout keeps at most about 300 kB, however long it
+    An entry costs about 1.1 kB (six metrics), so a rollout keeps at most about 260 kB, however long it
     runs. The newest quarter keeps every tick. Before it only every `stride`-th hold stays (by its number
     since the rollout began, so the spacing is even and the charts still reach back to the start), the
     stride doubling as the rollout grows; every decision that is not a plain hold (the markers) is kept.
     """
-    out = (*ticks, replace(new, n=ticks[-1].n + 1 if ticks else 0))
-    if len(out) <= TICKS:
-        return out
-    recent, older = out[-(TICKS // 4):], out[:-(TICKS // 4)]
+    return trimmed((*ticks, replace(new, n=ticks[-1].n + 1 if ticks else 0)), keep)
+
+
+def trimmed(ticks: tuple[TickEntry, ...], keep: int) -> tuple[TickEntry, ...]:
+    """At most `keep` of the entries, thinned as `appended` does."""
+    if len(ticks) <= keep:
+        return ticks
+    quarter = max(1, keep // 4)
+    recent, older = ticks[-quarter:], ticks[:-quarter]
     stride, kept = 2, older
-    while len(kept) + len(recent) > TICKS and stride <= 1 << 30:
+    while len(kept) + len(recent) > keep and stride <= 1 << 30:
         kept = tuple(e for e in older if not (e.judged and e.decision == "hold") or e.n % stride == 0)
         stride *= 2
-    return (*kept, *recent)[-TICKS:]
+    return (*kept, *recent)[-keep:]
+
+
+def kept_per_rollout(rollouts: int) -> int:
+    """How many entries each of this many rollouts keeps: TICKS, or fewer so that all of them together stay
+    within BUDGET (a daemon with 10,000 canaries would otherwise hold 2.6 GB of them), MIN_TICKS at least."""
+    return max(MIN_TICKS, min(TICKS, BUDGET // (ENTRY_BYTES * max(1, rollouts))))
 
 
 def from_history(history: Iterable[Mapping[str, Any]]) -> tuple[TickEntry, ...]:
