@@ -171,6 +171,7 @@ class SizeResult:
     rollout_bytes: float = 0.0  # per canary: the rest of its rollout state (history, report ticks, counters)
     other_bytes: dict[str, float] | None = None  # per canary: its route, config and metrics (see state_bytes)
     rounds: list[int] | None = None  # ticks of each timed round, as the daemon made its rounds
+    rss_rounds: list[float] | None = None  # RSS after the untimed round and after each timed one, MB
 
 
 _SHARED = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.CodeType, enum.Enum)
@@ -302,11 +303,12 @@ async def run_size(canaries: int, prometheus_url: str, args: argparse.Namespace,
             seconds = args.rounds * slots * ticker.period
             client = subprocess.Popen([sys.executable, __file__, "--client", url, "--seconds", f"{seconds:g}",
                                        "--out", str(out_path)])
-            out, rounds = [], []
+            out, rounds, rss_rounds = [], [], [memory_mb()[0]]
             for _ in range(args.rounds):
                 ticks = await ticker.round()
                 out += await ticker.judged(ticks)
                 rounds.append(len(ticks))
+                rss_rounds.append(memory_mb()[0])  # a canary's state grows with its rollout: does the RSS?
             while client.poll() is None:  # the loop keeps serving the client's last requests
                 await asyncio.sleep(0.05)
             measures = json.loads(out_path.read_text()) if out_path.exists() else None
@@ -323,7 +325,7 @@ async def run_size(canaries: int, prometheus_url: str, args: argparse.Namespace,
             await runner.cleanup()
             await controller.stop()
     return SizeResult(canaries, out, progressing, rss, hwm, slots, measures, ticker.period, judge_bytes, rollout_bytes,
-                      other_bytes, rounds)
+                      other_bytes, rounds, rss_rounds)
 
 
 def _size_process(size: int, prometheus_url: str, args: argparse.Namespace, workdir: Path) -> tuple[SizeResult, float]:
@@ -471,7 +473,8 @@ def report(results: Sequence[SizeResult], baseline_mb: float, meta: str) -> str:
               "ticks a round) "
               f"| {'/'.join(map(str, judged))} a round | {big.canaries} | {verdict(all_judged)} |",
               f"| daemon RSS after the ticks at {big.canaries} | {big.rss_mb:.0f} MB (peak {big.hwm_mb:.0f} MB; "
-              f"{baseline_mb:.0f} MB after imports) | ≤ {RSS_TARGET_MB:.0f} MB | "
+              f"{baseline_mb:.0f} MB after imports; after each round from the untimed one: "
+              f"{'/'.join(f'{x:.0f}' for x in big.rss_rounds or [])}) | ≤ {RSS_TARGET_MB:.0f} MB | "
               f"{verdict(big.rss_mb <= RSS_TARGET_MB)} |",
               f"| (of which per canary: the judge's state, the rest of its rollout state; its route, config, "
               f"metrics) | {big.judge_bytes / 1000:.1f} kB, {big.rollout_bytes / 1000:.1f} kB; "
