@@ -621,6 +621,22 @@ async def test_metrics_pass_promtool_after_activity(stack: Stack) -> None:
     assert check.returncode == 0 and check.stdout == "" and check.stderr == "", check.stdout + check.stderr
 
 
+async def test_metrics_are_sent_in_pieces_as_made_and_read_as_the_whole_text(stack: Stack) -> None:
+    """The answer is streamed (chunked, no Content-Length: the daemon never holds a 10 MB body at 10,000
+    canaries), and reads as the text `render` makes in one go."""
+    from canaryd.exposition import render
+
+    m = stack.controller.metrics
+    for i in range(300):  # many steps of the scrape
+        m.observe_decision("ns", f"c{i}", "hold", [("error_ratio", "inconclusive", 0.5, 1.2)])
+    resp = await stack.client.get("/metrics")
+    body = await resp.read()
+    assert resp.status == 200 and resp.headers.get("Transfer-Encoding") == "chunked"
+    assert "Content-Length" not in resp.headers and resp.headers["Content-Type"] == render(stack.registry)[1]
+    assert body.count(b"# TYPE canaryd_metric_verdict ") == 1 and body.count(b'canary="c299"') >= 1
+    assert body == render(stack.registry)[0]
+
+
 @pytest.mark.parametrize("errors", ["1e15", "1e308"])
 async def test_impossible_prometheus_totals_hold_with_the_reason_and_are_counted(stack: Stack, errors: str) -> None:
     """More 5xx than requests, or totals no float counts, are a fault of the source: a hold, never a rollback."""

@@ -50,14 +50,16 @@ class RowFamily(Metric):
     def samples(self, _: object) -> None:  # Metric.__init__ sets an empty list; the rows are the samples
         pass
 
-    def text(self) -> Iterator[bytes]:
+    def text(self, header: bool = True) -> Iterator[bytes]:
         """This family in the text format 0.0.4, as prometheus_client's generate_latest writes it
-        (labels sorted by name, no `_created` samples), in pieces of ROWS_PER_STEP rows."""
+        (labels sorted by name, no `_created` samples), in pieces of ROWS_PER_STEP rows. `header`: with
+        its HELP and TYPE lines (not for the rest of a family written in parts)."""
         name = self.name + ("_total" if self.type == "counter" else "")
         order = sorted(range(len(self.labels)), key=self.labels.__getitem__)
         escaped: dict[str, str] = {}  # the same namespaces, names and label values recur on every row
         doc = self.documentation.replace("\\", r"\\").replace("\n", r"\n")
-        yield f"# HELP {name} {doc}\n# TYPE {name} {self.type}\n".encode()
+        if header:
+            yield f"# HELP {name} {doc}\n# TYPE {name} {self.type}\n".encode()
         lines: list[str] = []
         for values, value, _ in self.rows:
             parts = []

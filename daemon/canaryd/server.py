@@ -190,16 +190,29 @@ async def canary_command(request: web.Request) -> web.Response:
     return web.json_response(status)
 
 
-async def metrics(request: web.Request) -> web.Response:
+async def metrics(request: web.Request) -> web.StreamResponse:
     registry, accept = request.app[REGISTRY], request.headers.get("Accept")
     controller = request.app[CONTROLLER]
     m = controller.metrics
-    if m.registry is registry:  # in steps, each a turn of the pacer: a judgement or a step a pass of the loop
-        body, content_type = await m.render(accept, pause=functools.partial(controller.pacer.step, SCRAPE_TURN))
-    else:  # an app built on a registry of its own
+    if m.registry is not registry:  # an app built on a registry of its own
         body, content_type = await asyncio.to_thread(render, registry, accept)
-    resp = web.Response(body=body)
-    resp.headers["Content-Type"] = content_type
+        return web.Response(body=body, headers={"Content-Type": content_type})
+    # In steps, each a turn of the pacer (a judgement or a step a pass of the loop), each sent as made.
+    pieces = m.stream(accept, pause=functools.partial(controller.pacer.step, SCRAPE_TURN))
+    first = await anext(pieces)  # a failure before the headers still gets the JSON 500
+    resp = web.StreamResponse(headers={"Content-Type": m.content_type(accept)})
+    await resp.prepare(request)
+    try:
+        await resp.write(first)
+        async for piece in pieces:
+            await resp.write(piece)
+        await resp.write_eof()
+    except (ConnectionError, TimeoutError):
+        log.info("a /metrics scraper went away during the answer")  # nothing to tell it
+    except Exception:
+        log.exception("a /metrics answer failed after its headers were sent", extra={"path": request.path})
+    finally:
+        await pieces.aclose()
     return resp
 
 
