@@ -23,9 +23,9 @@ from ..analysis.verdicts import Judgement, MetricResult, Verdict
 TICKS = 240  # entries kept per rollout at most; older judged holds are thinned to make room (see `appended`)
 # The entries of all the rollouts together stay within BUDGET bytes: each rollout keeps kept_per_rollout(n)
 # of them, down to MIN_TICKS (the charts then show the last few ticks and the markers that fit).
-BUDGET = 32 * 2**20
+BUDGET = 16 * 2**20
 ENTRY_BYTES = 1100  # an entry of six metrics and a hold's reason, as measured
-MIN_TICKS = 2
+MIN_TICKS = 1
 REASON_CHARS = 300  # a hold's reason is kept, shortened: it repeats every tick
 
 # The evidence keys of the error ratio check: the step window's counts, differenced into intervals.
