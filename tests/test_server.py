@@ -637,6 +637,21 @@ async def test_metrics_are_sent_in_pieces_as_made_and_read_as_the_whole_text(sta
     assert body == render(stack.registry)[0]
 
 
+async def test_a_metrics_answer_that_fails_midway_is_cut_short_not_ended(stack: Stack) -> None:
+    """Once the headers are sent a failure cannot become a 500: the answer is cut off, so that the scrape fails
+    instead of storing part of the text as if it were all."""
+    async def failing(accept: str | None = None, **_: object) -> AsyncIterator[bytes]:
+        yield b"# HELP canaryd_up up\n"
+        raise RuntimeError("a bug in the middle of a scrape")
+
+    stack.controller.metrics.stream = failing  # type: ignore[method-assign]
+    resp = await stack.client.get("/metrics")
+    assert resp.status == 200
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await resp.read()
+    assert (await stack.client.get("/healthz")).status == 200  # the daemon goes on
+
+
 @pytest.mark.parametrize("errors", ["1e15", "1e308"])
 async def test_impossible_prometheus_totals_hold_with_the_reason_and_are_counted(stack: Stack, errors: str) -> None:
     """More 5xx than requests, or totals no float counts, are a fault of the source: a hold, never a rollback."""

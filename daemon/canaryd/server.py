@@ -211,6 +211,8 @@ async def metrics(request: web.Request) -> web.StreamResponse:
         log.info("a /metrics scraper went away during the answer")  # nothing to tell it
     except Exception:
         log.exception("a /metrics answer failed after its headers were sent", extra={"path": request.path})
+        if request.transport is not None:
+            request.transport.close()  # cut short, not ended: the scrape fails rather than reading a part
     finally:
         await pieces.aclose()
     return resp
