@@ -27,7 +27,6 @@ from .latency import (
 from .limit_sequential import (
     LimitSequential,
     limit_sequential_start,
-    limit_sequential_update,
     limit_sequential_update_many,
 )
 from .settings import JudgeSettings
@@ -152,7 +151,7 @@ def _update_sequentials_many(seqs: Sequence[Sequentials], incs: Sequence[tuple[A
 
 _KIND = {"error_ratio": "robust", "latency_ratio": "scale", "error_rate": "limit", "success_rate": "limit",
          "latency_p95": "limit", "latency_p99": "limit"}
-_UPDATE = {"robust": robust_ratio_update, "scale": scale_sequential_update, "limit": limit_sequential_update}
+_UPDATE = {"robust": robust_ratio_update, "scale": scale_sequential_update}  # the limit tests: limit_sequential_update_many
 _UPDATE_MANY = {"robust": robust_ratio_update_many, "scale": scale_sequential_update_many,
                 "limit": limit_sequential_update_many}
 
