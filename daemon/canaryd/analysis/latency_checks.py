@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import math
 
-from scipy import special
-
+from . import scalar
 from .checks import Check, Status, fmt_p, ms, no_data
-from .distribution import bucket_counts, mann_whitney_buckets
+from .distribution import mann_whitney_histograms
 from .latency import ScaleSequential, best_pair, quantile_bucket, too_coarse
 from .snapshot import Buckets
 from .verdicts import Action
@@ -52,7 +51,7 @@ def slower_at_an_edge(canary: Buckets, stable: Buckets, alpha: float) -> float |
     finite = [i for i, (le, _) in enumerate(canary) if math.isfinite(le)]
     if n_c <= 0 or n_s <= 0 or not finite:
         return None
-    z_crit = -float(special.ndtri(alpha / len(finite)))
+    z_crit = -scalar.ndtri(alpha / len(finite))
     for i in finite:
         p_c, p_s = 1.0 - canary[i][1] / n_c, 1.0 - stable[i][1] / n_s
         pooled = (p_c * n_c + p_s * n_s) / (n_c + n_s)
@@ -97,7 +96,7 @@ def latency_ratio(canary: ArmWindow, stable: ArmWindow, *, max_ratio: float, alp
     if why_not:
         return no_data(name, action, why_not, unit="ms")
     assert p95_c is not None and p95_s is not None
-    mw = mann_whitney_buckets(bucket_counts(canary.buckets), bucket_counts(stable.buckets))
+    mw = mann_whitney_histograms(canary.buckets, stable.buckets)
     bucket_c, bucket_s = quantile_bucket(0.95, canary.buckets), quantile_bucket(0.95, stable.buckets)
     coarse = bucket_s is not None and too_coarse(bucket_s, max_ratio)
     ratio = p95_c / p95_s if p95_s > 0 else None
