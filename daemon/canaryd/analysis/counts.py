@@ -20,6 +20,8 @@ from functools import cached_property
 import numpy as np
 from scipy import special
 
+from . import scalar
+
 # --------------------------------------------------------------------------------------------------
 # Shared pieces
 
@@ -43,21 +45,21 @@ def _sf_at_least(x: float, n: float, p: float) -> float:
     """P(X >= x) for X ~ Bin(n, p), continuous in x and n: I_p(x, n - x + 1); 1 for x <= 0."""
     if x <= 0:
         return 1.0
-    return min(1.0, float(special.betainc(x, n - x + 1.0, p)))
+    return min(1.0, scalar.betainc(x, n - x + 1.0, p))
 
 
 def _cp_lower(x: float, n: float, tail: float) -> float:
     """Clopper-Pearson lower bound with `tail` probability below it (continuous in x, n)."""
     if x <= 0:
         return 0.0
-    return float(special.betaincinv(x, n - x + 1.0, tail))
+    return scalar.betaincinv(x, n - x + 1.0, tail)
 
 
 def _cp_upper(x: float, n: float, tail: float) -> float:
     """Clopper-Pearson upper bound with `tail` probability above it (continuous in x, n)."""
     if x >= n:
         return 1.0
-    return float(special.betaincinv(x + 1.0, n - x, 1.0 - tail))
+    return scalar.betaincinv(x + 1.0, n - x, 1.0 - tail)
 
 
 def upper_bound(x: float, n: float, alpha: float = 0.05) -> float:
@@ -251,8 +253,8 @@ def unpack(packed: bytes) -> np.ndarray:
 
 def log_sum_exp_rows(weighted: np.ndarray) -> list[float]:
     """log(sum(exp(row))) of each row, by hand: scipy's logsumexp is slow for a few dozen points."""
-    tops = weighted.max(axis=1)
-    sums = np.exp(weighted - tops[:, None]).sum(axis=1)
+    tops = np.maximum.reduce(weighted, axis=1)  # the ufuncs' reduce: .max() and .sum() only wrap it
+    sums = np.add.reduce(np.exp(weighted - tops[:, None]), axis=1)
     return [top + math.log(total) if math.isfinite(top) else top
             for top, total in zip(tops.tolist(), sums.tolist(), strict=True)]
 
@@ -286,8 +288,8 @@ DEFAULT_LIMIT_PRIOR = log_normal_prior(1.5, 0.8, lo=1.05)
 
 
 def _log_sum_exp(weighted: np.ndarray) -> float:
-    top = float(weighted.max())  # log-sum-exp by hand: scipy's is slow for 32 points
-    return top + math.log(float(np.exp(weighted - top).sum())) if math.isfinite(top) else top
+    top = float(np.maximum.reduce(weighted))  # log-sum-exp by hand: scipy's is slow for 32 points
+    return top + math.log(float(np.add.reduce(np.exp(weighted - top)))) if math.isfinite(top) else top
 
 
 def _mixture_step(

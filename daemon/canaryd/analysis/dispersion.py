@@ -34,8 +34,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special
 
+from . import scalar
 from .counts import (
     RatioSequential,
     pack,
@@ -80,34 +80,37 @@ class DispersionEstimate:
         return 1.0 + self.v * self.v_bar
 
 
-def _pooled_ratio(ticks: list[list[float]]) -> float:
-    x_c = x_s = n_c = n_s = 0.0
-    for t in ticks:
-        x_c, x_s, n_c, n_s = x_c + t[0], x_s + t[1], n_c + t[2], n_s + t[3]
-    return ((x_c + 0.5) / n_c) / ((x_s + 0.5) / n_s)
-
-
-def _v_bar(rows: list[list[float]], r0: float) -> float:
-    """The ticks' information-weighted v = m·q0·(1 − q0) at the null's q0."""
-    total = squares = 0.0
-    for x_c, x_s, n_c, n_s in rows:
-        q0 = r0 * n_c / (r0 * n_c + n_s)
-        v0 = (x_c + x_s) * q0 * (1.0 - q0)
-        total, squares = total + v0, squares + v0 * v0
-    return squares / max(total, 1e-12)
+def _sums(rows: list[list[float]], r0: float) -> tuple[float, float]:
+    """(the pooled ratio, the ticks' information-weighted v = m·q0·(1 − q0) at the null's q0), in one pass."""
+    x_c = x_s = n_c = n_s = total = squares = 0.0
+    for a, b, c, d in rows:
+        x_c += a
+        x_s += b
+        n_c += c
+        n_s += d
+        q0 = r0 * c / (r0 * c + d)
+        v0 = (a + b) * q0 * (1.0 - q0)
+        total += v0
+        squares += v0 * v0
+    return ((x_c + 0.5) / n_c) / ((x_s + 0.5) / n_s), squares / max(total, 1e-12)
 
 
 def _moments(rows: list[list[float]], rho: float) -> tuple[float, float]:
     """(Pearson chi-square of the share against the pooled ratio, V by moments)."""
     k = len(rows)
     chi2 = excess = squares = 0.0
-    for x_c, x_s, n_c, n_s in rows:
+    for x_c, x_s, n_c, n_s in rows:  # the loop runs every tick on up to HISTORY ticks: kept to plain arithmetic
         m = x_c + x_s
-        q = rho * n_c / (rho * n_c + n_s)
-        v = max(m * q * (1.0 - q), 1e-9)
+        a = rho * n_c
+        q = a / (a + n_s)
+        v = m * q * (1.0 - q)
+        if v < 1e-9:
+            v = 1e-9
         d = x_c - m * q
         r2 = d * d * k / (k - 1)  # one degree of freedom went to the pooled ratio
-        chi2, excess, squares = chi2 + r2 / v, excess + (r2 - v), squares + v * v
+        chi2 += r2 / v
+        excess += r2 - v
+        squares += v * v
     return chi2 * (k - 1) / k, max(0.0, excess / squares)
 
 
@@ -130,13 +133,12 @@ def estimate(ticks: tuple[Tick, ...] | np.ndarray, r0: float,
     v_stable = _stable_v_with(rows, history) if informed or k >= MIN_TICKS else 0.0
     if k == 0:
         return DispersionEstimate(v=max(prior, v_stable), v_bar=0.0, chi2=0.0, df=0, p_value=1.0)
-    v_bar = _v_bar(rows, r0)
+    rho, v_bar = _sums(rows, r0)
     if k < MIN_TICKS:
         return DispersionEstimate(v=max(prior, v_stable), v_bar=v_bar, chi2=0.0, df=0, p_value=1.0)
-    rho = _pooled_ratio(rows)
     df = k - 1
     chi2, v_hat = _moments(rows, rho)
-    p_value = float(special.chdtrc(df, chi2))
+    p_value = scalar.chdtrc(df, chi2)
     # Binomial ticks give a noisy positive V half the time, and discounting them would only slow detection:
     # the data's V counts once the share (or stable's rate) is visibly overdispersed.
     v_use = max(v_hat * _inflate(k) if p_value < GATE_P else 0.0, v_stable)
@@ -145,8 +147,12 @@ def estimate(ticks: tuple[Tick, ...] | np.ndarray, r0: float,
 
 def _stable_v_with(rows: list[list[float]], history: Sequence[StableTick] | None) -> float:
     """_stable_v over stable's history before the rollout and its ticks since, leaning high."""
-    stable = [*(history or ()), *((t[1], t[3]) for t in rows)]
-    return _stable_v([x for x, _ in stable], [n for _, n in stable]) * _inflate(len(stable))
+    x_s = [t[1] for t in rows]
+    n_s = [t[3] for t in rows]
+    if history:
+        x_s = [*(x for x, _ in history), *x_s]
+        n_s = [*(n for _, n in history), *n_s]
+    return _stable_v(x_s, n_s) * _inflate(len(x_s))
 
 
 def _stable_v(x_s: list[float], n_s: list[float]) -> float:
@@ -156,15 +162,19 @@ def _stable_v(x_s: list[float], n_s: list[float]) -> float:
     arms (which the share does not see) only makes the test more careful than it needs to be.
     """
     k = len(x_s)
-    rate = sum(x_s) / sum(n_s)
-    mean = [rate * b for b in n_s]
-    if k < 2 or not all(mu > 0 for mu in mean):
+    if k < 2:
         return 0.0
+    rate = sum(x_s) / sum(n_s)
     chi2 = excess = squares = 0.0
-    for a, mu in zip(x_s, mean, strict=True):
+    for a, b in zip(x_s, n_s, strict=True):  # every tick, on up to HISTORY ticks and the history: plain arithmetic
+        mu = rate * b
+        if not mu > 0:
+            return 0.0
         d2 = (a - mu) * (a - mu)
-        chi2, excess, squares = chi2 + d2 / mu, excess + (d2 * k / (k - 1) - mu), squares + mu * mu
-    if float(special.chdtrc(k - 1, chi2)) >= GATE_P:
+        chi2 += d2 / mu
+        excess += d2 * k / (k - 1) - mu
+        squares += mu * mu
+    if scalar.chdtrc(k - 1, chi2) >= GATE_P:
         return 0.0
     return 2.0 * max(0.0, excess / squares)
 
@@ -255,7 +265,7 @@ def _reread(state: RobustRatio, binomial: RatioSequential, dx_c: float, dn_c: fl
         log_e = binomial.log_e  # untempered: the binomial mixture's own log E, the same sum of the same grid
     else:
         weighted = unpack(binomial.log_lr) / phi + binomial.prior.arrays[2]  # the log weights, as an array
-        top = float(weighted.max())
-        log_e = top + math.log(float(np.exp(weighted - top).sum()))
+        top = float(np.maximum.reduce(weighted))
+        log_e = top + math.log(float(np.add.reduce(np.exp(weighted - top))))
     return RobustRatio(binomial=binomial, ticks=ticks, history=state.history, log_e=log_e,
                        max_log_e=max(state.max_log_e, log_e), phi=phi, detected=est.detected)

@@ -209,7 +209,7 @@ def _grid_step(ticks: list[_Tick]) -> list[ScaleSequential]:
     grid, cost = _stacked(ticks)
     # A pair without errors this tick adds exactly zero (0·u, 0·cost), and keeps its previous log E.
     grid = grid + hits * u - (hits + others) * cost
-    bounds = grid.max(axis=1).tolist()
+    bounds = np.maximum.reduce(grid, axis=1).tolist()
     out, start = [], 0
     for t in ticks:
         end = start + len(t.hits)
