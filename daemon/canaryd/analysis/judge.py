@@ -7,16 +7,15 @@ window) and at the previous tick (for the anytime-valid tests, which see every t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from . import checks, latency_checks
 from .checks import Check, Status, limit_fraction
 from .dispersion import RobustRatio, robust_ratio_start, robust_ratio_update, robust_ratio_update_many
-from .durations import format_duration
 from .frozen import build
-from .holm import ALPHA_WEIGHTS, holm, weighted_holm  # noqa: F401 - holm, weighted_holm: public here too
+from .holm import ALPHA_WEIGHTS, holm, weighted_holm  # noqa: F401 - public here too
 from .latency import (
     ScaleSequential,
     scale_sequential_start,
@@ -30,11 +29,17 @@ from .limit_sequential import (
     limit_sequential_update_many,
 )
 from .settings import JudgeSettings
+from .settle import (  # noqa: F401 - PAUSED_REASON public here too
+    PAUSED_REASON,
+    decide,
+    decide_paused,
+    duration,
+    settle_all,
+)
 from .snapshot import ArmSnapshot, Snapshot
-from .verdicts import Action, Decision, Judgement, MetricResult, Verdict
+from .verdicts import Action, Decision, Judgement
 from .windows import ArmWindow, arm_window, fill_snapshot_baseline
 
-PAUSED_REASON = "paused: still judged for failure every interval"
 METRICS = ("error_ratio", "latency_ratio", "error_rate", "success_rate", "latency_p95", "latency_p99",
            "cpu", "memory")
 
@@ -227,7 +232,7 @@ def _checks(c: ArmWindow, st: ArmWindow, seq: Sequentials, s: JudgeSettings, *, 
 
 
 Compute = Callable[[ArmWindow, ArmWindow, Sequentials, JudgeSettings], Check]
-_R, _W = Action.ROLLBACK, Action.WARN
+_R, _W, _OK = Action.ROLLBACK, Action.WARN, Status.OK  # enum members read off their class cost ~70 ns
 # (metric, action, the setting that enables it, whether it compares with stable, its check): not closures each tick.
 _PLAN: tuple[tuple[str, Action, str, bool, Compute], ...] = (
     ("error_ratio", _R, "error_ratio", True, lambda c, st, seq, s: checks.error_ratio(
@@ -261,69 +266,13 @@ def _dispersion(seq: Sequentials) -> tuple[bool, float] | None:
     return None if r is None or not r.ticks else (r.detected, r.phi if r.detected else 1.0)
 
 
-def _settle(check: Check, adjusted: float | None, *, alpha: float, canary_gate: bool,
-            gates_met: bool) -> tuple[MetricResult, bool]:
-    """The metric's verdict, and whether it is inconclusive only because the gates are not met yet."""
-    significant = adjusted is not None and adjusted <= alpha and check.significant_ok
-    verdict, tail, waiting = _verdict(check, significant=significant, canary_gate=canary_gate, gates_met=gates_met)
-    result = object.__new__(MetricResult)  # frozen.build's way, the fields given as one dict
-    object.__setattr__(result, "__dict__", {
-        "_make_reason": lambda: _reason(check, tail, adjusted), "_make_evidence": check.evidence,
-        "name": check.name, "verdict": verdict, "action": check.action, "p_value": check.p_value,
-        "anytime_p_value": check.anytime_p_value, "adjusted_p_value": adjusted, "ratio": check.ratio,
-        "ci": check.ci, "canary": check.canary, "stable": check.stable, "limit": check.limit, "unit": check.unit,
-    })
-    return result, waiting
-
-
-def _p_text(check: Check, adjusted: float | None) -> str:
-    if check.anytime_p_value is None:
-        return ""
-    text = f" (anytime p={checks.fmt_p(check.anytime_p_value)}"
-    return text + (f", Holm-adjusted {checks.fmt_p(adjusted)})" if adjusted is not None else ")")
-
-
-def _verdict(check: Check, *, significant: bool, canary_gate: bool, gates_met: bool) -> tuple[Verdict, str, bool]:
-    """(verdict, which words end its reason (see _reason), held only by the gates)."""
-    if check.status is Status.SKIPPED:
-        return Verdict.SKIPPED, "skipped", False
-    if check.status is Status.NO_DATA:
-        return Verdict.INCONCLUSIVE, "no data", False
-    if check.action is Action.ROLLBACK and significant and (canary_gate or not check.fail_needs_gate):
-        return Verdict.FAIL, "fail", False
-    if check.action is Action.WARN and check.exceeds and canary_gate:
-        return Verdict.WARN, "warn", False
-    if check.passes and gates_met:
-        return Verdict.PASS, "pass", False
-    if check.passes or check.action is Action.WARN:
-        # Nothing against this metric: only the gates keep it from passing, and they are reported once.
-        return Verdict.INCONCLUSIVE, "waiting", True
-    return Verdict.INCONCLUSIVE, "hold", False
-
-
-def _reason(check: Check, tail: str, adjusted: float | None) -> str:
-    """The verdict's reason, formatted when it is first read."""
-    summary = check.words("summary")
-    if tail in ("skipped", "no data"):
-        return f"{check.name}: {tail}, {summary}"
-    if tail in ("fail", "hold"):
-        end = check.words(tail) + _p_text(check, adjusted)
-    else:
-        end = {"warn": "exceeds the warning limit", "waiting": "waiting for the gates"}.get(tail) or check.words(tail)
-    return f"{check.name}: {summary}; {end}"
-
-
-def _duration(seconds: float) -> str:
-    return format_duration(max(0, round(seconds)))  # reasons speak in whole seconds
-
-
 def _gate_reasons(c: ArmWindow, st: ArmWindow, elapsed: float, s: JudgeSettings, *,
                   stable_expected: bool, weight: float | None) -> tuple[list[Callable[[], str]], bool]:
     """The gates not met yet, each as the maker of its reason (formatted when the judgement's are read)."""
     reasons: list[Callable[[], str]] = []
     canary_gate = c.requests is not None and c.requests >= s.min_requests
     if elapsed < s.step_duration:
-        reasons.append(lambda: f"step running {_duration(elapsed)} of its minimum {_duration(s.step_duration)}")
+        reasons.append(lambda: f"step running {duration(elapsed)} of its minimum {duration(s.step_duration)}")
     if c.requests is None:
         reasons.append(lambda: "no request counts for the canary")
     elif not canary_gate:
@@ -409,15 +358,15 @@ def _judge_tick(state: AnalysisState, snap: Snapshot, s: JudgeSettings, w: _Wind
     elapsed = snap.t - state.step_started_at
 
     raw = _checks(c, st, seq, s, stable_expected=stable_expected)
-    seen = state.seen | {ch.name for ch in raw if ch.status is Status.OK}
+    seen = state.seen | {ch.name for ch in raw if ch.status is _OK}
     gate_reasons, canary_gate = _gate_reasons(c, st, elapsed, s, stable_expected=stable_expected, weight=weight)
     gates_met = not gate_reasons
-    results, waiting = _settle_all(raw, seen, s, canary_gate=canary_gate, gates_met=gates_met)
+    results, waiting = settle_all(raw, seen, s, canary_gate=canary_gate, gates_met=gates_met)
 
     if paused:
-        decision, reasons, timed_out = _decide_paused(results)
+        decision, reasons, timed_out = decide_paused(results)
     else:
-        decision, reasons, timed_out = _decide(results, waiting, gate_reasons, elapsed, s)
+        decision, reasons, timed_out = decide(results, waiting, gate_reasons, elapsed, s)
     judgement = build(Judgement, _make_reasons=lambda: tuple(reasons()), decision=decision, at=snap.t,
                       metrics=results,
                       gates_met=gates_met, timed_out=timed_out, canary_requests=c.requests or 0.0,
@@ -428,70 +377,7 @@ def _judge_tick(state: AnalysisState, snap: Snapshot, s: JudgeSettings, w: _Wind
     return judgement, new_state
 
 
-def _settle_all(raw: list[Check], seen: frozenset[str], s: JudgeSettings, *, canary_gate: bool,
-                gates_met: bool) -> tuple[tuple[MetricResult, ...], set[str]]:
-    """Every metric's verdict, with weighted Holm across the rollback metrics' anytime p-values."""
-    family: dict[str, float] = {}
-    for i, ch in enumerate(raw):
-        if ch.status is Status.OK:
-            if ch.action is Action.ROLLBACK and ch.anytime_p_value is not None:
-                family[ch.name] = ch.anytime_p_value
-        elif ch.status is Status.NO_DATA and ch.name not in seen:
-            # A metric that never had data has no source: shown as skipped, it does not block.
-            raw[i] = checks.skipped(ch.name, ch.action, f"no data source ({ch.summary})", ch.unit)
-    adjusted = weighted_holm(family, ALPHA_WEIGHTS)
-    results: list[MetricResult] = []
-    waiting: set[str] = set()
-    for ch in raw:
-        result, held = _settle(ch, adjusted.get(ch.name), alpha=s.alpha, canary_gate=canary_gate,
-                               gates_met=gates_met)
-        results.append(result)
-        if held:
-            waiting.add(ch.name)
-    return tuple(results), waiting
-
-
-Reasons = Callable[[], list[str]]  # a judgement's reasons, made when they are first read
-
-
-def _decide(results: Iterable[MetricResult], waiting: set[str], gates: list[Callable[[], str]], elapsed: float,
-            s: JudgeSettings) -> tuple[Decision, Reasons, bool]:
-    results = list(results)
-    if any(m.verdict is Verdict.FAIL for m in results):
-        return Decision.ROLLBACK, lambda: [m.reason for m in results if m.verdict is Verdict.FAIL], False
-
-    def warnings() -> list[str]:
-        return [m.reason for m in results if m.verdict is Verdict.WARN]
-
-    if not gates and not any(m.verdict is Verdict.INCONCLUSIVE for m in results):
-        return Decision.ADVANCE, lambda: [_advance_head(results), *warnings()], False
-    # Metrics held only by the gates are not repeated: the gate reasons say it once.
-    return _hold_or_timeout(lambda: [*(gate() for gate in gates), *(
-        m.reason for m in results if m.verdict is Verdict.INCONCLUSIVE and m.name not in waiting), *warnings()],
-        elapsed, s)
-
-
-def _decide_paused(results: tuple[MetricResult, ...]) -> tuple[Decision, Reasons, bool]:
-    if any(m.verdict is Verdict.FAIL for m in results):
-        return Decision.ROLLBACK, lambda: [m.reason for m in results if m.verdict is Verdict.FAIL], False
-    return Decision.HOLD, lambda: [PAUSED_REASON, *(m.reason for m in results if m.verdict is Verdict.WARN)], False
-
-
 def observe_failure_only(state: AnalysisState, snap: Snapshot,
                          settings: JudgeSettings) -> tuple[Judgement, AnalysisState]:
     """`observe(..., paused=True)`: a paused canary with traffic is still rolled back when it fails."""
     return observe(state, snap, settings, paused=True)
-
-
-def _advance_head(results: list[MetricResult]) -> str:
-    judged = [m.name for m in results if m.verdict in (Verdict.PASS, Verdict.WARN)]
-    return f"all judged metrics pass ({', '.join(judged)})" if judged else "no metric to judge"
-
-
-def _hold_or_timeout(reasons: Reasons, elapsed: float, s: JudgeSettings) -> tuple[Decision, Reasons, bool]:
-    if s.max_step_duration is None or elapsed < s.max_step_duration:
-        return Decision.HOLD, reasons, False
-    why = f"step held for {_duration(elapsed)}, past max_step_duration {_duration(s.max_step_duration)}"
-    if s.timeout_rollback:
-        return Decision.ROLLBACK, lambda: [why + ": rolling back", *reasons()], True
-    return Decision.HOLD, lambda: [why + ": pausing", *reasons()], True
