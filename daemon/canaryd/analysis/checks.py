@@ -25,6 +25,10 @@ class Status(str, Enum):
     SKIPPED = "skipped"  # no source at all, disabled, or not applicable: does not block
 
 
+# Enum members as constants for the checks made every tick: on Python 3.11 reading one off its class costs ~70 ns.
+_OK, _ROLLBACK, _WARN = Status.OK, Action.ROLLBACK, Action.WARN
+
+
 Words = Callable[[str], str]
 """A check's text, one part at a time: "summary" (what was measured, in words and numbers), and why it
 "pass"es, "hold"s or "fail"s. Only the parts a verdict's reason needs are formatted, when it is read."""
@@ -121,7 +125,7 @@ def error_ratio(canary: ArmWindow, stable: ArmWindow, *, r0: float, alpha: float
     the canary rate's upper bound at most stable's + tolerance_pp (strict: and not significantly worse
     than stable at all). With overdispersed errors the counts are discounted by the variance inflation.
     """
-    name, action = "error_ratio", Action.ROLLBACK
+    name, action = "error_ratio", _ROLLBACK
     if None in (canary.requests, canary.errors, stable.requests, stable.errors):
         return no_data(name, action, "no 5xx or request counts for one of the arms")
     x_c, n_c, x_s, n_s = canary.errors, canary.requests, stable.errors, stable.requests
@@ -148,7 +152,7 @@ def error_ratio(canary: ArmWindow, stable: ArmWindow, *, r0: float, alpha: float
         return f"ratio above {r0:g}× is significant"
 
     return Check(
-        name=name, action=action, status=Status.OK, words=words, unit="%", limit=r0,
+        name=name, action=action, status=_OK, words=words, unit="%", limit=r0,
         canary=rate_c, stable=rate_s, p_value=test.p_value, anytime_p_value=anytime_p,
         ratio=ratio, ci=test.ci, passes=passes,
         evidence=lambda: {"canary_errors": x_c, "canary_requests": n_c, "stable_errors": x_s,
@@ -197,7 +201,7 @@ def rate_limit(name: str, action: Action, x: float | None, n: float | None, *, l
         return f"{over} but not significantly so yet" if part == "hold" else f"significantly {over}"
 
     return Check(
-        name=name, action=action, status=Status.OK, words=words, unit="%", limit=limit,
+        name=name, action=action, status=_OK, words=words, unit="%", limit=limit,
         canary=value, p_value=p_value, anytime_p_value=anytime_p, passes=within,
         exceeds=rate is not None and not within, fail_needs_gate=True,
         evidence=lambda: _limit_evidence(x, n, alpha),
@@ -234,7 +238,7 @@ def latency_limit(name: str, action: Action, canary: ArmWindow, stable: ArmWindo
         return f"significantly above {limit_ms:g} ms ({100 * above / total if total else 0:.2f} % of requests over it)"
 
     return Check(
-        name=name, action=action, status=Status.OK, unit="ms", limit=limit_ms, words=words,
+        name=name, action=action, status=_OK, unit="ms", limit=limit_ms, words=words,
         canary=value_c, stable=value_s, p_value=p_value, anytime_p_value=anytime_p,
         passes=within, exceeds=value_c is not None and not within, fail_needs_gate=True,
         evidence=lambda: {"requests_over_limit": above, "requests": total},
@@ -256,5 +260,5 @@ def utilisation(name: str, canary: ArmWindow, stable: ArmWindow, *, limit_pct: f
             return f"canary {name} {pct(value, 1)} vs stable {pct(other, 1)} (limit {limit_pct:g} %)"
         return "within the limit" if part == "pass" else ""
 
-    return Check(name=name, action=Action.WARN, status=Status.OK, unit="%", limit=limit_pct, words=words,
+    return Check(name=name, action=_WARN, status=_OK, unit="%", limit=limit_pct, words=words,
                  canary=value, stable=other, passes=not over, exceeds=over)

@@ -19,17 +19,19 @@ ALPHA_WEIGHTS = {"error_ratio": 0.85, "latency_ratio": 0.1, "error_rate": 0.02, 
 
 def weighted_holm(p_values: Mapping[str, float], weights: Mapping[str, float]) -> dict[str, float]:
     """Weighted Holm (Holm 1979): step down in order of p/w; each adjusted p is p·(remaining weight)/w."""
-    if all(p >= 1.0 for p in p_values.values()):
+    ps = list(p_values.values())
+    if all(p >= 1.0 for p in ps):
         return dict.fromkeys(p_values, 1.0)  # the usual tick of a healthy canary: nothing to order
-    w = {name: weights.get(name, 1.0) for name in p_values}
-    ordered = sorted(p_values.items(), key=lambda kv: kv[1] / w[kv[0]])
-    remaining = sum(w.values())
+    names = list(p_values)
+    w = [weights.get(name, 1.0) for name in names]
+    keys = [p / wt for p, wt in zip(ps, w, strict=True)]
+    remaining = sum(w)
     adjusted: dict[str, float] = {}
     running = 0.0
-    for name, p in ordered:
-        running = max(running, min(1.0, p * remaining / w[name]))
-        adjusted[name] = running
-        remaining -= w[name]
+    for i in sorted(range(len(names)), key=keys.__getitem__):  # stable: ties keep the given order
+        running = max(running, min(1.0, ps[i] * remaining / w[i]))
+        adjusted[names[i]] = running
+        remaining -= w[i]
     return adjusted
 
 

@@ -17,13 +17,14 @@ still means: at the quantile level of stable's edge b, the canary is more than l
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 
 import numpy as np
 
-from .counts import DEFAULT_RATIO_PRIOR, MixturePrior, RatioSequential, log_sum_exp_rows, pack, unpack
+from .counts import DEFAULT_RATIO_PRIOR, MixturePrior, RatioSequential, log_sum_exp_rows, unpack
 from .distribution import WellFormed, bucket_counts
 from .snapshot import Buckets
 
@@ -172,22 +173,22 @@ def _finish(t: _Tick, grid: np.ndarray, bounds: list[float]) -> ScaleSequential:
     average of the pairs' e-values at most the largest. Where no stepped pair's bound reaches its running
     maximum and no bound reaches the test's, no maximum can change and the mixtures are left unread.
     """
-    st = t.state
-    stepped = [a + b > 0 for a, b in zip(t.hits, t.others, strict=True)]
-    if max(bounds) > st.max_log_e or any(
-            s and bound > row[0] for s, bound, row in zip(stepped, bounds, t.stats, strict=True)):
+    st, stats = t.state, t.stats
+    top = st.max_log_e
+    if max(bounds) > top or any(bound > row[0] and a + b > 0
+                                for a, b, bound, row in zip(t.hits, t.others, bounds, stats, strict=True)):
         logs = log_sum_exp_rows(grid + st.prior.arrays[2])
-        for row, s, e in zip(t.stats, stepped, logs, strict=True):
-            if s:
-                row[0] = max(row[0], e)
-        top = max(st.max_log_e, _average(logs))
-    else:
-        top = st.max_log_e
-    for row, a, b in zip(t.stats, t.hits, t.others, strict=True):
-        row[1], row[2] = row[1] + a, row[2] + b
+        for row, a, b, e in zip(stats, t.hits, t.others, logs, strict=True):
+            if a + b > 0 and e > row[0]:  # a stepped pair's running maximum
+                row[0] = e
+        top = max(top, _average(logs))
+    flat: list[float] = []
+    for row, a, b in zip(stats, t.hits, t.others, strict=True):
+        flat += (row[0], row[1] + a, row[2] + b)
+    # struct packs the rows as counts.pack would (native float64), without building an array first.
     return ScaleSequential(limit=st.limit, les=st.les, pairs=st.pairs, prior=st.prior, log_lr=grid.tobytes(),
-                           pair_stats=pack(np.array(t.stats)), n_c=st.n_c + t.n_c, n_s=st.n_s + t.n_s,
-                           ticks=st.ticks + 1, max_log_e=top)
+                           pair_stats=struct.pack(f"{len(flat)}d", *flat), n_c=st.n_c + t.n_c,
+                           n_s=st.n_s + t.n_s, ticks=st.ticks + 1, max_log_e=top)
 
 
 def _stacked(ticks: list[_Tick]) -> tuple[np.ndarray, np.ndarray]:
@@ -205,10 +206,12 @@ def _grid_step(ticks: list[_Tick]) -> list[ScaleSequential]:
     """Each tick's pairs added to its grid, all the rows of all the ticks (one prior) in one pass."""
     u = ticks[0].state.prior.arrays[0]
     hits = np.array([h for t in ticks for h in t.hits])[:, None]
-    others = np.array([o for t in ticks for o in t.others])[:, None]
-    grid, cost = _stacked(ticks)
+    trials = np.array([h + o for t in ticks for h, o in zip(t.hits, t.others, strict=True)])[:, None]
+    old, cost = _stacked(ticks)
     # A pair without errors this tick adds exactly zero (0·u, 0·cost), and keeps its previous log E.
-    grid = grid + hits * u - (hits + others) * cost
+    grid = hits * u
+    grid += old  # (old + hits·u) − trials·cost, in place: the same operations in the same order
+    grid -= trials * cost
     bounds = np.maximum.reduce(grid, axis=1).tolist()
     out, start = [], 0
     for t in ticks:

@@ -23,6 +23,8 @@ from .snapshot import Buckets
 from .verdicts import Action
 from .windows import ArmWindow
 
+_OK, _ROLLBACK = Status.OK, Action.ROLLBACK  # read off their class, ~70 ns each on Python 3.11
+
 
 def _bucket_text(bucket: tuple[float, float] | None) -> str:
     if bucket is None:
@@ -88,7 +90,7 @@ def _hold_why(slower_at: float | None, max_ratio: float) -> str:
 
 def latency_ratio(canary: ArmWindow, stable: ArmWindow, *, max_ratio: float, alpha: float,
                   sequential: ScaleSequential | None) -> Check:
-    name, action = "latency_ratio", Action.ROLLBACK
+    name, action = "latency_ratio", _ROLLBACK
     if canary.buckets is None or stable.buckets is None:
         return no_data(name, action, "no latency histogram for one of the arms", unit="ms")
     p95_c, p95_s = canary.quantile(0.95), stable.quantile(0.95)
@@ -120,7 +122,7 @@ def latency_ratio(canary: ArmWindow, stable: ArmWindow, *, max_ratio: float, alp
 
     canary_b, stable_b = canary.buckets, stable.buckets
     return Check(
-        name=name, action=action, status=Status.OK, unit="ms", limit=max_ratio, words=words,
+        name=name, action=action, status=_OK, unit="ms", limit=max_ratio, words=words,
         canary=1000 * p95_c, stable=1000 * p95_s, p_value=mw.p_value, anytime_p_value=anytime_p,
         ratio=ratio, passes=passes,
         evidence=lambda: {"mann_whitney_u": mw.u, "mann_whitney_effect": mw.effect, "mann_whitney_z": mw.z,

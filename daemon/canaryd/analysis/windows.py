@@ -46,8 +46,10 @@ class ArmWindow:
 def _sub(later: float | None, earlier: float | None) -> float | None:
     if later is None or earlier is None:
         return None
-    # A counter that went backwards is a reset the source should have absorbed; never a negative count.
-    return max(0.0, later - earlier)
+    # A counter that went backwards is a reset the source should have absorbed; never a negative count
+    # (max(0.0, d) written out: it runs 12 times a tick).
+    d = later - earlier
+    return d if d > 0.0 else 0.0
 
 
 def arm_window(later: ArmSnapshot, earlier: ArmSnapshot) -> ArmWindow:
