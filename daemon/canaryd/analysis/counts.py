@@ -29,7 +29,7 @@ from . import scalar
 def _count(name: str, value: float) -> float:
     """A count must be a finite real >= 0; anything else is a caller bug worth naming."""
     v = float(value)
-    if not math.isfinite(v) or v < 0:
+    if not 0.0 <= v < math.inf:  # also false for NaN
         raise ValueError(f"{name}: must be a finite count >= 0, got {value!r}")
     return v
 

@@ -278,13 +278,11 @@ def bucket_counts(buckets: Buckets) -> tuple[float, ...]:
     The le values must be strictly increasing. A decrease in the cumulative counts (float noise or a
     partial scrape) yields 0 for that bucket, matching Prometheus' forced monotonicity.
     """
+    if type(buckets) is WellFormed:  # increasing le, counts never decrease, no NaN: nothing to check
+        counts = [c for _, c in buckets]
+        return tuple([c - prev for prev, c in zip([0.0, *counts], counts, strict=False)])  # the last count has no next
     out: list[float] = []
     prev = 0.0
-    if type(buckets) is WellFormed:  # increasing le, counts never decrease, no NaN: nothing to check
-        for _, c in buckets:
-            out.append(c - prev)
-            prev = c
-        return tuple(out)
     prev_le = -math.inf
     nan = False
     for le, c in buckets:
@@ -318,8 +316,8 @@ def delta_buckets(later: Buckets, earlier: Buckets) -> Buckets:
         d = c1 - c0
         if type(d) is not float:  # ints, numpy scalars: the difference as a float, like the floats'
             d = float(c1) - float(c0)
-        if not d > 0.0:
-            d = max(d, 0.0)
+        if d < 0.0:  # max(d, 0.0), as a comparison (17 buckets, 4 windows a tick)
+            d = 0.0
         if ok and not (le > prev_le and d >= prev_d):
             ok = False
         prev_le, prev_d = le, d
