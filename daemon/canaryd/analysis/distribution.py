@@ -280,7 +280,7 @@ def bucket_counts(buckets: Buckets) -> tuple[float, ...]:
     """
     if type(buckets) is WellFormed:  # increasing le, counts never decrease, no NaN: nothing to check
         counts = [c for _, c in buckets]
-        return tuple([c - prev for prev, c in zip([0.0, *counts], counts, strict=False)])  # the last count has no next
+        return tuple([c - prev for prev, c in zip([0.0, *counts], counts, strict=False)])  # the extra last count pairs with none
     out: list[float] = []
     prev = 0.0
     prev_le = -math.inf
