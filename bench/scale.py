@@ -74,6 +74,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "daemon"))
 sys.path.insert(0, str(ROOT / "tests"))
 
+import loop_watch  # noqa: E402 - bench/, beside this file
 from canaryd.config import parse_config  # noqa: E402
 from canaryd.controller import MAX_READ_PARTS, Controller  # noqa: E402
 from canaryd.daemon import tend_gc, tune_gc  # noqa: E402
@@ -279,7 +280,7 @@ async def _serve(controller: Controller, registry: CollectorRegistry) -> tuple[w
 
 
 async def run_size(canaries: int, prometheus_url: str, args: argparse.Namespace, gc_time: GcTime,
-                   workdir: Path) -> SizeResult:
+                   workdir: Path, slow: loop_watch.Slow | None = None) -> SizeResult:
     cfg = parse_config(config(canaries, prometheus_url, args.interval), source=f"<bench {canaries}>")
     registry = CollectorRegistry()
     async with aiohttp.ClientSession() as session:
@@ -304,11 +305,16 @@ async def run_size(canaries: int, prometheus_url: str, args: argparse.Namespace,
             client = subprocess.Popen([sys.executable, __file__, "--client", url, "--seconds", f"{seconds:g}",
                                        "--out", str(out_path)])
             out, rounds, rss_rounds = [], [], [memory_mb()[0]]
+            timed_from = time.monotonic()
+            if slow is not None:
+                slow.window = (timed_from, float("inf"))  # the timed rounds, from now
             for _ in range(args.rounds):
                 ticks = await ticker.round()
                 out += await ticker.judged(ticks)
                 rounds.append(len(ticks))
                 rss_rounds.append(memory_mb()[0])  # a canary's state grows with its rollout: does the RSS?
+            if slow is not None:
+                slow.window = (timed_from, time.monotonic())
             while client.poll() is None:  # the loop keeps serving the client's last requests
                 await asyncio.sleep(0.05)
             measures = json.loads(out_path.read_text()) if out_path.exists() else None
@@ -334,7 +340,11 @@ def _size_process(size: int, prometheus_url: str, args: argparse.Namespace, work
     baseline, _ = memory_mb()
     gc_time = GcTime()
     gc.callbacks.append(gc_time)
-    return asyncio.run(run_size(size, prometheus_url, args, gc_time, workdir)), baseline
+    slow = loop_watch.watch(args.slow_ms / 1000, sample=True) if args.slow_ms else None
+    result = asyncio.run(run_size(size, prometheus_url, args, gc_time, workdir, slow))
+    if slow is not None:
+        print(f"{size} canaries: {loop_watch.summary(slow)}", flush=True)
+    return result, baseline
 
 
 # ---------------------------------------------------------------------------------------------- client
@@ -493,6 +503,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--interval", type=float, default=30.0, help="the canaries' analysis interval, s (default 30)")
     p.add_argument("--rounds", type=int, default=1, help="timed rounds of slot ticks per size (default 1)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, Prometheus data)")
+    p.add_argument("--slow-ms", type=float, default=0.0,
+                   help="also print the event loop's callbacks that ran longer than this, at each size (loop_watch.py)")
     p.add_argument("--client", help=argparse.SUPPRESS)  # internal: the alerting client, against this URL
     p.add_argument("--seconds", type=float, default=0.0, help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
