@@ -55,3 +55,22 @@ async def test_a_step_waits_while_a_command_is_in_flight() -> None:
         assert not stepped.is_set()
     await asyncio.wait_for(task, 5)
     assert stepped.is_set()
+
+
+async def test_work_between_two_turns_is_no_pause_for_the_loop() -> None:
+    """A run of turns starts at once only after the loop has gone round: long work done between two turns
+    without an await (a part's answer split between its turns, say) does not count as the loop being free."""
+    pacer = Pacer(budget=0.0002)
+    order: list[str] = []
+
+    async def reader() -> None:
+        async with pacer.turn("prometheus answer"):
+            asyncio.get_running_loop().call_soon(order.append, "request")  # arrives during the turn
+            _busy(0.001)
+            order.append("turn")
+        _busy(0.001)  # no await: the loop has not polled its sockets since the turn ended
+        async with pacer.turn("prometheus answer"):
+            order.append("turn")
+
+    await reader()
+    assert order == ["turn", "request", "turn"]

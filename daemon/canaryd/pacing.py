@@ -42,6 +42,8 @@ class Pacer:
         self._cost = 0.0  # running mean of a turn's duration: how many turns one pass may start
         self._waiting: deque[tuple[str, asyncio.Future[None]]] = deque()  # (canary key, woken when its turn comes)
         self._release_pending = False
+        self._passed = True  # the loop has gone round (polled its sockets) since the last turn ended
+        self._marking = False
         self._urgent: Counter[str] = Counter()  # canary key -> commands in flight
         self._calm: asyncio.Event | None = None  # set while no command is in flight (see pause)
         self._deferred_since: float | None = None
@@ -63,6 +65,7 @@ class Pacer:
             yield
         finally:
             self._last_end = end = time.perf_counter()
+            self._ended()
             self.turns += 1
             took = end - started
             self._cost = took if self._cost == 0.0 else 0.8 * self._cost + 0.2 * took
@@ -82,6 +85,7 @@ class Pacer:
         counts as a turn, and the next one starts when a turn would (after the turns already waiting, at a
         later pass, and not while a command is in flight: max_defer at most)."""
         self._last_end = time.perf_counter()
+        self._ended()
         self.turns += 1
         await asyncio.sleep(0)
         if not self._may_start(key, time.perf_counter()):
@@ -114,10 +118,23 @@ class Pacer:
             return False
         if now - self._slice_start < self.budget:
             return True  # this run of turns has time left
-        if now - self._last_end >= self.budget:
-            self._slice_start = now  # the loop has been free of turns for a while: a new run
+        if now - self._last_end >= self.budget and self._passed:
+            # Free of turns for a while, and the loop has gone round since: a new run. Work done between two
+            # turns without an await (a part's answer split, say) is no pause: the next run waits for a pass.
+            self._slice_start = now
             return True
         return False
+
+    def _ended(self) -> None:
+        """A turn (or a step) ended: the next run of turns waits until the loop has gone round."""
+        self._passed = False
+        if not self._marking:
+            self._marking = True
+            asyncio.get_running_loop().call_soon(self._mark_pass)
+
+    def _mark_pass(self) -> None:
+        self._marking = False
+        self._passed = True
 
     async def _wait(self, key: str) -> None:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
