@@ -51,10 +51,10 @@ def test_a_canary_started_mid_round_moves_nobody_out_of_the_round() -> None:
         for t in range(k):
             if t == 2:
                 await controller.command("ns", "c1000", "start")
-            seen.update(w.key for w in controller._select((await controller._scan()).judged)[1])
+            seen.update(w.key for w in (await controller._select((await controller._scan()).judged))[1])
         after: Counter[str] = Counter()
         for _ in range(controller.slots()):
-            after.update(w.key for w in controller._select((await controller._scan()).judged)[1])
+            after.update(w.key for w in (await controller._select((await controller._scan()).judged))[1])
         await controller.stop()
         return seen, after, controller.slots()
 

@@ -260,7 +260,7 @@ class Controller:
         await self.primed()  # a starting canary's totals first: its first read is an increment since then
         scan = await self._scan()
         round_starts = self._round[0] == 0
-        progressing, active = self._select(scan.judged)
+        progressing, active = await self._select(scan.judged)
         # Another replica may have paused or rolled back: the leader's view of the canaries it does not
         # judge now follows the routes too (a judged one re-reads its route before each judgement).
         self._refresh_views(now, scan.paused)
@@ -305,7 +305,7 @@ class Controller:
                 scan.pending.append(w)
         return scan
 
-    def _select(self, progressing: list[CanaryWorker]) -> tuple[list[CanaryWorker], list[CanaryWorker]]:
+    async def _select(self, progressing: list[CanaryWorker]) -> tuple[list[CanaryWorker], list[CanaryWorker]]:
         """The judged canaries (progressing, or paused while still serving traffic: rollout.judged), and
         this tick's slot of them (see `slots`).
 
@@ -321,10 +321,18 @@ class Controller:
         self._round = ((slot + 1) % k, k)
         if k == 1:
             return progressing, progressing
-        # A canary that started during the round has no slot in it: its place in the round says.
-        slots = self._slots
-        return progressing, [w for w in progressing
-                             if (slots[w.key] if w.key in slots else slot_of(w.key, k)) == slot]
+        # A canary that started during the round has no slot in it: its place in the round says. SCAN_CHUNK
+        # canaries a pass of the loop, as in _scan: at 10,000 canaries the whole look is ~10 ms.
+        slots, active = self._slots, []
+        for i in range(0, len(progressing), SCAN_CHUNK):
+            if i:
+                await self.pacer.pause()  # a command in flight goes first
+            for w in progressing[i:i + SCAN_CHUNK]:
+                key = w.key
+                given = slots.get(key)
+                if (slot_of(key, k) if given is None else given) == slot:
+                    active.append(w)
+        return progressing, active
 
     def _refresh_views(self, now: float, workers: list[CanaryWorker]) -> None:
         """Post a Refresh to each of `workers` whose route was not re-read within its interval."""
