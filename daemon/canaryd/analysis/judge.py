@@ -358,7 +358,8 @@ def _judge_tick(state: AnalysisState, snap: Snapshot, s: JudgeSettings, w: _Wind
     elapsed = snap.t - state.step_started_at
 
     raw = _checks(c, st, seq, s, stable_expected=stable_expected)
-    seen = state.seen | {ch.name for ch in raw if ch.status is _OK}
+    judged = {ch.name for ch in raw if ch.status is _OK}
+    seen = state.seen if judged <= state.seen else state.seen | judged  # the same set kept, once all were seen
     gate_reasons, canary_gate = _gate_reasons(c, st, elapsed, s, stable_expected=stable_expected, weight=weight)
     gates_met = not gate_reasons
     results, waiting = settle_all(raw, seen, s, canary_gate=canary_gate, gates_met=gates_met)

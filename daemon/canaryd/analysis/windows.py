@@ -71,6 +71,9 @@ def arm_window(later: ArmSnapshot, earlier: ArmSnapshot) -> ArmWindow:
 
 def fill_baseline(baseline: ArmSnapshot, current: ArmSnapshot) -> ArmSnapshot:
     """A counter that first appears after the baseline starts counting from where it first appeared."""
+    if baseline.requests is not None and baseline.errors is not None and baseline.successes is not None \
+            and baseline.buckets is not None:
+        return baseline  # the usual case, every tick: nothing can be missing
     missing = {f: getattr(current, f) for f in COUNTER_FIELDS
                if getattr(baseline, f) is None and getattr(current, f) is not None}
     return replace(baseline, **missing) if missing else baseline
