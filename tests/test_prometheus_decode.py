@@ -143,3 +143,37 @@ async def test_answers_are_decoded_as_turns_of_the_pacer(prometheus: str) -> Non
     assert inside and all(inside)
     assert pacer.turns >= 2  # the answer, then the split among the targets
     assert {k: v.requests for k, v in result.increments.items()} == {(t.key, t.arm): 10.0 for t in targets}
+
+
+async def test_a_long_answer_is_read_in_turns_of_rows_turn_series(aiohttp_server: Any) -> None:
+    """A part's answer of thousands of series is not one long turn: decoded in one, then read ROWS_TURN
+    series a turn, all of them kept in order (non-finite values dropped as before)."""
+    from canaryd.sources.prometheus import ROWS_TURN
+
+    n = 2 * ROWS_TURN + 7
+    values = [str(i) if i != 5 else "NaN" for i in range(n)]
+
+    async def handle(request: web.Request) -> web.Response:
+        rows = [{"metric": {"job": f"svc-{i}"}, "value": [1.7e9, v]} for i, v in enumerate(values)]
+        return web.json_response({"status": "success", "data": {"resultType": "vector", "result": rows}})
+
+    app = web.Application()
+    app.router.add_post("/api/v1/query", handle)
+    url = str((await aiohttp_server(app)).make_url("")).rstrip("/")
+    turns = 0
+
+    @contextlib.asynccontextmanager
+    async def turn() -> AsyncIterator[None]:
+        nonlocal turns
+        turns += 1
+        yield
+
+    async with aiohttp.ClientSession() as session:
+        client = PrometheusClient(session, url, turn=turn)
+        series = await client.query("up")
+        turns_finite, turns = turns, 0
+        kept = await client.query("up", finite=False)
+    assert turns_finite == turns == 1 + 3  # the decoding, then three turns of rows
+    assert [s.labels["job"] for s in series] == [f"svc-{i}" for i in range(n) if i != 5]
+    assert [s.value for s in series] == [float(i) for i in range(n) if i != 5]
+    assert len(kept) == n and math.isnan(kept[5].value)
