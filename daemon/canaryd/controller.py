@@ -14,7 +14,7 @@ import logging
 import math
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -291,9 +291,7 @@ class Controller:
         scan = _Scan()
         workers = list(self.workers.values())
         keep = timeline.kept_per_rollout(len(workers))  # the report's ticks of all canaries within a budget
-        for i, w in enumerate(workers):
-            if i and not i % SCAN_CHUNK:
-                await self.pacer.pause()  # a command in flight goes first
+        async for w in self._paced(workers):
             r = w.rollout
             if len(r.ticks) > keep:
                 w.rollout = r = replace(r, ticks=timeline.trimmed(r.ticks, keep))
@@ -324,15 +322,20 @@ class Controller:
         # A canary that started during the round has no slot in it: its place in the round says. SCAN_CHUNK
         # canaries a pass of the loop, as in _scan: at 10,000 canaries the whole look is ~10 ms.
         slots, active = self._slots, []
-        for i in range(0, len(progressing), SCAN_CHUNK):
-            if i:
-                await self.pacer.pause()  # a command in flight goes first
-            for w in progressing[i:i + SCAN_CHUNK]:
-                key = w.key
-                given = slots.get(key)
-                if (slot_of(key, k) if given is None else given) == slot:
-                    active.append(w)
+        async for w in self._paced(progressing):
+            key = w.key
+            given = slots.get(key)
+            if (slot_of(key, k) if given is None else given) == slot:
+                active.append(w)
         return progressing, active
+
+    async def _paced(self, workers: list[CanaryWorker]) -> AsyncIterator[CanaryWorker]:
+        """`workers` one by one, SCAN_CHUNK of them a pass of the loop (a command in flight goes first)."""
+        for i in range(0, len(workers), SCAN_CHUNK):
+            if i:
+                await self.pacer.pause()
+            for w in workers[i:i + SCAN_CHUNK]:
+                yield w
 
     def _refresh_views(self, now: float, workers: list[CanaryWorker]) -> None:
         """Post a Refresh to each of `workers` whose route was not re-read within its interval."""

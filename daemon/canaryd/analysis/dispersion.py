@@ -38,6 +38,7 @@ import numpy as np
 from . import scalar
 from .counts import (
     RatioSequential,
+    _log_sum_exp,
     pack,
     ratio_sequential_start,
     ratio_sequential_update,
@@ -264,8 +265,6 @@ def _reread(state: RobustRatio, binomial: RatioSequential, dx_c: float, dn_c: fl
     if phi == 1.0 and math.isfinite(binomial.log_e):
         log_e = binomial.log_e  # untempered: the binomial mixture's own log E, the same sum of the same grid
     else:
-        weighted = unpack(binomial.log_lr) / phi + binomial.prior.arrays[2]  # the log weights, as an array
-        top = float(np.maximum.reduce(weighted))
-        log_e = top + math.log(float(np.add.reduce(np.exp(weighted - top))))
+        log_e = _log_sum_exp(unpack(binomial.log_lr) / phi + binomial.prior.arrays[2])  # the log weights
     return RobustRatio(binomial=binomial, ticks=ticks, history=state.history, log_e=log_e,
                        max_log_e=max(state.max_log_e, log_e), phi=phi, detected=est.detected)

@@ -17,14 +17,13 @@ still means: at the quantile level of stable's edge b, the canary is more than l
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 
 import numpy as np
 
-from .counts import DEFAULT_RATIO_PRIOR, MixturePrior, RatioSequential, log_sum_exp_rows, unpack
+from .counts import DEFAULT_RATIO_PRIOR, MixturePrior, RatioSequential, log_sum_exp_rows, pack_floats, unpack
 from .distribution import WellFormed, bucket_counts
 from .snapshot import Buckets
 
@@ -185,9 +184,8 @@ def _finish(t: _Tick, grid: np.ndarray, bounds: list[float]) -> ScaleSequential:
     flat: list[float] = []
     for row, a, b in zip(stats, t.hits, t.others, strict=True):
         flat += (row[0], row[1] + a, row[2] + b)
-    # struct packs the rows as counts.pack would (native float64), without building an array first.
     return ScaleSequential(limit=st.limit, les=st.les, pairs=st.pairs, prior=st.prior, log_lr=grid.tobytes(),
-                           pair_stats=struct.pack(f"{len(flat)}d", *flat), n_c=st.n_c + t.n_c,
+                           pair_stats=pack_floats(flat), n_c=st.n_c + t.n_c,
                            n_s=st.n_s + t.n_s, ticks=st.ticks + 1, max_log_e=top)
 
 

@@ -113,34 +113,29 @@ class PrometheusClient:
         answer = await self._call("query", params, expr)
         async with self.turn():
             data = self._decode(answer, expr)
-            kind, result = self._shape(data, expr)
-        if kind == "vector" and type(result) is list:
-            chunks = [result[i:i + ROWS_TURN] for i in range(0, len(result), ROWS_TURN)]  # a turn each
-        else:
-            chunks = [result]
+            try:
+                kind, result = data["resultType"], data["result"]
+                if kind == "scalar":
+                    chunks = [[{"metric": {}, "value": result}]]  # read as a one-row vector
+                elif kind == "vector":
+                    chunks = [result[i:i + ROWS_TURN] for i in range(0, len(result), ROWS_TURN)] \
+                        if type(result) is list else [result]  # not a list: vector_rows says what it is
+                else:
+                    raise ValueError(f"resultType {kind!r} where an instant vector or scalar was expected")
+            except (KeyError, TypeError, ValueError) as e:
+                raise self._bad_shape(e, expr) from e
         out: list[Series] = []
-        for chunk in chunks:
+        for chunk in chunks:  # a turn each
             async with self.turn():
                 try:
-                    if kind == "scalar":
-                        rows = [(samples.labels({}), samples.sample(chunk)[1])]
-                    else:
-                        rows = samples.vector_rows(chunk)
+                    rows = samples.vector_rows(chunk)
                 except (KeyError, TypeError, ValueError, IndexError, OverflowError) as e:
-                    raise self._fail(SourceError("bad_response", f"unexpected response shape: {e}", query=expr),
-                                     1) from e
+                    raise self._bad_shape(e, expr) from e
                 out += [Series(*r) for r in rows if not finite or math.isfinite(r[1])]
         return out
 
-    def _shape(self, data: Any, expr: str) -> tuple[str, Any]:
-        """(resultType, result) of an instant query's data: a vector or a scalar, else a bad_response."""
-        try:
-            kind, result = data["resultType"], data["result"]
-            if kind not in ("scalar", "vector"):
-                raise ValueError(f"resultType {kind!r} where an instant vector or scalar was expected")
-        except (KeyError, TypeError, ValueError) as e:
-            raise self._fail(SourceError("bad_response", f"unexpected response shape: {e}", query=expr), 1) from e
-        return kind, result
+    def _bad_shape(self, e: Exception, expr: str) -> SourceError:
+        return self._fail(SourceError("bad_response", f"unexpected response shape: {e}", query=expr), 1)
 
     async def query_range(self, expr: str, start: float, end: float, step: float) -> list[RangeSeries]:
         """Range query; series left with no finite point are dropped."""
