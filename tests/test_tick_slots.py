@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from canaryd.config import parse_config
 from canaryd.controller import Controller, balanced_slots, slot_of
 from canaryd.metrics import Metrics
+from canaryd.sources.prometheus import PrometheusClient
 from canaryd.wiring import dry_run_actuators
 
 
@@ -78,3 +79,42 @@ def test_a_canarys_slot_keeps_its_place_in_the_interval_when_the_slots_change() 
         key = f"ns/c{i}"
         assert abs(slot_of(key, 30) / 30 - slot_of(key, 29) / 29) < 1 / 29
         assert 0 <= slot_of(key, 7) < 7
+
+
+def test_a_rounds_slots_are_balanced_slots_of_the_canaries_whatever_was_kept_from_the_last_round() -> None:
+    """The round's slots are made in the paced walk from places kept a round: the same slots as
+    balanced_slots of the judged canaries' keys, in the first round and after canaries came and went."""
+
+    async def main() -> list[tuple[dict[str, int], dict[str, int]]]:
+        controller = await _controller(1200)
+        for i in range(1100):
+            await _start(controller, f"c{i}")
+        await controller.primed()
+        out = []
+        for started in (range(1100, 1200), range(0)):
+            judged = (await controller._scan()).judged
+            k = controller.slots(len(judged))
+            out.append((await controller._balanced(judged, k), balanced_slots([w.key for w in judged], k)))
+            for i in started:
+                await _start(controller, f"c{i}")
+        await controller.stop()
+        return out
+
+    for made, expected in asyncio.run(main()):
+        assert made == expected and len(made) in (1100, 1200)
+
+
+def test_a_controllers_prometheus_answers_are_turns_of_its_pacer() -> None:
+    """However the controller is built (the daemon's wiring or a bench's), its client decodes and splits
+    Prometheus' answers as turns of the controller's pacer: otherwise a tick's answers run as one step."""
+
+    async def main() -> tuple[int, int]:
+        client = PrometheusClient(None, "http://127.0.0.1:9")  # type: ignore[arg-type] # never asked: only its turns
+        controller = Controller(_config(1), metrics=Metrics(CollectorRegistry()), prometheus=client,
+                                actuator_factory=dry_run_actuators())
+        before = controller.pacer.turns
+        async with client.turn():
+            pass
+        return before, controller.pacer.turns
+
+    assert asyncio.run(main()) == (0, 1)

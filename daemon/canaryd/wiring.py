@@ -42,7 +42,6 @@ Loop = Callable[[], Coroutine[Any, Any, None]]
 _ERROR_KINDS = {"prometheus": "api", "connection": "connection", "timeout": "timeout", "http": "http",
                 "bad_response": "bad_response"}
 NOTIFIER_CLOSE_TIMEOUT = 1.0  # seconds for notifications still being delivered at shutdown
-ANSWER_TURN = "prometheus answer"  # the pacer's key for a decode: no canary's, so a command never waits on it
 
 
 def dry_run_actuators() -> ActuatorFactory:
@@ -118,9 +117,6 @@ async def assemble(config: Config, *, registry: CollectorRegistry | None = None,
             factory = _guarded(factory, leadership)
         controller = Controller(config, metrics=metrics, prometheus=prometheus, actuator_factory=factory,
                                 notifier=notifier, clock=clock, leadership=leadership, health=health)
-        # Prometheus' answers are decoded as turns of the controller's pacer, like the judgements: a tick's
-        # reads then hold the loop ~1 ms a pass, and wait while a webhook's command is in flight.
-        prometheus.turn = lambda: controller.pacer.turn(ANSWER_TURN)
         await controller.start()
         stack.push_async_callback(controller.stop)
         app = make_app(controller, registry, health=health, leadership=leadership, **tokens) if with_app else None
