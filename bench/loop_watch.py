@@ -2,7 +2,8 @@
 
 `watch(threshold)` times every callback the running loops of this process run (asyncio's Handle._run)
 and keeps those that took longer than `threshold` seconds, with what ran: for a task's step, its
-coroutine and where it stopped (the innermost await); else the callback's repr. `summary` groups them.
+coroutine and where it stopped (the innermost await), after where it started when that differs (a step
+that ran from one await to a far later one: the awaits between did not yield); else the callback's repr. `summary` groups them.
 A request that arrives while such a callback runs waits for it: these are the tails of the latencies.
 With `sample=True` a thread also looks at the loop's stack every millisecond while a callback has run
 for more than half the threshold, within the window, and the summary says where those callbacks spent
@@ -60,13 +61,17 @@ def watch(threshold: float, *, sample: bool = False) -> Slow:
     run = events.Handle._run
 
     def timed(self: events.Handle) -> None:
+        owner = getattr(self._callback, "__self__", None)  # type: ignore[attr-defined]
+        # where a task's step starts (where it stopped is described after); other callbacks' repr only after
+        began = f"task {_where(owner.get_coro())}" if isinstance(owner, asyncio.Task) else None
         started = slow.running = time.perf_counter()
         run(self)
         slow.running = None
         took = time.perf_counter() - started
         slow.callbacks += 1
         if took > threshold:
-            slow.seen.append((took, time.monotonic(), describe(self)))
+            end = describe(self)
+            slow.seen.append((took, time.monotonic(), end if began in (None, end) else f"{began}  ->  {end}"))
 
     events.Handle._run = timed  # type: ignore[method-assign]
     if sample:
