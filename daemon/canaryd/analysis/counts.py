@@ -22,6 +22,7 @@ import numpy as np
 from scipy import special
 
 from . import scalar
+from .frozen import slot_init
 
 # --------------------------------------------------------------------------------------------------
 # Shared pieces
@@ -318,6 +319,8 @@ def _increments(*values: float) -> tuple[float, ...] | None:
 class _EValues:
     """The readings every mixture state offers; `log_e` and `max_log_e` are the subclass's fields."""
 
+    __slots__ = ()  # the states are slots dataclasses
+
     log_e: float
     max_log_e: float
 
@@ -335,7 +338,8 @@ class _EValues:
         return min(1.0, math.exp(-self.max_log_e))
 
 
-@dataclass(frozen=True)
+@slot_init
+@dataclass(frozen=True, slots=True)
 class RatioSequential(_EValues):
     """State of the anytime-valid test of H0: rate_c / rate_s <= r0. Update with ratio_sequential_update."""
 

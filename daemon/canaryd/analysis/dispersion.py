@@ -45,6 +45,7 @@ from .counts import (
     ratio_sequential_update_each,
     unpack,
 )
+from .frozen import slot_init
 
 HISTORY = 40  # ticks kept for the estimate: enough to be stable, small enough to keep the state light
 MIN_TICKS = 2  # below this no estimate from the data, only the prior
@@ -180,7 +181,8 @@ def _stable_v(x_s: list[float], n_s: list[float]) -> float:
     return 2.0 * max(0.0, excess / squares)
 
 
-@dataclass(frozen=True)
+@slot_init
+@dataclass(frozen=True, slots=True)
 class RobustRatio:
     """The anytime-valid error-ratio test allowing for overdispersion (see the module doc)."""
 

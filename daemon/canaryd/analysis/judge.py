@@ -14,7 +14,7 @@ from typing import NamedTuple
 from . import checks, latency_checks
 from .checks import Check, Status, limit_fraction
 from .dispersion import RobustRatio, robust_ratio_start, robust_ratio_update, robust_ratio_update_many
-from .frozen import build
+from .frozen import build, slot_init
 from .holm import ALPHA_WEIGHTS, holm, weighted_holm  # noqa: F401 - public here too
 from .latency import (
     ScaleSequential,
@@ -44,7 +44,8 @@ METRICS = ("error_ratio", "latency_ratio", "error_rate", "success_rate", "latenc
            "cpu", "memory")
 
 
-@dataclass(frozen=True)
+@slot_init
+@dataclass(frozen=True, slots=True)
 class Sequentials:
     """The anytime-valid tests; they run for the whole rollout, across steps."""
 
@@ -60,7 +61,8 @@ class Sequentials:
         return 1.0 if seq is None else seq.p_value
 
 
-@dataclass(frozen=True)
+@slot_init
+@dataclass(frozen=True, slots=True)
 class AnalysisState:
     step_started_at: float
     weight: float | None

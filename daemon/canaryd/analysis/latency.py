@@ -25,6 +25,7 @@ import numpy as np
 
 from .counts import DEFAULT_RATIO_PRIOR, MixturePrior, RatioSequential, log_sum_exp_rows, pack_floats, unpack
 from .distribution import WellFormed, bucket_counts
+from .frozen import slot_init
 from .snapshot import Buckets
 
 
@@ -41,7 +42,8 @@ def edge_pairs(les: tuple[float, ...], limit: float) -> tuple[tuple[int, int], .
     return tuple(pairs)
 
 
-@dataclass(frozen=True)
+@slot_init
+@dataclass(frozen=True, slots=True)
 class ScaleSequential:
     """State of the anytime-valid test of H0: canary latency <= limit × stable's (see the module doc).
 

@@ -20,9 +20,11 @@ from .counts import (
     _log_sum_exp,
     log_sum_exp_rows,
 )
+from .frozen import slot_init
 
 
-@dataclass(frozen=True)
+@slot_init
+@dataclass(frozen=True, slots=True)
 class LimitSequential(_EValues):
     """State of the anytime-valid test of H0: rate <= limit. Update with limit_sequential_update.
 
