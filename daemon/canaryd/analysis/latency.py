@@ -176,8 +176,7 @@ def _finish(t: _Tick, grid: np.ndarray, bounds: list[float]) -> ScaleSequential:
     """
     st, stats = t.state, t.stats
     top = st.max_log_e
-    if max(bounds) > top or any(bound > row[0] and a + b > 0
-                                for a, b, bound, row in zip(t.hits, t.others, bounds, stats, strict=True)):
+    if max(bounds) > top or _may_raise(t, bounds):
         logs = log_sum_exp_rows(grid + st.prior.arrays[2])
         for row, a, b, e in zip(stats, t.hits, t.others, logs, strict=True):
             if a + b > 0 and e > row[0]:  # a stepped pair's running maximum
@@ -189,6 +188,14 @@ def _finish(t: _Tick, grid: np.ndarray, bounds: list[float]) -> ScaleSequential:
     return ScaleSequential(limit=st.limit, les=st.les, pairs=st.pairs, prior=st.prior, log_lr=grid.tobytes(),
                            pair_stats=pack_floats(flat), n_c=st.n_c + t.n_c,
                            n_s=st.n_s + t.n_s, ticks=st.ticks + 1, max_log_e=top)
+
+
+def _may_raise(t: _Tick, bounds: list[float]) -> bool:
+    """Whether a stepped pair's bound reaches its running maximum (a loop: any() of a generator costs more)."""
+    for a, b, bound, row in zip(t.hits, t.others, bounds, t.stats, strict=True):
+        if bound > row[0] and a + b > 0:
+            return True
+    return False
 
 
 def _stacked(ticks: list[_Tick]) -> tuple[np.ndarray, np.ndarray]:
@@ -223,8 +230,16 @@ def _grid_step(ticks: list[_Tick]) -> list[ScaleSequential]:
 
 def scale_sequential_update(state: ScaleSequential, canary: Buckets, stable: Buckets) -> ScaleSequential:
     """Add one tick's (non-cumulative in time, cumulative over le) buckets of both arms."""
-    tick = _prepare(state, canary, stable)
-    return _grid_step([tick])[0] if isinstance(tick, _Tick) else tick
+    t = _prepare(state, canary, stable)
+    if not isinstance(t, _Tick):
+        return t
+    # _grid_step of one tick, without stacking: the same operations in the same order
+    u, expm1_u, _ = t.state.prior.arrays
+    grid = np.array(t.hits)[:, None] * u
+    grid += unpack(t.state.log_lr).reshape(len(t.hits), -1)
+    grid -= np.array([h + o for h, o in zip(t.hits, t.others, strict=True)])[:, None] * np.log1p(
+        1.0 * t.n_c / (1.0 * t.n_c + t.n_s) * expm1_u)
+    return _finish(t, grid, np.maximum.reduce(grid, axis=1).tolist())
 
 
 def scale_sequential_update_many(states: Sequence[ScaleSequential], canary: Sequence[Buckets],
