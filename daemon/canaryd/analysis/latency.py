@@ -201,12 +201,17 @@ def _may_raise(t: _Tick, bounds: list[float]) -> bool:
 def _stacked(ticks: list[_Tick]) -> tuple[np.ndarray, np.ndarray]:
     """The ticks' grids one above the other, and each row's null cost log(1 + q0·(e^u − 1))."""
     expm1_u = ticks[0].state.prior.arrays[1]
-    if len(ticks) == 1:
-        t = ticks[0]
-        return (unpack(t.state.log_lr).reshape(len(t.hits), -1),
-                np.log1p(1.0 * t.n_c / (1.0 * t.n_c + t.n_s) * expm1_u))
     q0 = np.array([1.0 * t.n_c / (1.0 * t.n_c + t.n_s) for t in ticks for _ in t.hits])[:, None]
     return np.vstack([unpack(t.state.log_lr).reshape(len(t.hits), -1) for t in ticks]), np.log1p(q0 * expm1_u)
+
+
+def _stepped(u: np.ndarray, hits: np.ndarray, trials: np.ndarray, old: np.ndarray, cost: np.ndarray) -> np.ndarray:
+    """(old + hits·u) − trials·cost, hits and trials a column per row, computed in place. A pair without errors
+    this tick adds exactly zero (0·u, 0·cost), and keeps its previous log E."""
+    grid = hits * u
+    grid += old
+    grid -= trials * cost
+    return grid
 
 
 def _grid_step(ticks: list[_Tick]) -> list[ScaleSequential]:
@@ -214,11 +219,7 @@ def _grid_step(ticks: list[_Tick]) -> list[ScaleSequential]:
     u = ticks[0].state.prior.arrays[0]
     hits = np.array([h for t in ticks for h in t.hits])[:, None]
     trials = np.array([h + o for t in ticks for h, o in zip(t.hits, t.others, strict=True)])[:, None]
-    old, cost = _stacked(ticks)
-    # A pair without errors this tick adds exactly zero (0·u, 0·cost), and keeps its previous log E.
-    grid = hits * u
-    grid += old  # (old + hits·u) − trials·cost, in place: the same operations in the same order
-    grid -= trials * cost
+    grid = _stepped(u, hits, trials, *_stacked(ticks))
     bounds = np.maximum.reduce(grid, axis=1).tolist()
     out, start = [], 0
     for t in ticks:
@@ -233,12 +234,11 @@ def scale_sequential_update(state: ScaleSequential, canary: Buckets, stable: Buc
     t = _prepare(state, canary, stable)
     if not isinstance(t, _Tick):
         return t
-    # _grid_step of one tick, without stacking: the same operations in the same order
-    u, expm1_u, _ = t.state.prior.arrays
-    grid = np.array(t.hits)[:, None] * u
-    grid += unpack(t.state.log_lr).reshape(len(t.hits), -1)
-    grid -= np.array([h + o for h, o in zip(t.hits, t.others, strict=True)])[:, None] * np.log1p(
-        1.0 * t.n_c / (1.0 * t.n_c + t.n_s) * expm1_u)
+    u, expm1_u, _ = t.state.prior.arrays  # _grid_step of one tick, without stacking
+    trials = [h + o for h, o in zip(t.hits, t.others, strict=True)]
+    grid = _stepped(u, np.array(t.hits)[:, None], np.array(trials)[:, None],
+                    unpack(t.state.log_lr).reshape(len(t.hits), -1),
+                    np.log1p(1.0 * t.n_c / (1.0 * t.n_c + t.n_s) * expm1_u))
     return _finish(t, grid, np.maximum.reduce(grid, axis=1).tolist())
 
 
