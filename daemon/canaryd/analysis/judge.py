@@ -124,14 +124,16 @@ def _fresh_sequentials(s: JudgeSettings, history: Sequence[ArmSnapshot] | None =
 def _update_sequentials(seq: Sequentials, inc_c: ArmWindow, inc_s: ArmWindow, s: JudgeSettings, *,
                         has_successes: bool) -> Sequentials:
     inputs = _sequential_inputs(seq, inc_c, inc_s, s, has_successes=has_successes)
+    if not inputs:
+        return seq
     updates: dict[str, object] = {}
-    limits = []
-    for name, args in inputs.items():
-        kind = _KIND[name]
-        if kind == "limit":
-            limits.append(name)
-        else:
-            updates[name] = _UPDATE[kind](getattr(seq, name), *args)  # type: ignore[operator]
+    args = inputs.get("error_ratio")
+    if args is not None:
+        updates["error_ratio"] = robust_ratio_update(seq.error_ratio, *args)  # type: ignore[arg-type]
+    args = inputs.get("latency_ratio")
+    if args is not None:
+        updates["latency_ratio"] = scale_sequential_update(seq.latency_ratio, *args)  # type: ignore[arg-type]
+    limits = [name for name in _LIMITS if name in inputs]
     if limits:  # the canary's limit tests in one pass over their grids
         new = limit_sequential_update_many([getattr(seq, name) for name in limits],
                                            [inputs[name][0] for name in limits],  # type: ignore[misc]
@@ -158,7 +160,7 @@ def _update_sequentials_many(seqs: Sequence[Sequentials], incs: Sequence[tuple[A
 
 _KIND = {"error_ratio": "robust", "latency_ratio": "scale", "error_rate": "limit", "success_rate": "limit",
          "latency_p95": "limit", "latency_p99": "limit"}
-_UPDATE = {"robust": robust_ratio_update, "scale": scale_sequential_update}  # the limit tests: limit_sequential_update_many
+_LIMITS = tuple(name for name, kind in _KIND.items() if kind == "limit")
 _UPDATE_MANY = {"robust": robust_ratio_update_many, "scale": scale_sequential_update_many,
                 "limit": limit_sequential_update_many}
 
@@ -178,8 +180,10 @@ def _with_updates(seq: Sequentials, updates: dict[str, object]) -> Sequentials:
 def _sequential_inputs(seq: Sequentials, inc_c: ArmWindow, inc_s: ArmWindow, s: JudgeSettings, *,
                        has_successes: bool) -> dict[str, tuple[object, ...]]:
     """What each anytime test is updated with this tick; a test without the data it needs is left out."""
-    return {**_count_inputs(seq, inc_c, inc_s, has_successes=has_successes),
-            **_latency_inputs(seq, inc_c, inc_s, s)}
+    inputs = _count_inputs(seq, inc_c, inc_s, has_successes=has_successes)
+    if inc_c.buckets is not None:
+        _add_latency_inputs(inputs, seq, inc_c, inc_s, s)
+    return inputs
 
 
 def _not_2xx(inc_c: ArmWindow, *, has_successes: bool) -> float | None:
@@ -204,17 +208,16 @@ def _count_inputs(seq: Sequentials, inc_c: ArmWindow, inc_s: ArmWindow, *,
     return inputs
 
 
-def _latency_inputs(seq: Sequentials, inc_c: ArmWindow, inc_s: ArmWindow,
-                    s: JudgeSettings) -> dict[str, tuple[object, ...]]:
-    inputs: dict[str, tuple[object, ...]] = {}
-    if inc_c.buckets is None:
-        return inputs
-    for name, limit_ms in (("latency_p95", s.latency_p95_ms), ("latency_p99", s.latency_p99_ms)):
-        if getattr(seq, name) is not None and limit_ms is not None:
-            inputs[name] = surely_above(inc_c.buckets, limit_ms / 1000.0)
+def _add_latency_inputs(inputs: dict[str, tuple[object, ...]], seq: Sequentials, inc_c: ArmWindow,
+                        inc_s: ArmWindow, s: JudgeSettings) -> None:
+    buckets = inc_c.buckets
+    assert buckets is not None
+    if seq.latency_p95 is not None and s.latency_p95_ms is not None:
+        inputs["latency_p95"] = surely_above(buckets, s.latency_p95_ms / 1000.0)
+    if seq.latency_p99 is not None and s.latency_p99_ms is not None:
+        inputs["latency_p99"] = surely_above(buckets, s.latency_p99_ms / 1000.0)
     if seq.latency_ratio is not None and inc_s.buckets is not None:
-        inputs["latency_ratio"] = (inc_c.buckets, inc_s.buckets)
-    return inputs
+        inputs["latency_ratio"] = (buckets, inc_s.buckets)
 
 
 def _checks(c: ArmWindow, st: ArmWindow, seq: Sequentials, s: JudgeSettings, *, stable_expected: bool) -> list[Check]:
