@@ -40,6 +40,7 @@ from .counts import (
     RatioSequential,
     _log_sum_exp,
     pack,
+    pack_floats,
     ratio_sequential_start,
     ratio_sequential_update,
     ratio_sequential_update_each,
@@ -167,17 +168,19 @@ def _stable_v(x_s: list[float], n_s: list[float]) -> float:
     if k < 2:
         return 0.0
     rate = sum(x_s) / sum(n_s)
-    chi2 = excess = squares = 0.0
+    chi2 = 0.0
     for a, b in zip(x_s, n_s, strict=True):  # every tick, on up to HISTORY ticks and the history: plain arithmetic
         mu = rate * b
         if not mu > 0:
             return 0.0
-        d2 = (a - mu) * (a - mu)
-        chi2 += d2 / mu
-        excess += d2 * k / (k - 1) - mu
-        squares += mu * mu
+        chi2 += (a - mu) * (a - mu) / mu
     if scalar.chdtrc(k - 1, chi2) >= GATE_P:
-        return 0.0
+        return 0.0  # the usual tick: V is read only once the rate is visibly not binomial
+    excess = squares = 0.0
+    for a, b in zip(x_s, n_s, strict=True):
+        mu = rate * b
+        excess += (a - mu) * (a - mu) * k / (k - 1) - mu
+        squares += mu * mu
     return 2.0 * max(0.0, excess / squares)
 
 
@@ -256,7 +259,7 @@ def _reread(state: RobustRatio, binomial: RatioSequential, dx_c: float, dn_c: fl
         return state
     ticks = state.ticks
     if dx_c + dx_s > 0 and dn_c > 0 and dn_s > 0:
-        ticks = (ticks + pack(np.array((dx_c, dx_s, dn_c, dn_s), dtype=float)))[-HISTORY * _TICK_BYTES:]
+        ticks = (ticks + pack_floats([dx_c, dx_s, dn_c, dn_s]))[-HISTORY * _TICK_BYTES:]
     elif state.binomial.ticks:
         # A tick without errors leaves the kept ticks, and so the estimate, and the grid as they were: the
         # tempered evidence is the previous tick's (re-reading it would give the same numbers).
