@@ -126,7 +126,7 @@ def _with_pairs(state: ScaleSequential, les: tuple[float, ...]) -> ScaleSequenti
                            log_lr=bytes(8 * points * len(pairs)), pair_stats=bytes(8 * _STATS * len(pairs)))
 
 
-@dataclass
+@dataclass(slots=True)  # made every tick and never kept
 class _Tick:
     """One state's tick, ready for the grid: each pair's canary requests above e and stable's above b."""
 
