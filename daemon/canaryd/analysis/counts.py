@@ -381,9 +381,10 @@ def ratio_sequential_update(
     log_lr, log_e = state.log_lr, state.log_e
     if dx_c + dx_s > 0:
         log_lr, log_e = _mixture_step(state.log_lr, state.prior, dx_c, dx_c + dx_s, q0)
-    return RatioSequential(r0=state.r0, prior=state.prior, log_lr=log_lr, log_e=log_e,
-                           max_log_e=max(state.max_log_e, log_e), x_c=state.x_c + dx_c, n_c=state.n_c + dn_c,
-                           x_s=state.x_s + dx_s, n_s=state.n_s + dn_s, ticks=state.ticks + 1)
+    # The fields in order (r0, prior, log_lr, log_e, max_log_e, x_c, n_c, x_s, n_s, ticks): a state made
+    # every tick is given them by position, as keywords cost ~35 ns each.
+    return RatioSequential(state.r0, state.prior, log_lr, log_e, max(state.max_log_e, log_e), state.x_c + dx_c,
+                           state.n_c + dn_c, state.x_s + dx_s, state.n_s + dn_s, state.ticks + 1)
 
 
 def ratio_sequential_update_many(states: Sequence[RatioSequential], dx_c: Sequence[float], dn_c: float,
@@ -421,9 +422,8 @@ def ratio_sequential_update_each(states: Sequence[RatioSequential], dx_c: Sequen
     new = np.array([unpack(states[i].log_lr) for i, _, _ in rows]) + hits * u - trials * np.log1p(q0 * expm1_u)
     for (i, (a, n_c, b, n_s), _), grid, e in zip(rows, new, log_sum_exp_rows(new + log_weights), strict=True):
         st = states[i]
-        out[i] = RatioSequential(r0=st.r0, prior=prior, log_lr=grid.tobytes(), log_e=e,
-                                 max_log_e=max(st.max_log_e, e), x_c=st.x_c + a, n_c=st.n_c + n_c,
-                                 x_s=st.x_s + b, n_s=st.n_s + n_s, ticks=st.ticks + 1)
+        out[i] = RatioSequential(st.r0, prior, grid.tobytes(), e, max(st.max_log_e, e), st.x_c + a,  # in order
+                                 st.n_c + n_c, st.x_s + b, st.n_s + n_s, st.ticks + 1)
     return out
 
 

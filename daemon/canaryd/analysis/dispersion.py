@@ -263,13 +263,14 @@ def _reread(state: RobustRatio, binomial: RatioSequential, dx_c: float, dn_c: fl
     elif state.binomial.ticks:
         # A tick without errors leaves the kept ticks, and so the estimate, and the grid as they were: the
         # tempered evidence is the previous tick's (re-reading it would give the same numbers).
-        return RobustRatio(binomial=binomial, ticks=ticks, history=state.history, log_e=state.log_e,
-                           max_log_e=state.max_log_e, phi=state.phi, detected=state.detected)
+        return RobustRatio(binomial, ticks, state.history, state.log_e, state.max_log_e, state.phi,  # in order
+                           state.detected)
     est = estimate(tick_array(ticks), binomial.r0, history_rows(state.history))
     phi = max(1.0, est.phi)
     if phi == 1.0 and math.isfinite(binomial.log_e):
         log_e = binomial.log_e  # untempered: the binomial mixture's own log E, the same sum of the same grid
     else:
         log_e = _log_sum_exp(unpack(binomial.log_lr) / phi + binomial.prior.arrays[2])  # the log weights
-    return RobustRatio(binomial=binomial, ticks=ticks, history=state.history, log_e=log_e,
-                       max_log_e=max(state.max_log_e, log_e), phi=phi, detected=est.detected)
+    # The fields in order (binomial, ticks, history, log_e, max_log_e, phi, detected): a state made every tick
+    # is given them by position, as keywords cost ~35 ns each.
+    return RobustRatio(binomial, ticks, state.history, log_e, max(state.max_log_e, log_e), phi, est.detected)

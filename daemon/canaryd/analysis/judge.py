@@ -377,9 +377,9 @@ def _judge_tick(state: AnalysisState, snap: Snapshot, s: JudgeSettings, w: _Wind
                       metrics=results,
                       gates_met=gates_met, timed_out=timed_out, canary_requests=c.requests or 0.0,
                       stable_requests=st.requests or 0.0, elapsed=elapsed)
-    # The kept state is made by its own __init__: built without it, it would carry a dict per object.
-    new_state = AnalysisState(step_started_at=state.step_started_at, weight=weight, baseline=w.baseline,
-                              last=snap, sequentials=seq, seen=seen)
+    # The fields in order (step_started_at, weight, baseline, last, sequentials, seen), by position as in the
+    # tests' states: keywords cost ~35 ns each.
+    new_state = AnalysisState(state.step_started_at, weight, w.baseline, snap, seq, seen)
     return judgement, new_state
 
 

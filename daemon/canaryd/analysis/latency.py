@@ -185,9 +185,10 @@ def _finish(t: _Tick, grid: np.ndarray, bounds: list[float]) -> ScaleSequential:
     flat: list[float] = []
     for row, a, b in zip(stats, t.hits, t.others, strict=True):
         flat += (row[0], row[1] + a, row[2] + b)
-    return ScaleSequential(limit=st.limit, les=st.les, pairs=st.pairs, prior=st.prior, log_lr=grid.tobytes(),
-                           pair_stats=pack_floats(flat), n_c=st.n_c + t.n_c,
-                           n_s=st.n_s + t.n_s, ticks=st.ticks + 1, max_log_e=top)
+    # The fields in order (limit, les, pairs, prior, log_lr, pair_stats, n_c, n_s, ticks, max_log_e): a state
+    # made every tick is given them by position, as keywords cost ~35 ns each.
+    return ScaleSequential(st.limit, st.les, st.pairs, st.prior, grid.tobytes(), pack_floats(flat),
+                           st.n_c + t.n_c, st.n_s + t.n_s, st.ticks + 1, top)
 
 
 def _may_raise(t: _Tick, bounds: list[float]) -> bool:
