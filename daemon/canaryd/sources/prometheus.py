@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import aiohttp
 
@@ -49,6 +50,9 @@ SPLIT_TURN = 12  # targets (arms) given their rows of one answer in one turn of 
 # An answer's series read in one turn of the pacer: a part's latency buckets (42 canaries: 1260 series) were
 # one turn of ~5-9 ms after the decoding; 300 series are ~1-2 ms.
 ROWS_TURN = 300
+
+
+T = TypeVar("T")
 
 
 class SourceError(Exception):
@@ -99,8 +103,8 @@ class PrometheusClient:
         self.retries = retries
         self.backoff = backoff
         self._on_error = on_error
-        # Each answer is decoded as a turn of the daemon's Pacer (wiring sets it): a tick's answers arrive
-        # together, and decoded back to back they would hold the loop for tens of ms.
+        # Each answer is decoded as a turn of the daemon's Pacer (the controller sets it): a tick's answers
+        # arrive together, and decoded back to back they would hold the loop for tens of ms.
         self.turn = turn if turn is not None else contextlib.nullcontext
         self.plans = Plans()  # fetch_increments' queries, by what they were planned for
 
@@ -111,28 +115,37 @@ class PrometheusClient:
         if at is not None:
             params["time"] = f"{at:.3f}"
         answer = await self._call("query", params, expr)
+        out: list[Series] = []
+
+        def read(rows: Any) -> None:
+            try:
+                series = samples.vector_rows(rows)
+            except (KeyError, TypeError, ValueError, IndexError, OverflowError) as e:
+                raise self._bad_shape(e, expr) from e
+            out.extend(Series(*r) for r in series if not finite or math.isfinite(r[1]))
+
         async with self.turn():
             data = self._decode(answer, expr)
             try:
                 kind, result = data["resultType"], data["result"]
                 if kind == "scalar":
-                    chunks = [[{"metric": {}, "value": result}]]  # read as a one-row vector
-                elif kind == "vector":
-                    chunks = [result[i:i + ROWS_TURN] for i in range(0, len(result), ROWS_TURN)] \
-                        if type(result) is list else [result]  # not a list: vector_rows says what it is
-                else:
+                    result = [{"metric": {}, "value": result}]  # read as a one-row vector
+                elif kind != "vector":
                     raise ValueError(f"resultType {kind!r} where an instant vector or scalar was expected")
             except (KeyError, TypeError, ValueError) as e:
                 raise self._bad_shape(e, expr) from e
-        out: list[Series] = []
-        for chunk in chunks:  # a turn each
-            async with self.turn():
-                try:
-                    rows = samples.vector_rows(chunk)
-                except (KeyError, TypeError, ValueError, IndexError, OverflowError) as e:
-                    raise self._bad_shape(e, expr) from e
-                out += [Series(*r) for r in rows if not finite or math.isfinite(r[1])]
+            if type(result) is not list:  # read whole in this turn: vector_rows says what it is
+                read(result)
+                result = []
+        await self.in_turns(result, ROWS_TURN, read)
         return out
+
+    async def in_turns(self, items: Sequence[T], size: int, step: Callable[[Sequence[T]], None]) -> None:
+        """`step` of `items`, `size` of them at a time, each a turn of the pacer (see `turn`): long work on the
+        loop (an answer's rows, its split among canaries, the totals made increments) in short steps."""
+        for i in range(0, len(items), size):
+            async with self.turn():
+                step(items[i:i + size])
 
     def _bad_shape(self, e: Exception, expr: str) -> SourceError:
         return self._fail(SourceError("bad_response", f"unexpected response shape: {e}", query=expr), 1)
@@ -322,12 +335,8 @@ async def _assemble_fetch(client: PrometheusClient, targets: Sequence[ArmTarget]
         rows: dict[tuple[str, ...], list[Series]] = defaultdict(list)
         for s in result:
             rows[tuple(s.labels.get(name, "") for name in plan.by)].append(s)
-        groups = list(plan.targets.items())
-        for i in range(0, len(groups), SPLIT_TURN):
-            async with client.turn():
-                error = _split_counter(plan, rows, groups[i:i + SPLIT_TURN], fields, answered)
-            if error is not None:
-                malformed.append(error)
+        await client.in_turns(list(plan.targets.items()), SPLIT_TURN, functools.partial(
+            _split_counter, plan, rows, fields=fields, answered=answered, malformed=malformed))
     for gauge, result in zip(fetch.gauges, answers.gauges, strict=True):
         if result:
             # A percentage per arm is expected; if the template yields several series, be conservative.
@@ -339,10 +348,11 @@ async def _assemble_fetch(client: PrometheusClient, targets: Sequence[ArmTarget]
 
 def _split_counter(plan: Plan, rows: Mapping[tuple[str, ...], list[Series]],
                    groups: Sequence[tuple[tuple[str, ...], Sequence[ArmTarget]]],
-                   fields: dict[tuple[str, str], dict[str, Any]],
-                   answered: dict[tuple[str, str], set[str]]) -> SourceError | None:
+                   fields: dict[tuple[str, str], dict[str, Any]], answered: dict[tuple[str, str], set[str]],
+                   malformed: list[SourceError]) -> None:
     """Give each target of `groups` (of `plan`) its rows, recording that the metric was answered. Targets
-    with duplicate series stay unanswered (the reader keeps their baseline), and the error says so."""
+    with duplicate series stay unanswered (the reader keeps their baseline), and the first of their errors
+    joins `malformed`."""
     error = None
     for values, group in groups:
         got = rows.get(values, [])
@@ -358,7 +368,8 @@ def _split_counter(plan: Plan, rows: Mapping[tuple[str, ...], list[Series]],
                                                              plan.scale)
             else:
                 fields[(t.key, t.arm)][plan.metric] = got[0].value
-    return error
+    if error is not None:
+        malformed.append(error)
 
 
 def _duplicates(plan: Plan, values: tuple[str, ...], group: Sequence[ArmTarget], got: list[Series],

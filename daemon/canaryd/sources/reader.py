@@ -74,14 +74,16 @@ class CounterReader:
             return Reading({}, result.queries, failure=f"Prometheus unreachable: {result.errors[-1]}")
         implausible: dict[str, str] = {}
         increments: dict[str, tuple[ArmSnapshot, ArmSnapshot]] = {}
-        for i in range(0, len(keys), TURN_KEYS):  # the totals made increments: a turn of the pacer each few
-            async with self.prometheus.turn():
-                for k in keys[i:i + TURN_KEYS]:
-                    why = _implausible(k, result)
-                    if why is not None:
-                        implausible[k] = why
-                    else:
-                        increments[k] = (self._advance(k, "canary", result), self._advance(k, "stable", result))
+
+        def advance(chunk: Sequence[str]) -> None:
+            for k in chunk:
+                why = _implausible(k, result)
+                if why is not None:
+                    implausible[k] = why
+                else:
+                    increments[k] = (self._advance(k, "canary", result), self._advance(k, "stable", result))
+
+        await self.prometheus.in_turns(keys, TURN_KEYS, advance)  # the totals made increments, a few a turn
         return Reading(increments, result.queries, errors=[str(e) for e in result.errors], implausible=implausible)
 
     async def prime(self, keys: Sequence[str], *, gauge_window: float) -> None:
