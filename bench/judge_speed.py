@@ -136,30 +136,13 @@ def _judge_all(runs: list[list[tuple[Any, dict[str, Any]]]], keep: bool,
     return verdicts, kept
 
 
-def _judge_interleaved(runs: list[list[tuple[Any, dict[str, Any]]]]) -> int:
-    """`_judge_all` in a daemon's order: every rollout's tick i, one `judge.observe` each, before any tick i + 1
-    (a tick judges its canaries one after another, each with its own state). Returns the verdicts."""
-    from canaryd.analysis import judge
-    from canaryd.analysis.settings import JudgeSettings
-
-    settings = JudgeSettings()
-    states = [judge.start(settings, 0.0, weight=run[0][1]["weight"], baseline=None) for run in runs]
-    verdicts = 0
-    for i in range(max(len(r) for r in runs)):
-        for k, run in enumerate(runs):
-            if i < len(run):
-                snap, raw = run[i]
-                j, state = judge.observe(states[k], snap, settings)
-                verdicts += len(j.metrics)
-                if raw["next_step"]:
-                    state = judge.next_step(state, snap.t, weight=STEPS[STEPS.index(raw["weight"]) + 1])
-                states[k] = state
-    return verdicts
-
-
-def _judge_batched(runs: list[list[tuple[Any, dict[str, Any]]]], keep: bool) -> tuple[int, list[Any], list[Any]]:
+def _judge_batched(runs: list[list[tuple[Any, dict[str, Any]]]], keep: bool,
+                   many: bool = True) -> tuple[int, list[Any], list[Any]]:
     """Every rollout's tick i in one `judge.observe_many` call (the rollouts run side by side, as canaries
-    judged in one pass would); results in the order of `_judge_all`. Also returns the final states."""
+    judged in one pass would); results in the order of `_judge_all`. Also returns the final states.
+
+    `many` False: the same order with one `judge.observe` each, as a daemon's tick judges its canaries one
+    after another, each with its own state."""
     from canaryd.analysis import judge
     from canaryd.analysis.settings import JudgeSettings
 
@@ -168,7 +151,8 @@ def _judge_batched(runs: list[list[tuple[Any, dict[str, Any]]]], keep: bool) -> 
     verdicts, kept = 0, [[] for _ in runs]  # type: list[list[Any]]
     for i in range(max(len(r) for r in runs)):
         live = [k for k, r in enumerate(runs) if i < len(r)]
-        judged = judge.observe_many([states[k] for k in live], [runs[k][i][0] for k in live], settings)
+        judged = (judge.observe_many([states[k] for k in live], [runs[k][i][0] for k in live], settings) if many
+                  else [judge.observe(states[k], runs[k][i][0], settings) for k in live])
         for k, (j, state) in zip(live, judged, strict=True):
             verdicts += len(j.metrics)
             if keep:
@@ -255,7 +239,7 @@ def worker(corpus_path: str, rounds: int, expect: str) -> None:
     out: dict[str, Any] = {"verdicts": verdicts, "observes": sum(len(r) for r in runs), "results": kept,
                            "seconds": _best(lambda: _judge_all(runs, keep=False), rounds),
                            "read_seconds": _best(lambda: _judge_all(runs, keep=False, read=True), rounds),
-                           "interleaved_seconds": _best(lambda: _judge_interleaved(runs), rounds),
+                           "interleaved_seconds": _best(lambda: _judge_batched(runs, keep=False, many=False), rounds),
                            "memory": _memory(_final_states(runs))}
     if hasattr(judge, "observe_many"):
         _, out["batch_results"], _ = _judge_batched(runs, keep=True)
@@ -349,6 +333,16 @@ def _identical(label: str, base: list[Any], cur: list[Any]) -> bool:
     return same
 
 
+def _print_pair(pair: list[tuple[str, Any]], cur: dict[str, Any]) -> None:
+    """A baseline and a current row timed alike, the ratio to the baseline's; nothing if either is missing."""
+    if None in (pair[0][1], pair[1][1]):
+        return
+    for label, seconds in pair:
+        rate = cur["verdicts"] / seconds
+        print(f"  {label:<46} {rate:>10,.0f} verdicts/s  {1e3 * seconds / cur['observes']:.3f} ms per canary "
+              f"tick  {rate * pair[0][1] / cur['verdicts']:.2f}x")
+
+
 def report(args: argparse.Namespace, base: dict[str, Any], cur: dict[str, Any]) -> int:
     rows = [(f"baseline {args.baseline[:12]}, observe", base["seconds"]), ("current, observe", cur["seconds"])]
     if "batch_seconds" in cur:
@@ -362,21 +356,11 @@ def report(args: argparse.Namespace, base: dict[str, Any], cur: dict[str, Any]) 
         rates.append(cur["verdicts"] / seconds)
         print(f"  {label:<46} {rates[-1]:>10,.0f} verdicts/s  {1e3 * seconds / cur['observes']:.3f} ms per canary "
               f"tick  {rates[-1] / rates[0]:.2f}x")
-    if None not in (read[0][1], read[1][1]):
-        # Each judgement's JSON read too (reasons, evidence), as a daemon's tick records it: ratios to the first.
-        for label, seconds in read:
-            rate = cur["verdicts"] / seconds
-            print(f"  {label:<46} {rate:>10,.0f} verdicts/s  {1e3 * seconds / cur['observes']:.3f} ms per canary "
-                  f"tick  {rate * read[0][1] / cur['verdicts']:.2f}x")
-    woven = [(f"baseline {args.baseline[:12]}, observe interleaved", base.get("interleaved_seconds")),
-             ("current, observe interleaved", cur.get("interleaved_seconds"))]
-    if None not in (woven[0][1], woven[1][1]):
-        # A daemon's order (every canary's tick i before any tick i + 1): each observe finds less of its
-        # canary's objects in the CPU's cache than back to back. Information, not the target's measure.
-        for label, seconds in woven:
-            rate = cur["verdicts"] / seconds
-            print(f"  {label:<46} {rate:>10,.0f} verdicts/s  {1e3 * seconds / cur['observes']:.3f} ms per canary "
-                  f"tick  {rate * woven[0][1] / cur['verdicts']:.2f}x")
+    _print_pair(read, cur)  # each judgement's JSON read too (reasons, evidence), as a daemon's tick records it
+    # A daemon's order (every canary's tick i before any tick i + 1): each observe finds less of its canary's
+    # objects in the CPU's cache than back to back. Information, not the target's measure.
+    _print_pair([(f"baseline {args.baseline[:12]}, observe interleaved", base.get("interleaved_seconds")),
+                 ("current, observe interleaved", cur.get("interleaved_seconds"))], cur)
     same = _identical("observe", base["results"], cur["results"])
     if "batch_results" in cur:
         same = _identical("observe_many", base["results"], cur["batch_results"]) and same

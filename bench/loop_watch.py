@@ -48,12 +48,14 @@ def _where(coro: object) -> str:
     return " > ".join(names)
 
 
+def _task_step(handle: events.Handle) -> str | None:
+    """Where the task whose step this is stands now, or None when the callback is no task's step."""
+    owner = getattr(handle._callback, "__self__", None)  # type: ignore[attr-defined]
+    return f"task {_where(owner.get_coro())}" if isinstance(owner, asyncio.Task) else None
+
+
 def describe(handle: events.Handle) -> str:
-    cb = handle._callback  # type: ignore[attr-defined]
-    owner = getattr(cb, "__self__", None)
-    if isinstance(owner, asyncio.Task):
-        return f"task {_where(owner.get_coro())}"
-    return repr(cb)[:160]
+    return _task_step(handle) or repr(handle._callback)[:160]  # type: ignore[attr-defined]
 
 
 def watch(threshold: float, *, sample: bool = False) -> Slow:
@@ -61,9 +63,7 @@ def watch(threshold: float, *, sample: bool = False) -> Slow:
     run = events.Handle._run
 
     def timed(self: events.Handle) -> None:
-        owner = getattr(self._callback, "__self__", None)  # type: ignore[attr-defined]
-        # where a task's step starts (where it stopped is described after); other callbacks' repr only after
-        began = f"task {_where(owner.get_coro())}" if isinstance(owner, asyncio.Task) else None
+        began = _task_step(self)  # where a task's step starts; other callbacks are described after they ran
         started = slow.running = time.perf_counter()
         run(self)
         slow.running = None
