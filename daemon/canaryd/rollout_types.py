@@ -3,13 +3,13 @@ SavedState annotation type a rollout is saved in."""
 
 from __future__ import annotations
 
-import marshal
-import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
 from types import MappingProxyType
 from typing import Any
+
+from .packed_data import packed, unpacked
 
 HISTORY = 50  # decisions kept per canary
 
@@ -161,7 +161,7 @@ class SavedState:
 class HistoryEntry(Mapping[str, Any]):
     """One decision of the history, read as the dict the API and the route's state show
     ({"at", "decision", "trigger", "step", "weight", "reasons"}); kept as slots, the reasons as a tuple, or
-    when long (a judgement's, ~0.8 kB) serialized and compressed (~0.2 kB, see _packed), decoded when read (a
+    when long (a judgement's, ~0.8 kB) serialized and compressed (~0.2 kB, see packed_data), decoded when read (a
     dict and a list were ~0.4 kB more an entry, and a daemon keeps up to HISTORY of them per canary)."""
 
     __slots__ = ("at", "decision", "trigger", "step", "weight", "_reasons")
@@ -172,14 +172,14 @@ class HistoryEntry(Mapping[str, Any]):
                  reasons: tuple[str, ...]) -> None:
         kept: tuple[str, ...] | bytes = tuple(reasons)
         if sum(map(len, kept)) > self.PACK_CHARS and all(type(r) is str for r in kept):
-            kept = _packed(kept)
+            kept = packed(kept)
         for k, v in zip(self.__slots__, (at, decision, trigger, step, weight, kept), strict=True):
             object.__setattr__(self, k, v)
 
     @property
     def reasons(self) -> tuple[str, ...]:
         kept = self._reasons
-        return kept if isinstance(kept, tuple) else _unpacked(kept)  # type: ignore[no-any-return]
+        return kept if isinstance(kept, tuple) else unpacked(kept)  # type: ignore[no-any-return]
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"a history entry is read-only: {name}")
@@ -216,7 +216,7 @@ class History(Sequence[Mapping[str, Any]]):
     def __init__(self, entries: Iterable[Mapping[str, Any]] = ()) -> None:
         kept = tuple(entries)[-HISTORY:]
         older = kept[:-self.RECENT]
-        self._block = _packed([dict(h) for h in older]) if older else b""
+        self._block = packed([dict(h) for h in older]) if older else b""
         self._folded = len(older)
         self._recent: tuple[Mapping[str, Any], ...] = kept[len(older):]
 
@@ -233,7 +233,7 @@ class History(Sequence[Mapping[str, Any]]):
         older = [*self._older(), *(dict(h) for h in recent[:-self.RECENT])]
         recent = recent[-self.RECENT:]
         older = older[max(0, len(older) + len(recent) - HISTORY):]
-        return History._made(_packed(older) if older else b"", len(older), recent)
+        return History._made(packed(older) if older else b"", len(older), recent)
 
     def without_last(self) -> History:
         if self._recent and self._folded + len(self._recent) <= HISTORY:
@@ -244,7 +244,7 @@ class History(Sequence[Mapping[str, Any]]):
         """The block's entries still within the last HISTORY (the oldest drop out before the next fold)."""
         if not self._folded:
             return []
-        older: list[dict[str, Any]] = _unpacked(self._block)
+        older: list[dict[str, Any]] = unpacked(self._block)
         return older[max(0, self._folded + len(self._recent) - HISTORY):]
 
     def __len__(self) -> int:
@@ -279,7 +279,7 @@ class LastDecision(Mapping[str, Any]):
     """A rollout's last decision, as the API shows it: its history entry's keys (the entry itself, shared
     with the history), then `metrics` and `more` when the analysis decided. The per-metric results (8 kB as
     dicts) are kept serialized and compressed (~1 kB; marshal: plain dicts, lists, strings and numbers,
-    several times faster than JSON; zlib primed with the words they repeat: _packed), decoded when
+    several times faster than JSON; zlib primed with the words they repeat: packed_data), decoded when
     read: only the API and the report read them, and a daemon keeps one last decision per canary."""
 
     __slots__ = ("_entry", "_more", "_metrics")
@@ -288,11 +288,11 @@ class LastDecision(Mapping[str, Any]):
                  more: Mapping[str, Any] | None = None) -> None:
         self._entry = entry
         self._more = dict(more) if more else None
-        self._metrics = None if metrics is None else _packed(metrics)
+        self._metrics = None if metrics is None else packed(metrics)
 
     def __getitem__(self, key: str) -> Any:
         if self._metrics is not None and key == "metrics":
-            return _unpacked(self._metrics)
+            return unpacked(self._metrics)
         if self._more is not None and key in self._more:
             return self._more[key]
         return self._entry[key]
@@ -309,41 +309,6 @@ class LastDecision(Mapping[str, Any]):
 
     def __repr__(self) -> str:
         return f"LastDecision({dict(self)!r})"
-
-
-def _packed(value: Any) -> bytes:
-    """Plain data (marshal: dicts, lists, tuples, strings, numbers), serialized and compressed."""
-    packer = zlib.compressobj(1, zlib.DEFLATED, _WINDOW_BITS, zdict=_WORDS)
-    return packer.compress(marshal.dumps(value)) + packer.flush()
-
-
-def _unpacked(data: bytes) -> Any:
-    unpacker = zlib.decompressobj(_WINDOW_BITS, zdict=_WORDS)
-    return marshal.loads(unpacker.decompress(data) + unpacker.flush())
-
-
-_WINDOW_BITS = 13  # an 8 kB window, enough for a decision's results: set up in ~5 us (the default's 32 kB ~50 us)
-# What every decision's per-metric results and reasons repeat (keys, verdicts, the checks' wording): zlib's
-# preset dictionary for them, so that each canary's do not spell them out again (~0.3 kB less a decision).
-_WORDS = marshal.dumps([{k: None for k in (
-    "name", "verdict", "action", "p_value", "anytime_p_value", "adjusted_p_value", "ratio", "ci", "canary",
-    "stable", "limit", "unit", "reason", "evidence", "canary_errors", "canary_requests", "stable_errors",
-    "stable_requests", "upper_bound_pct", "p0", "dispersion_phi", "dispersion_detected", "lower_pct",
-    "upper_pct", "requests", "requests_over_limit", "events", "buckets_too_coarse", "mann_whitney_u",
-    "mann_whitney_z", "mann_whitney_effect", "canary_p95_lower_ms", "canary_p95_upper_ms",
-    "stable_p95_lower_ms", "stable_p95_upper_ms")}, "inconclusive", "pass", "fail", "warn", "skipped", "rollback",
-    "hold", "error_ratio", "latency_ratio", "error_rate", "success_rate", "latency_p95", "latency_p99", "cpu",
-    "memory", "error_ratio: canary 5xx ", " % vs stable ", " %, ratio n/a (no 5xx in either arm), 95 % CI ",
-    "; neither the ratio's upper bound within 2× nor the rate's upper bound ", " % within stable + 1 pp = ",
-    " %; not enough evidence either way yet (anytime p=", ", Holm-adjusted ", "latency_ratio: canary P95 ",
-    " ms in (", " ms, ", " ms] vs stable ", " ms], interpolated ratio ", "×; Mann-Whitney A=", "; buckets too coarse: "
-    "stable P95 in (", "error_rate: canary 5xx rate ", " % (limit 5 %); within the limit over ", " requests",
-    "success_rate: canary success rate ", " % (limit ≥ 95 %); within the limit over ", "latency_p95: canary P95 ",
-    " ms vs stable ", " ms (limit 500 ms); within the limit", "latency_p99: canary P99 ", " ms (limit 1000 ms)",
-    "cpu: skipped, no data source (no cpu utilisation for the canary)", "memory: skipped, no data source "
-    "(no memory utilisation for the canary)", "no data, ", "but not significantly so yet", "significantly above",
-    "waiting for the gates", "exceeds the warning limit", "step running ", " of its minimum ", "canary has ",
-    " of the ", " requests needed"])
 
 
 def _float(x: object) -> float | None:

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import copy
 import logging
-import marshal
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from canaryd import packed_data
 from canaryd.kube import KubeClient
 from canaryd.routers.base import JSON, RouteState, StateGuard, check_percent
 
@@ -36,8 +35,8 @@ class _Write:
 @dataclass(frozen=True, slots=True)
 class _Saved:
     """A state as the route keeps it: serialized (as a real route keeps its annotation's text), decoded into
-    a fresh copy at each read. Plain data (what Rollout.persisted() gives) is kept marshalled and compressed
-    (~0.3 kB rather than ~1 kB of dicts a write); anything else as a deep copy."""
+    a fresh copy at each read. Plain data (what Rollout.persisted() gives) is kept packed (packed_data: a
+    fraction of the dicts' kilobyte a write); anything else as a deep copy."""
 
     packed: bytes | None
     other: Mapping[str, Any] | None = None
@@ -45,14 +44,14 @@ class _Saved:
     @staticmethod
     def of(state: Mapping[str, Any]) -> _Saved:
         try:
-            return _Saved(zlib.compress(marshal.dumps(dict(state)), 1))
+            return _Saved(packed_data.packed(dict(state)))
         except ValueError:  # not plain data (a Mapping of another type inside): copied as it is
             return _Saved(None, copy.deepcopy(dict(state)))
 
     def value(self) -> dict[str, Any]:
         if self.packed is None:
             return copy.deepcopy(dict(self.other or {}))
-        return marshal.loads(zlib.decompress(self.packed))  # type: ignore[no-any-return]
+        return packed_data.unpacked(self.packed)  # type: ignore[no-any-return]
 
 
 def _value(saved: _Saved | None) -> dict[str, Any] | None:
