@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from canaryd import rollout as ro
 from canaryd.analysis.judge import JudgeSettings
 from canaryd.analysis.snapshot import ArmSnapshot
+from canaryd.analysis.verdicts import Action, MetricResult, Verdict
 from canaryd.cli import main
 from canaryd.report import timeline
 from canaryd.report.index import render_index
@@ -50,6 +53,36 @@ def test_every_decision_is_a_tick_entry_and_the_log_is_bounded() -> None:
     older = [t.at for t in long.ticks[1:-timeline.TICKS // 4]]
     gaps = {b - a for a, b in zip(older, older[1:], strict=False)}
     assert older[0] <= 8 and max(gaps) <= 2 * min(gaps)  # the oldest ticks are still drawn, evenly thinner
+
+
+def _finite(x: object) -> float | None:
+    return float(x) if x is not None and math.isfinite(x) else None  # type: ignore[arg-type]
+
+
+def test_a_judgements_points_keep_its_finite_numbers_and_drop_the_rest() -> None:
+    """Infinities, NaN and None become None; a band or counts with one of them missing are missing whole;
+    ints and numpy scalars are floats; the reason is kept for failures and warnings only."""
+    ev = {"lower_pct": 1.0, "upper_pct": math.inf, "canary_errors": np.float64(2.0), "canary_requests": 10,
+          "stable_errors": 1.0, "stable_requests": 20.0}
+    results = (
+        MetricResult("error_ratio", Verdict.FAIL, "failing", Action.ROLLBACK, anytime_p_value=np.float64(0.01),
+                     adjusted_p_value=math.nan, canary=10, stable=-math.inf, limit=2.0, unit="%", evidence=ev),
+        MetricResult("error_rate", Verdict.PASS, "passing", Action.ROLLBACK, canary=0.5, stable=None,
+                     evidence={"lower_pct": 0.1, "upper_pct": 0.9, "canary_errors": math.nan}),
+        MetricResult("cpu", Verdict.SKIPPED, "no data source", Action.WARN),
+        MetricResult("latency_p95", Verdict.WARN, "warning", Action.WARN, canary=math.nan, limit=500, unit="ms"))
+    points = timeline.Points.of(results)
+    assert list(points) == [timeline.metric_point(m) for m in results if m.verdict is not Verdict.SKIPPED]
+    fail, passed, warned = points
+    assert (fail.canary, fail.stable, fail.limit, fail.anytime_p, fail.adjusted_p) == (10.0, None, 2.0, 0.01, None)
+    assert fail.band is None and fail.counts == (2.0, 10.0, 1.0, 20.0) and fail.reason == "failing"
+    assert fail._values()[3:5] == (None, None) and passed._values()[7:] == (None,) * 4  # kept whole or not at all
+    assert all(type(x) is float for x in fail.counts)
+    assert passed.band == (0.1, 0.9) and passed.counts is None and passed.reason is None
+    assert (warned.canary, warned.limit, warned.reason, warned.unit) == (None, 500.0, "warning", "ms")
+    for m, point in zip([m for m in results if m.verdict is not Verdict.SKIPPED], points, strict=True):
+        assert (point.name, point.verdict, point.action) == (m.name, m.verdict.value, m.action.value)
+        assert point.canary == _finite(m.canary) and point.stable == _finite(m.stable)
 
 
 def test_the_ticks_of_all_canaries_stay_within_the_budget() -> None:

@@ -116,6 +116,19 @@ class Points(Sequence[MetricPoint]):
         self._labels = tuple(_label(p.name, p.verdict, p.action, p.unit, p.reason) for p in points)
         self._numbers = b"".join(p._numbers for p in points)
 
+    @classmethod
+    def of(cls, results: Iterable[MetricResult]) -> Points:
+        """The points of a judgement's results, its skipped metrics left out: Points(map(metric_point, ...)),
+        packed straight from the results (made for every judgement: ~25 us less than through MetricPoints)."""
+        labels, numbers = [], []
+        for m in results:
+            if m.verdict is not _SKIPPED:
+                labels.append(_result_label(m))
+                numbers += _result_numbers(m)
+        out = cls.__new__(cls)
+        out._labels, out._numbers = tuple(labels), struct.pack(f"<{len(numbers)}d", *numbers)
+        return out
+
     def __getitem__(self, i: int) -> MetricPoint:  # type: ignore[override]
         label = self._labels[i]  # IndexError past the end, as a tuple
         i %= len(self._labels)
@@ -157,24 +170,33 @@ class TickEntry:
                 "metrics": [m.to_json() for m in self.metrics]}
 
 
-def _finite(x: float | None) -> float | None:
-    if x is None:
-        return None
-    x = float(x)
-    return x if x == x and abs(x) != float("inf") else None
+_SKIPPED = Verdict.SKIPPED  # an enum member read off its class costs ~70 ns (Python 3.11)
+_INF = math.inf
+
+
+def _result_label(m: MetricResult) -> tuple[str, str, str, str, str | None]:
+    return _label(m.name, m.verdict.value, m.action.value, m.unit,
+                  m.reason if m.verdict in (Verdict.FAIL, Verdict.WARN) else None)
+
+
+def _result_numbers(m: MetricResult) -> list[float]:
+    """The point's numbers in _NUMBERS' order, NaN for what is missing or not finite; the band and the
+    counts are all there or all NaN."""
+    ev = m.evidence
+    band = [ev.get("lower_pct"), ev.get("upper_pct")]
+    counts = [ev.get(k) for k in COUNT_KEYS]
+    values = [m.canary, m.stable, m.limit, *band, m.anytime_p_value, m.adjusted_p_value, *counts]
+    # x is not None and -inf < x < inf: finite (false for NaN); float() for ints and numpy's scalars.
+    out = [float(x) if x is not None and -_INF < x < _INF else _NONE for x in values]
+    if out[3] != out[3] or out[4] != out[4]:
+        out[3] = out[4] = _NONE
+    if any(x != x for x in out[7:]):
+        out[7:] = [_NONE] * 4
+    return out
 
 
 def metric_point(m: MetricResult) -> MetricPoint:
-    ev = m.evidence
-    lo, hi = _finite(ev.get("lower_pct")), _finite(ev.get("upper_pct"))
-    counts = tuple(_finite(ev.get(k)) for k in COUNT_KEYS)
-    keep_reason = m.verdict in (Verdict.FAIL, Verdict.WARN)
-    return MetricPoint(
-        name=m.name, verdict=m.verdict.value, action=m.action.value, unit=m.unit, canary=_finite(m.canary),
-        stable=_finite(m.stable), limit=_finite(m.limit), band=None if lo is None or hi is None else (lo, hi),
-        anytime_p=_finite(m.anytime_p_value), adjusted_p=_finite(m.adjusted_p_value),
-        counts=None if any(c is None for c in counts) else counts,  # type: ignore[arg-type]
-        reason=m.reason if keep_reason else None)
+    return MetricPoint._packed(_result_label(m), _NUMBERS.pack(*_result_numbers(m)))
 
 
 def entry(*, at: float, decision: str, trigger: str, step: int, weight: float | None,
@@ -183,8 +205,7 @@ def entry(*, at: float, decision: str, trigger: str, step: int, weight: float | 
     texts = tuple(reasons)
     if decision == "hold" and judgement is not None:
         texts = tuple(t[:REASON_CHARS] for t in texts[:1])  # repeated every tick: the first one says enough
-    metrics = () if judgement is None else Points(metric_point(m) for m in judgement.metrics
-                                                  if m.verdict is not Verdict.SKIPPED)
+    metrics = () if judgement is None else Points.of(judgement.metrics)
     return TickEntry(at=at, decision=decision, trigger=trigger, step=step, weight=weight, reasons=texts,
                      metrics=metrics, judged=judgement is not None)
 
