@@ -148,6 +148,18 @@ def test_the_history_reads_as_the_last_decisions_it_was_given() -> None:
     assert len(history._recent) < 2 * History.RECENT  # the others in the block
 
 
+def test_a_history_whose_last_entry_is_replaced_again_and_again_reads_as_the_entries_it_was_given() -> None:
+    """A paused canary replaces its last compact hold every interval (without_last, then appended)."""
+    plain: tuple[Mapping[str, object], ...] = ()
+    history = History()
+    for i, entry in enumerate(_holds(150)):
+        if i % 3 and plain:
+            plain, history = plain[:-1], history.without_last()
+        plain, history = (*plain, entry)[-HISTORY:], history.appended(entry)
+        assert [dict(h) for h in history] == [dict(h) for h in plain] and len(history) == len(plain)
+        assert [dict(history[k]) for k in (0, len(plain) // 2, -1)] == [dict(plain[k]) for k in (0, len(plain) // 2, -1)]
+
+
 def test_a_long_history_of_holds_is_kept_compressed() -> None:
     history = History()
     for entry in _holds(200):
