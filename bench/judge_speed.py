@@ -14,6 +14,9 @@ counted): a daemon keeps one per canary.
 
 A second pair of figures times `observe` with each judgement's `to_json()` read as well (its reasons, and every
 metric's reason and evidence), as a daemon's tick records it: the judge leaves those to be made when first read.
+A third pair also records each judgement in a rollout as a daemon's tick does (`rollout._record`: the history
+entry, the last decision with every metric's JSON, the report page's tick): a daemon's cost of a judgement
+but for its I/O (the route's write, the logs, the metrics).
 
 Each judge runs in --launches fresh worker processes (default 3), launched in turn with the other's (baseline,
 current, baseline, current, ...), each timing --rounds passes (default 3); the best pass of all counts. A
@@ -118,9 +121,12 @@ def _kept(j: Any) -> list[Any]:
 
 
 def _judge_all(runs: list[list[tuple[Any, dict[str, Any]]]], keep: bool,
-               read: bool = False) -> tuple[int, list[Any]]:
+               read: bool = False, record: bool = False) -> tuple[int, list[Any]]:
     """`read`: also each judgement's JSON (its reasons and every metric's reason and evidence), as a daemon's
-    tick records it (rollout history, last decision): the judge may leave those to be made when first read."""
+    tick records it (rollout history, last decision): the judge may leave those to be made when first read.
+    `record`: also each judgement recorded in a rollout as a daemon's tick does (rollout._record: the history
+    entry, the last decision with every metric's JSON, the report page's tick)."""
+    from canaryd import rollout
     from canaryd.analysis import judge
     from canaryd.analysis.settings import JudgeSettings
 
@@ -129,6 +135,7 @@ def _judge_all(runs: list[list[tuple[Any, dict[str, Any]]]], keep: bool,
     for run in runs:
         first = run[0][1]
         state = judge.start(settings, 0.0, weight=first["weight"], baseline=None)
+        r = rollout.start(rollout.Rollout(steps=STEPS, settings=settings), 0.0)[0] if record else None
         for snap, raw in run:
             j, state = judge.observe(state, snap, settings)
             verdicts += len(j.metrics)
@@ -136,6 +143,9 @@ def _judge_all(runs: list[list[tuple[Any, dict[str, Any]]]], keep: bool,
                 kept.append(_kept(j))
             if read:
                 j.to_json()
+            if r is not None:
+                r = rollout._record(r, at=snap.t, decision="hold", trigger=rollout.Trigger.ANALYSIS,
+                                    reasons=j.reasons, judgement=j)
             if raw["next_step"]:
                 state = judge.next_step(state, snap.t, weight=STEPS[STEPS.index(raw["weight"]) + 1])
     return verdicts, kept
@@ -245,6 +255,7 @@ def worker(corpus_path: str, rounds: int, expect: str) -> None:
                            "seconds": _best(lambda: _judge_all(runs, keep=False), rounds),
                            "read_seconds": _best(lambda: _judge_all(runs, keep=False, read=True), rounds),
                            "interleaved_seconds": _best(lambda: _judge_batched(runs, keep=False, many=False), rounds),
+                           "record_seconds": _best(lambda: _judge_all(runs, keep=False, read=True, record=True), rounds),
                            "memory": _memory(_final_states(runs))}
     if hasattr(judge, "observe_many"):
         _, out["batch_results"], _ = _judge_batched(runs, keep=True)
@@ -268,7 +279,9 @@ def export(rev: str, into: str) -> str:
 def run_worker(path: str, corpus: str, rounds: int) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": path, "PYTHONDONTWRITEBYTECODE": "1"}
     out = subprocess.run([sys.executable, __file__, "--worker", corpus, "--rounds", str(rounds),
-                          "--expect", path], env=env, check=True, capture_output=True, text=True)
+                          "--expect", path], env=env, capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"the worker judging with {path} failed:\n{out.stderr}")
     return json.loads(out.stdout)
 
 
@@ -377,6 +390,9 @@ def report(args: argparse.Namespace, base: dict[str, Any], cur: dict[str, Any]) 
         print(f"  {label:<46} {rates[-1]:>10,.0f} verdicts/s  {1e3 * seconds / cur['observes']:.3f} ms per canary "
               f"tick  {rates[-1] / rates[0]:.2f}x")
     _print_pair(read, cur)  # each judgement's JSON read too (reasons, evidence), as a daemon's tick records it
+    # And recorded in a rollout as a daemon's tick does: what a daemon pays a judgement, but for its I/O.
+    _print_pair([(f"baseline {args.baseline[:12]}, observe + recorded", base.get("record_seconds")),
+                 ("current, observe + recorded", cur.get("record_seconds"))], cur)
     # A daemon's order (every canary's tick i before any tick i + 1): each observe finds less of its canary's
     # objects in the CPU's cache than back to back. Information, not the target's measure.
     _print_pair([(f"baseline {args.baseline[:12]}, observe interleaved", base.get("interleaved_seconds")),
