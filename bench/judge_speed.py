@@ -366,14 +366,16 @@ def _identical(label: str, base: list[Any], cur: list[Any]) -> bool:
     return same
 
 
-def _print_pair(pair: list[tuple[str, Any]], cur: dict[str, Any]) -> None:
-    """A baseline and a current row timed alike, the ratio to the baseline's; nothing if either is missing."""
-    if None in (pair[0][1], pair[1][1]):
-        return
-    for label, seconds in pair:
-        rate = cur["verdicts"] / seconds
+def _print_rows(rows: list[tuple[str, Any]], cur: dict[str, Any]) -> list[float]:
+    """Rows timed alike, each with its rate and its ratio to the first row's; nothing if one is missing.
+    Returns the rates."""
+    if any(seconds is None for _, seconds in rows):
+        return []
+    rates = [cur["verdicts"] / seconds for _, seconds in rows]
+    for (label, seconds), rate in zip(rows, rates, strict=True):
         print(f"  {label:<46} {rate:>10,.0f} verdicts/s  {1e3 * seconds / cur['observes']:.3f} ms per canary "
-              f"tick  {rate * pair[0][1] / cur['verdicts']:.2f}x")
+              f"tick  {rate / rates[0]:.2f}x")
+    return rates
 
 
 def report(args: argparse.Namespace, base: dict[str, Any], cur: dict[str, Any]) -> int:
@@ -384,18 +386,14 @@ def report(args: argparse.Namespace, base: dict[str, Any], cur: dict[str, Any]) 
             ("current, observe + to_json", cur.get("read_seconds"))]
     print(f"judge speed: {args.rollouts} rollouts × {args.ticks} ticks = {cur['observes']} observes, "
           f"{cur['verdicts']} metric verdicts, best of {args.launches} processes × {args.rounds} passes, one core each")
-    rates = []
-    for label, seconds in rows:
-        rates.append(cur["verdicts"] / seconds)
-        print(f"  {label:<46} {rates[-1]:>10,.0f} verdicts/s  {1e3 * seconds / cur['observes']:.3f} ms per canary "
-              f"tick  {rates[-1] / rates[0]:.2f}x")
-    _print_pair(read, cur)  # each judgement's JSON read too (reasons, evidence), as a daemon's tick records it
+    rates = _print_rows(rows, cur)
+    _print_rows(read, cur)  # each judgement's JSON read too (reasons, evidence), as a daemon's tick records it
     # And recorded in a rollout as a daemon's tick does: what a daemon pays a judgement, but for its I/O.
-    _print_pair([(f"baseline {args.baseline[:12]}, observe + recorded", base.get("record_seconds")),
+    _print_rows([(f"baseline {args.baseline[:12]}, observe + recorded", base.get("record_seconds")),
                  ("current, observe + recorded", cur.get("record_seconds"))], cur)
     # A daemon's order (every canary's tick i before any tick i + 1): each observe finds less of its canary's
     # objects in the CPU's cache than back to back. Information, not the target's measure.
-    _print_pair([(f"baseline {args.baseline[:12]}, observe interleaved", base.get("interleaved_seconds")),
+    _print_rows([(f"baseline {args.baseline[:12]}, observe interleaved", base.get("interleaved_seconds")),
                  ("current, observe interleaved", cur.get("interleaved_seconds"))], cur)
     same = _identical("observe", base["results"], cur["results"])
     if "batch_results" in cur:

@@ -71,7 +71,7 @@ def test_a_judgements_points_keep_its_finite_numbers_and_drop_the_rest() -> None
                      evidence={"lower_pct": 0.1, "upper_pct": 0.9, "canary_errors": math.nan}),
         MetricResult("cpu", Verdict.SKIPPED, "no data source", Action.WARN),
         MetricResult("latency_p95", Verdict.WARN, "warning", Action.WARN, canary=math.nan, limit=500, unit="ms"))
-    points = timeline.Points.of(results)
+    points = timeline.Points(results)
     assert list(points) == [timeline.metric_point(m) for m in results if m.verdict is not Verdict.SKIPPED]
     fail, passed, warned = points
     assert (fail.canary, fail.stable, fail.limit, fail.anytime_p, fail.adjusted_p) == (10.0, None, 2.0, 0.01, None)

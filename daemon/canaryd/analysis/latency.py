@@ -199,11 +199,20 @@ def _may_raise(t: _Tick, bounds: list[float]) -> bool:
     return False
 
 
-def _stacked(ticks: list[_Tick]) -> tuple[np.ndarray, np.ndarray]:
-    """The ticks' grids one above the other, and each row's null cost log(1 + q0·(e^u − 1))."""
+def _rows(ticks: list[_Tick]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The ticks' pairs as rows, one above the other: canary hits and trials (a column each), the grids so far,
+    and each row's null cost log(1 + q0·(e^u − 1)). One tick's (a canary judged alone) without stacking."""
     expm1_u = ticks[0].state.prior.arrays[1]
+    if len(ticks) == 1:
+        t = ticks[0]
+        return (np.array(t.hits)[:, None], np.array([h + o for h, o in zip(t.hits, t.others, strict=True)])[:, None],
+                unpack(t.state.log_lr).reshape(len(t.hits), -1),
+                np.log1p(1.0 * t.n_c / (1.0 * t.n_c + t.n_s) * expm1_u))
+    hits = np.array([h for t in ticks for h in t.hits])[:, None]
+    trials = np.array([h + o for t in ticks for h, o in zip(t.hits, t.others, strict=True)])[:, None]
     q0 = np.array([1.0 * t.n_c / (1.0 * t.n_c + t.n_s) for t in ticks for _ in t.hits])[:, None]
-    return np.vstack([unpack(t.state.log_lr).reshape(len(t.hits), -1) for t in ticks]), np.log1p(q0 * expm1_u)
+    return (hits, trials, np.vstack([unpack(t.state.log_lr).reshape(len(t.hits), -1) for t in ticks]),
+            np.log1p(q0 * expm1_u))
 
 
 def _stepped(u: np.ndarray, hits: np.ndarray, trials: np.ndarray, old: np.ndarray, cost: np.ndarray) -> np.ndarray:
@@ -217,10 +226,7 @@ def _stepped(u: np.ndarray, hits: np.ndarray, trials: np.ndarray, old: np.ndarra
 
 def _grid_step(ticks: list[_Tick]) -> list[ScaleSequential]:
     """Each tick's pairs added to its grid, all the rows of all the ticks (one prior) in one pass."""
-    u = ticks[0].state.prior.arrays[0]
-    hits = np.array([h for t in ticks for h in t.hits])[:, None]
-    trials = np.array([h + o for t in ticks for h, o in zip(t.hits, t.others, strict=True)])[:, None]
-    grid = _stepped(u, hits, trials, *_stacked(ticks))
+    grid = _stepped(ticks[0].state.prior.arrays[0], *_rows(ticks))
     bounds = np.maximum.reduce(grid, axis=1).tolist()
     out, start = [], 0
     for t in ticks:
@@ -235,11 +241,7 @@ def scale_sequential_update(state: ScaleSequential, canary: Buckets, stable: Buc
     t = _prepare(state, canary, stable)
     if not isinstance(t, _Tick):
         return t
-    u, expm1_u, _ = t.state.prior.arrays  # _grid_step of one tick, without stacking
-    trials = [h + o for h, o in zip(t.hits, t.others, strict=True)]
-    grid = _stepped(u, np.array(t.hits)[:, None], np.array(trials)[:, None],
-                    unpack(t.state.log_lr).reshape(len(t.hits), -1),
-                    np.log1p(1.0 * t.n_c / (1.0 * t.n_c + t.n_s) * expm1_u))
+    grid = _stepped(t.state.prior.arrays[0], *_rows([t]))  # _grid_step of one tick, without its slicing
     return _finish(t, grid, np.maximum.reduce(grid, axis=1).tolist())
 
 

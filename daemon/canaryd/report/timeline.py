@@ -42,22 +42,10 @@ class MetricPoint:
 
     __slots__ = ("name", "verdict", "action", "unit", "reason", "_numbers")
 
-    def __init__(self, name: str, verdict: str, action: str, unit: str = "", canary: float | None = None,
-                 stable: float | None = None, limit: float | None = None, band: tuple[float, float] | None = None,
-                 anytime_p: float | None = None, adjusted_p: float | None = None,
-                 counts: tuple[float, float, float, float] | None = None, reason: str | None = None) -> None:
-        set_ = object.__setattr__
-        for k, v in (("name", name), ("verdict", verdict), ("action", action), ("unit", unit), ("reason", reason)):
-            set_(self, k, v)
-        values = (canary, stable, limit, *(band or (None, None)), anytime_p, adjusted_p, *(counts or (None,) * 4))
-        set_(self, "_numbers", _NUMBERS.pack(*(_NONE if v is None else v for v in values)))
-
-    @classmethod
-    def _packed(cls, labels: tuple[str, str, str, str, str | None], numbers: bytes) -> MetricPoint:
-        point = cls.__new__(cls)
-        for k, v in zip(("name", "verdict", "action", "unit", "reason", "_numbers"), (*labels, numbers), strict=True):
-            object.__setattr__(point, k, v)
-        return point
+    def __init__(self, labels: tuple[str, str, str, str, str | None], numbers: bytes) -> None:
+        """`labels`: (name, verdict, action, unit, reason); `numbers`: _NUMBERS packed, NaN for None."""
+        for k, v in zip(self.__slots__, (*labels, numbers), strict=True):
+            object.__setattr__(self, k, v)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"MetricPoint is read-only: {name}")
@@ -111,28 +99,20 @@ class Points(Sequence[MetricPoint]):
 
     __slots__ = ("_labels", "_numbers")
 
-    def __init__(self, points: Iterable[MetricPoint]) -> None:
-        points = tuple(points)
-        self._labels = tuple(_label(p.name, p.verdict, p.action, p.unit, p.reason) for p in points)
-        self._numbers = b"".join(p._numbers for p in points)
-
-    @classmethod
-    def of(cls, results: Iterable[MetricResult]) -> Points:
-        """The points of a judgement's results, its skipped metrics left out: Points(map(metric_point, ...)),
-        packed straight from the results (made for every judgement: ~25 us less than through MetricPoints)."""
+    def __init__(self, results: Iterable[MetricResult]) -> None:
+        """The points of a judgement's results (metric_point of each), its skipped metrics left out, packed
+        straight from the results: made for every judgement, without a MetricPoint each."""
         labels, numbers = [], []
         for m in results:
             if m.verdict is not _SKIPPED:
                 labels.append(_result_label(m))
                 numbers += _result_numbers(m)
-        out = cls.__new__(cls)
-        out._labels, out._numbers = tuple(labels), struct.pack(f"<{len(numbers)}d", *numbers)
-        return out
+        self._labels, self._numbers = tuple(labels), struct.pack(f"<{len(numbers)}d", *numbers)
 
     def __getitem__(self, i: int) -> MetricPoint:  # type: ignore[override]
         label = self._labels[i]  # IndexError past the end, as a tuple
         i %= len(self._labels)
-        return MetricPoint._packed(label, self._numbers[i * _NUMBERS.size:(i + 1) * _NUMBERS.size])
+        return MetricPoint(label, self._numbers[i * _NUMBERS.size:(i + 1) * _NUMBERS.size])
 
     def __len__(self) -> int:
         return len(self._labels)
@@ -196,7 +176,7 @@ def _result_numbers(m: MetricResult) -> list[float]:
 
 
 def metric_point(m: MetricResult) -> MetricPoint:
-    return MetricPoint._packed(_result_label(m), _NUMBERS.pack(*_result_numbers(m)))
+    return MetricPoint(_result_label(m), _NUMBERS.pack(*_result_numbers(m)))
 
 
 def entry(*, at: float, decision: str, trigger: str, step: int, weight: float | None,
@@ -205,7 +185,7 @@ def entry(*, at: float, decision: str, trigger: str, step: int, weight: float | 
     texts = tuple(reasons)
     if decision == "hold" and judgement is not None:
         texts = tuple(t[:REASON_CHARS] for t in texts[:1])  # repeated every tick: the first one says enough
-    metrics = () if judgement is None else Points.of(judgement.metrics)
+    metrics = () if judgement is None else Points(judgement.metrics)
     return TickEntry(at=at, decision=decision, trigger=trigger, step=step, weight=weight, reasons=texts,
                      metrics=metrics, judged=judgement is not None)
 
